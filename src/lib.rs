@@ -1,0 +1,26 @@
+//! tidegate: a load-aware adaptive batch processor.
+//!
+//! Jobs wait in Redis in BullMQ v5's layout; workers take them hundreds at a time, turn each
+//! batch into MongoDB bulk writes, and pace those writes with a token bucket whose rate a
+//! feedback controller sets from the database's own load.
+//!
+//! ```text
+//!  cron (tz) ──plan──▶ enqueue ─┐            ┌──▶ completed / failed (Redis, retained N)
+//!  HTTP/CLI  ──────────────────▶│ Redis queue │
+//!                               └──pull batch─┴─▶ worker ──plan writes──▶ MongoDB bulk write
+//!                                                   ▲                           │
+//!                           governor token bucket ──┘        serverStatus ◀─────┘
+//!                                    ▲                            │
+//!                                    └──── controller ◀── probe ──┘
+//! ```
+//!
+//! Modules, in the order data moves: [`config`] (settings), [`queue`] (Redis), [`store`]
+//! (MongoDB), [`http`] (metrics and health), [`telemetry`] (logs and metric names), [`app`]
+//! (process life cycle).
+
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod queue;
+pub mod store;
+pub mod telemetry;

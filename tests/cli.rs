@@ -1,0 +1,73 @@
+//! The binary's configuration surface: bad values stop startup with every problem named, secrets
+//! stay hidden, and the README's settings table is the generated one.
+
+use std::process::Command;
+
+fn tidegate() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidegate"));
+    // Start from the defaults whatever the calling shell exported.
+    for var in tidegate::config::VARS {
+        cmd.env_remove(var.name);
+    }
+    cmd
+}
+
+#[test]
+fn bad_values_stop_startup_naming_each_variable() {
+    let out = tidegate()
+        .args(["run"])
+        .env("TIDEGATE_RATE_CEILING", "lots")
+        .env("TIDEGATE_TIMEZONE", "Asia/Seol")
+        .output()
+        .expect("run tidegate");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("TIDEGATE_RATE_CEILING: \"lots\" is invalid (not a number)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("TIDEGATE_TIMEZONE: \"Asia/Seol\" is invalid (unknown timezone)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("accepted: an IANA timezone name"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn config_prints_effective_settings_with_secrets_redacted() {
+    let out = tidegate()
+        .args(["config"])
+        .env(
+            "MONGODB_URI",
+            "mongodb://app:hunter2@db1:27017,db2:27017/?replicaSet=rs0",
+        )
+        .env("TIDEGATE_TIMEZONE", "UTC")
+        .output()
+        .expect("run tidegate");
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+    assert!(
+        stdout.contains("mongodb://app:****@db1:27017,db2:27017/?replicaSet=rs0"),
+        "{stdout}"
+    );
+    let tz = stdout
+        .lines()
+        .find(|l| l.starts_with("TIDEGATE_TIMEZONE"))
+        .expect("timezone line");
+    assert!(tz.contains("UTC") && tz.contains("(env)"), "{tz}");
+}
+
+#[test]
+fn readme_settings_table_is_generated_from_the_code() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let table = tidegate::config::markdown_table();
+    assert!(
+        readme.contains(&table),
+        "README's settings table is stale; regenerate it with `tidegate config --markdown`:\n{table}"
+    );
+}
