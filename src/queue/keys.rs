@@ -1,0 +1,99 @@
+//! Redis key names of one queue, in BullMQ v5's layout (`<prefix>:<queue>:<suffix>`). The only
+//! place key names are spelled.
+
+/// The keys of one queue.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    /// `<prefix>:<queue>:`: job hashes are this followed by the job id.
+    base: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str, queue: &str) -> Self {
+        Self {
+            base: format!("{prefix}:{queue}:"),
+        }
+    }
+
+    /// The common prefix of every key of the queue; a job's hash key is this plus its id.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.base)
+    }
+
+    /// LIST of job ids ready to run; producers push on the left, workers take from the right.
+    pub fn wait(&self) -> String {
+        self.key("wait")
+    }
+    /// LIST that holds waiting jobs while the queue is paused.
+    pub fn paused(&self) -> String {
+        self.key("paused")
+    }
+    /// LIST of job ids being processed.
+    pub fn active(&self) -> String {
+        self.key("active")
+    }
+    /// ZSET of waiting jobs that carry a priority.
+    pub fn prioritized(&self) -> String {
+        self.key("prioritized")
+    }
+    /// Counter that keeps equal priorities in FIFO order.
+    pub fn priority_counter(&self) -> String {
+        self.key("pc")
+    }
+    /// ZSET of jobs waiting for a time; score = due ms × 4096 + a tiebreaker.
+    pub fn delayed(&self) -> String {
+        self.key("delayed")
+    }
+    /// ZSET of finished jobs; score = finishedOn (ms).
+    pub fn completed(&self) -> String {
+        self.key("completed")
+    }
+    pub fn failed(&self) -> String {
+        self.key("failed")
+    }
+    /// Counter for generated job ids.
+    pub fn id(&self) -> String {
+        self.key("id")
+    }
+    /// HASH of queue-wide state: `paused`, `opts.maxLenEvents`, `version`.
+    pub fn meta(&self) -> String {
+        self.key("meta")
+    }
+    /// STREAM of job events.
+    pub fn events(&self) -> String {
+        self.key("events")
+    }
+    /// ZSET that wakes blocked workers; score = when there is work (0 = now).
+    pub fn marker(&self) -> String {
+        self.key("marker")
+    }
+    /// SET of active jobs seen at the last stalled check.
+    pub fn stalled(&self) -> String {
+        self.key("stalled")
+    }
+    /// Key whose expiry spaces stalled checks across all workers.
+    pub fn stalled_check(&self) -> String {
+        self.key("stalled-check")
+    }
+    pub fn job(&self, id: &str) -> String {
+        self.key(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_bullmq_layout() {
+        let keys = Keys::new("bull", "scoreCollect");
+        assert_eq!(keys.wait(), "bull:scoreCollect:wait");
+        assert_eq!(keys.job("42"), "bull:scoreCollect:42");
+        assert_eq!(keys.stalled_check(), "bull:scoreCollect:stalled-check");
+        assert_eq!(Keys::new("{bull}", "q").meta(), "{bull}:q:meta");
+    }
+}
