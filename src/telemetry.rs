@@ -5,8 +5,8 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::describe_gauge;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -15,7 +15,24 @@ use crate::config::LogFormat;
 pub mod names {
     pub const BUILD_INFO: &str = "tidegate_build_info";
     pub const DEPENDENCY_UP: &str = "tidegate_dependency_up";
+    pub const JOBS_ADDED: &str = "tidegate_jobs_added_total";
+    pub const JOBS_COMPLETED: &str = "tidegate_jobs_completed_total";
+    pub const JOBS_FAILED: &str = "tidegate_jobs_failed_total";
+    pub const JOBS_RETRIED: &str = "tidegate_jobs_retried_total";
+    pub const JOBS_STALLED: &str = "tidegate_jobs_stalled_total";
+    pub const QUEUE_JOBS: &str = "tidegate_queue_jobs";
+    pub const BATCH_SIZE: &str = "tidegate_batch_jobs";
+    pub const JOB_LATENCY: &str = "tidegate_job_latency_seconds";
 }
+
+/// Histogram buckets per metric, chosen for the quantity measured.
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0,
+];
+/// Added → settled: from a busy moment's milliseconds to a whole night's run.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
+];
 
 /// Installs the global `tracing` subscriber writing to stderr. A second call (tests) is a no-op.
 pub fn init_tracing(filter: &str, format: LogFormat) {
@@ -34,7 +51,13 @@ pub fn init_tracing(filter: &str, format: LogFormat) {
 pub fn metrics() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(names::BATCH_SIZE.into()), BATCH_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(names::JOB_LATENCY.into()), LATENCY_BUCKETS)
+            })
+            .unwrap_or_else(|_| PrometheusBuilder::new())
+            .build_recorder();
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
@@ -63,5 +86,29 @@ fn describe() {
     describe_gauge!(
         names::DEPENDENCY_UP,
         "1 when the last readiness check reached the dependency (redis, mongodb), else 0"
+    );
+    describe_counter!(
+        names::JOBS_ADDED,
+        "Jobs added to a queue (duplicates of an existing id not counted)"
+    );
+    describe_counter!(names::JOBS_COMPLETED, "Jobs that completed");
+    describe_counter!(
+        names::JOBS_FAILED,
+        "Jobs that failed for good (no attempt left, or a permanent error)"
+    );
+    describe_counter!(
+        names::JOBS_RETRIED,
+        "Failed attempts that were scheduled for another try"
+    );
+    describe_counter!(
+        names::JOBS_STALLED,
+        "Jobs whose worker lost them (lock expired), moved back to wait"
+    );
+    describe_gauge!(names::QUEUE_JOBS, "Jobs in each state of a queue, sampled");
+    describe_histogram!(names::BATCH_SIZE, "Jobs taken per batch by a worker loop");
+    describe_histogram!(
+        names::JOB_LATENCY,
+        Unit::Seconds,
+        "Time from a job being added to it being settled (completed or failed for good)"
     );
 }

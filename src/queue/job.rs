@@ -151,7 +151,11 @@ impl Backoff {
     pub fn delay(&self, failures: u32, random: f64) -> Duration {
         let (kind, base, jitter) = match *self {
             Backoff::Millis(ms) => (BackoffKind::Fixed, ms, 0.0),
-            Backoff::Spec { kind, delay, jitter } => (kind, delay, jitter.unwrap_or(0.0)),
+            Backoff::Spec {
+                kind,
+                delay,
+                jitter,
+            } => (kind, delay, jitter.unwrap_or(0.0)),
         };
         let full = match kind {
             BackoffKind::Fixed => base as f64,
@@ -237,7 +241,10 @@ mod tests {
         let opts: JobOptions =
             serde_json::from_str(r#"{"kl":10,"de":{"id":"x"},"telemetry":{}}"#).expect("parse");
         assert_eq!(opts, JobOptions::default());
-        assert_eq!(serde_json::to_string(&JobOptions::default()).expect("json"), "{}");
+        assert_eq!(
+            serde_json::to_string(&JobOptions::default()).expect("json"),
+            "{}"
+        );
     }
 
     #[test]

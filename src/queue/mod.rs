@@ -1,14 +1,66 @@
-//! The Redis job queue. For now: the shared Redis connection; the BullMQ-layout queue builds on
-//! it.
+//! The Redis job queue, in BullMQ v5's data layout so that BullMQ producers, BullMQ workers and
+//! bull-board share queues with tidegate. Unlike BullMQ's open-source worker, every move here is
+//! batched: adding, taking into active (with locks) and settling hundreds of jobs are each one
+//! atomic Lua script and one round trip.
+//!
+//! [`keys`] spells the key names, [`job`] holds the job model and its pure rules, and the Lua
+//! scripts in `lua/` do the atomic moves.
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+pub mod job;
+pub mod keys;
+
+use std::sync::LazyLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{Script, Value};
+
+pub use job::{Backoff, BackoffKind, Job, JobOptions, Keep, NewJob, Retention};
+pub use keys::Keys;
+
+use crate::telemetry::names;
+
+static ADD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/add.lua")));
+static TAKE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/take.lua")));
+static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/settle.lua")));
+static EXTEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/extend.lua")));
+static STALLED: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/stalled.lua")));
+static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/release.lua")));
+static PAUSE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/pause.lua")));
+
+/// Jobs per script call: large enough to amortise the round trip, small enough that one call
+/// never holds Redis (single-threaded) for long.
+const CHUNK: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("job {index} cannot be added: {reason}")]
+    InvalidJob { index: usize, reason: String },
+    #[error("unexpected reply from a queue script: {0}")]
+    Reply(String),
+}
+
+pub type Result<T> = std::result::Result<T, QueueError>;
 
 /// Opens a multiplexed, self-reconnecting connection. Fails when Redis cannot be reached now,
 /// so a wrong `REDIS_URL` stops startup instead of surfacing later as stuck jobs.
 pub async fn connect(url: &str) -> redis::RedisResult<ConnectionManager> {
     let client = redis::Client::open(url)?;
-    let config = ConnectionManagerConfig::new().set_number_of_retries(3);
+    let config = ConnectionManagerConfig::new()
+        .set_number_of_retries(3)
+        .set_connection_timeout(Duration::from_secs(5))
+        .set_response_timeout(Duration::from_secs(30));
     client.get_connection_manager_with_config(config).await
+}
+
+/// A connection of its own for blocking commands, which would stall every other command sharing
+/// a multiplexed connection.
+pub async fn connect_blocking(url: &str) -> redis::RedisResult<MultiplexedConnection> {
+    redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await
 }
 
 /// One `PING` round trip.
@@ -17,4 +69,520 @@ pub async fn ping(conn: &mut ConnectionManager) -> redis::RedisResult<()> {
         .query_async::<String>(conn)
         .await
         .map(drop)
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The result of adding one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Added {
+    pub id: String,
+    /// A job with this caller-given id already existed; nothing was written.
+    pub duplicate: bool,
+}
+
+/// What one take returned.
+#[derive(Debug, Default)]
+pub struct Taken {
+    /// Jobs now active under the caller's lock token.
+    pub jobs: Vec<Job>,
+    /// Jobs taken that cannot run (unreadable options, or a failure deferred by the stalled
+    /// check); the caller fails them with the reason given.
+    pub malformed: Vec<(String, String)>,
+    /// When the earliest delayed job is due (ms since the epoch), if any.
+    pub next_delayed: Option<u64>,
+}
+
+/// How a taken job leaves active.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settlement {
+    Completed {
+        id: String,
+        /// JSON text stored as the job's `returnvalue`.
+        returnvalue: String,
+        keep: Retention,
+    },
+    Failed {
+        id: String,
+        reason: String,
+        stacktrace: Vec<String>,
+        keep: Retention,
+        /// The job used its last attempt (BullMQ then also emits `retries-exhausted`).
+        exhausted: bool,
+    },
+    Retry {
+        id: String,
+        reason: String,
+        stacktrace: Vec<String>,
+        delay: Duration,
+        lifo: bool,
+    },
+}
+
+impl Settlement {
+    pub fn id(&self) -> &str {
+        match self {
+            Settlement::Completed { id, .. }
+            | Settlement::Failed { id, .. }
+            | Settlement::Retry { id, .. } => id,
+        }
+    }
+}
+
+/// What happened to one settlement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    Done,
+    /// The lock had expired: the stalled check may already have given the job to another worker.
+    LockMissing,
+    /// Another worker holds the job now.
+    LockTaken,
+}
+
+/// Result of one stalled check.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct StalledCheck {
+    /// False when another worker ran the check within the interval.
+    pub ran: bool,
+    pub requeued: Vec<String>,
+    /// Requeued jobs past the maximum stall count: their next taker fails them.
+    pub over_limit: Vec<String>,
+}
+
+/// Jobs per state, as BullMQ's `getJobCounts` reports them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    pub waiting: u64,
+    pub paused: u64,
+    pub prioritized: u64,
+    pub active: u64,
+    pub delayed: u64,
+    pub completed: u64,
+    pub failed: u64,
+}
+
+impl Counts {
+    pub fn by_state(&self) -> [(&'static str, u64); 7] {
+        [
+            ("waiting", self.waiting),
+            ("paused", self.paused),
+            ("prioritized", self.prioritized),
+            ("active", self.active),
+            ("delayed", self.delayed),
+            ("completed", self.completed),
+            ("failed", self.failed),
+        ]
+    }
+}
+
+/// One queue: a name under a key prefix, on a shared connection. Cheap to clone.
+#[derive(Clone)]
+pub struct Queue {
+    conn: ConnectionManager,
+    keys: Keys,
+    name: String,
+}
+
+impl Queue {
+    pub fn new(conn: ConnectionManager, prefix: &str, name: &str) -> Self {
+        Self {
+            conn,
+            keys: Keys::new(prefix, name),
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub async fn add(&self, job: NewJob) -> Result<Added> {
+        let mut added = self.add_bulk(std::slice::from_ref(&job)).await?;
+        added
+            .pop()
+            .ok_or_else(|| QueueError::Reply("add returned no id".into()))
+    }
+
+    /// Adds jobs in order, one round trip per [`CHUNK`]. A job whose caller-given id exists
+    /// already is reported as a duplicate and not written. Ids are checked before anything is
+    /// written, so a bad one rejects the call whole.
+    pub async fn add_bulk(&self, jobs: &[NewJob]) -> Result<Vec<Added>> {
+        let mut encoded = Vec::with_capacity(jobs.len());
+        for (index, job) in jobs.iter().enumerate() {
+            if let Some(id) = &job.opts.job_id {
+                job::check_custom_id(id)
+                    .map_err(|reason| QueueError::InvalidJob { index, reason })?;
+            }
+            let data = serde_json::to_string(&job.data).map_err(|e| QueueError::InvalidJob {
+                index,
+                reason: e.to_string(),
+            })?;
+            let opts = serde_json::to_string(&job.opts).map_err(|e| QueueError::InvalidJob {
+                index,
+                reason: e.to_string(),
+            })?;
+            encoded.push((job, data, opts));
+        }
+        let k = &self.keys;
+        let mut out = Vec::with_capacity(jobs.len());
+        for chunk in encoded.chunks(CHUNK) {
+            let mut inv = ADD.prepare_invoke();
+            inv.key(k.wait())
+                .key(k.paused())
+                .key(k.meta())
+                .key(k.id())
+                .key(k.delayed())
+                .key(k.prioritized())
+                .key(k.priority_counter())
+                .key(k.events())
+                .key(k.marker())
+                .arg(k.base())
+                .arg(now_ms())
+                .arg(chunk.len());
+            for (job, data, opts) in chunk {
+                inv.arg(job.opts.job_id.as_deref().unwrap_or(""))
+                    .arg(&job.name)
+                    .arg(data)
+                    .arg(opts)
+                    .arg(job.opts.delay)
+                    .arg(job.opts.priority)
+                    .arg(if job.opts.lifo { "1" } else { "0" });
+            }
+            let (ids, dups): (Vec<String>, Vec<i64>) =
+                inv.invoke_async(&mut self.conn.clone()).await?;
+            if ids.len() != chunk.len() || dups.len() != chunk.len() {
+                return Err(QueueError::Reply(format!(
+                    "add returned {} ids for {} jobs",
+                    ids.len(),
+                    chunk.len()
+                )));
+            }
+            out.extend(ids.into_iter().zip(dups).map(|(id, dup)| Added {
+                id,
+                duplicate: dup == 1,
+            }));
+        }
+        let new = out.iter().filter(|a| !a.duplicate).count();
+        metrics::counter!(names::JOBS_ADDED, "queue" => self.name.clone()).increment(new as u64);
+        Ok(out)
+    }
+
+    /// Promotes due delayed jobs, then moves up to `max` jobs into active, each locked with
+    /// `token` for `lock`.
+    pub async fn take(&self, max: usize, token: &str, lock: Duration) -> Result<Taken> {
+        let k = &self.keys;
+        let (rows, next): (Vec<Vec<Option<String>>>, u64) = TAKE
+            .key(k.wait())
+            .key(k.active())
+            .key(k.prioritized())
+            .key(k.delayed())
+            .key(k.paused())
+            .key(k.meta())
+            .key(k.marker())
+            .key(k.events())
+            .key(k.priority_counter())
+            .arg(k.base())
+            .arg(token)
+            .arg(lock.as_millis() as u64)
+            .arg(max)
+            .arg(now_ms())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let mut taken = Taken {
+            next_delayed: (next > 0).then_some(next),
+            ..Taken::default()
+        };
+        for row in rows {
+            match parse_taken(row)? {
+                Ok(job) => taken.jobs.push(job),
+                Err(bad) => taken.malformed.push(bad),
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Settles jobs this token holds, each by its own outcome, one round trip per [`CHUNK`].
+    pub async fn settle(&self, token: &str, settlements: &[Settlement]) -> Result<Vec<Settled>> {
+        let k = &self.keys;
+        let mut out = Vec::with_capacity(settlements.len());
+        for chunk in settlements.chunks(CHUNK) {
+            let mut inv = SETTLE.prepare_invoke();
+            inv.key(k.active())
+                .key(k.completed())
+                .key(k.failed())
+                .key(k.delayed())
+                .key(k.wait())
+                .key(k.paused())
+                .key(k.meta())
+                .key(k.events())
+                .key(k.marker())
+                .key(k.stalled())
+                .key(k.prioritized())
+                .key(k.priority_counter())
+                .arg(k.base())
+                .arg(token)
+                .arg(now_ms())
+                .arg(chunk.len());
+            for s in chunk {
+                match s {
+                    Settlement::Completed {
+                        id,
+                        returnvalue,
+                        keep,
+                    } => {
+                        let (count, age) = keep_args(keep);
+                        inv.arg(id)
+                            .arg("c")
+                            .arg(returnvalue)
+                            .arg("")
+                            .arg(count)
+                            .arg(age);
+                    }
+                    Settlement::Failed {
+                        id,
+                        reason,
+                        stacktrace,
+                        keep,
+                        exhausted,
+                    } => {
+                        let (count, age) = keep_args(keep);
+                        inv.arg(id)
+                            .arg(if *exhausted { "x" } else { "f" })
+                            .arg(reason)
+                            .arg(stack_json(stacktrace))
+                            .arg(count)
+                            .arg(age);
+                    }
+                    Settlement::Retry {
+                        id,
+                        reason,
+                        stacktrace,
+                        delay,
+                        lifo,
+                    } => {
+                        inv.arg(id)
+                            .arg("r")
+                            .arg(reason)
+                            .arg(stack_json(stacktrace))
+                            .arg(delay.as_millis() as u64)
+                            .arg(if *lifo { "1" } else { "0" });
+                    }
+                }
+            }
+            let codes: Vec<i64> = inv.invoke_async(&mut self.conn.clone()).await?;
+            if codes.len() != chunk.len() {
+                return Err(QueueError::Reply(format!(
+                    "settle returned {} codes for {} jobs",
+                    codes.len(),
+                    chunk.len()
+                )));
+            }
+            out.extend(codes.into_iter().map(|code| match code {
+                1 => Settled::Done,
+                -6 => Settled::LockTaken,
+                _ => Settled::LockMissing,
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Extends the locks `token` holds on `ids`; returns the ids whose lock was lost.
+    pub async fn extend_locks(
+        &self,
+        token: &str,
+        ids: &[String],
+        lock: Duration,
+    ) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = &self.keys;
+        let mut lost = Vec::new();
+        for chunk in ids.chunks(CHUNK) {
+            let mut inv = EXTEND.prepare_invoke();
+            inv.key(k.stalled())
+                .arg(k.base())
+                .arg(token)
+                .arg(lock.as_millis() as u64)
+                .arg(chunk);
+            let chunk_lost: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
+            lost.extend(chunk_lost);
+        }
+        Ok(lost)
+    }
+
+    /// Returns unfinished jobs `token` holds to the front of wait (used at shutdown).
+    pub async fn release(&self, token: &str, ids: &[String]) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let k = &self.keys;
+        let released: u64 = RELEASE
+            .key(k.active())
+            .key(k.wait())
+            .key(k.paused())
+            .key(k.meta())
+            .key(k.marker())
+            .key(k.events())
+            .arg(k.base())
+            .arg(token)
+            .arg(ids)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(released)
+    }
+
+    /// Runs the stalled check if no worker ran it within `interval`.
+    pub async fn recover_stalled(
+        &self,
+        interval: Duration,
+        max_stalled: u32,
+    ) -> Result<StalledCheck> {
+        let k = &self.keys;
+        let (ran, requeued, over_limit): (i64, Vec<String>, Vec<String>) = STALLED
+            .key(k.stalled_check())
+            .key(k.stalled())
+            .key(k.active())
+            .key(k.wait())
+            .key(k.paused())
+            .key(k.meta())
+            .key(k.marker())
+            .key(k.events())
+            .arg(k.base())
+            .arg(now_ms())
+            .arg(interval.as_millis().max(1) as u64)
+            .arg(max_stalled)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        if !requeued.is_empty() {
+            metrics::counter!(names::JOBS_STALLED, "queue" => self.name.clone())
+                .increment(requeued.len() as u64);
+        }
+        Ok(StalledCheck {
+            ran: ran == 1,
+            requeued,
+            over_limit,
+        })
+    }
+
+    pub async fn pause(&self) -> Result<()> {
+        self.pause_or_resume("pause").await
+    }
+
+    pub async fn resume(&self) -> Result<()> {
+        self.pause_or_resume("resume").await
+    }
+
+    async fn pause_or_resume(&self, what: &str) -> Result<()> {
+        let k = &self.keys;
+        let _: i64 = PAUSE
+            .key(k.wait())
+            .key(k.paused())
+            .key(k.meta())
+            .key(k.marker())
+            .key(k.events())
+            .key(k.prioritized())
+            .key(k.delayed())
+            .arg(what)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn is_paused(&self) -> Result<bool> {
+        let paused: bool = redis::cmd("HEXISTS")
+            .arg(self.keys.meta())
+            .arg("paused")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(paused)
+    }
+
+    /// Jobs per state, read in one round trip.
+    pub async fn counts(&self) -> Result<Counts> {
+        let k = &self.keys;
+        let (waiting, paused, prioritized, active, delayed, completed, failed) = redis::pipe()
+            .llen(k.wait())
+            .llen(k.paused())
+            .zcard(k.prioritized())
+            .llen(k.active())
+            .zcard(k.delayed())
+            .zcard(k.completed())
+            .zcard(k.failed())
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(Counts {
+            waiting,
+            paused,
+            prioritized,
+            active,
+            delayed,
+            completed,
+            failed,
+        })
+    }
+
+    /// Blocks on the queue's marker until a producer signals work or `timeout` passes. Needs a
+    /// connection of its own ([`connect_blocking`]).
+    pub async fn wait_for_work(
+        &self,
+        blocking: &mut MultiplexedConnection,
+        timeout: Duration,
+    ) -> Result<()> {
+        // BZPOPMIN takes seconds with decimals; 0 would block forever.
+        let seconds = timeout.as_secs_f64().max(0.001);
+        let _: Value = redis::cmd("BZPOPMIN")
+            .arg(self.keys.marker())
+            .arg(seconds)
+            .query_async(blocking)
+            .await?;
+        Ok(())
+    }
+}
+
+fn keep_args(keep: &Retention) -> (i64, i64) {
+    let count = keep.count.map_or(-1, |c| c.min(i64::MAX as u64) as i64);
+    let age = keep.age.map_or(-1, |a| a.as_secs().max(1) as i64);
+    (count, age)
+}
+
+fn stack_json(stacktrace: &[String]) -> String {
+    serde_json::to_string(stacktrace).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// One row of `take.lua`: {id, name, data, opts, timestamp, attemptsMade, deferred failure}.
+/// The outer error is a broken reply; the inner one a job that cannot run, with its reason.
+fn parse_taken(row: Vec<Option<String>>) -> Result<std::result::Result<Job, (String, String)>> {
+    let mut fields = row.into_iter();
+    let mut next = || fields.next().flatten();
+    let id = next().ok_or_else(|| QueueError::Reply("take returned a job without id".into()))?;
+    let (name, data, opts, timestamp, attempts, deferred) =
+        (next(), next(), next(), next(), next(), next());
+    if let Some(reason) = deferred {
+        return Ok(Err((id, reason)));
+    }
+    let Some(raw_data) = data else {
+        return Ok(Err((id, "job has no data field".to_owned())));
+    };
+    let opts = match opts.as_deref().map(serde_json::from_str::<JobOptions>) {
+        None => JobOptions::default(),
+        Some(Ok(opts)) => opts,
+        Some(Err(e)) => return Ok(Err((id, format!("job options are not valid: {e}")))),
+    };
+    Ok(Ok(Job {
+        id,
+        name: name.unwrap_or_default(),
+        raw_data,
+        opts,
+        timestamp: timestamp.and_then(|t| t.parse().ok()).unwrap_or(0),
+        attempts_made: attempts.and_then(|a| a.parse().ok()).unwrap_or(0),
+    }))
 }

@@ -1,0 +1,71 @@
+--[[ tidegate: add many jobs in one call, in BullMQ v5's layout.
+KEYS: 1 wait, 2 paused, 3 meta, 4 id, 5 delayed, 6 prioritized, 7 pc, 8 events, 9 marker
+ARGV: 1 key base, 2 now (ms), 3 job count, then per job 7 values:
+      custom id ('' = generate), name, data (JSON), opts (JSON), delay ms, priority, lifo ('1'/'0')
+Returns {ids, duplicated flags (1 = a job with that custom id already existed; nothing written)} ]]
+local rcall = redis.call
+local base, now, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
+
+local maxEvents = rcall('HGET', KEYS[3], 'opts.maxLenEvents')
+if not maxEvents then
+  maxEvents = 10000
+  rcall('HSET', KEYS[3], 'opts.maxLenEvents', maxEvents)
+end
+local paused = rcall('HEXISTS', KEYS[3], 'paused') == 1
+local target = paused and KEYS[2] or KEYS[1]
+
+-- Scores beyond 2^47 print inexactly with Lua's default number format; %.0f keeps every digit.
+local function int(x) return string.format('%.0f', x) end
+
+-- Delayed score: due ms * 4096 plus a sequence within that millisecond.
+local function delayedScore(due)
+  local low = due * 4096
+  local top = rcall('ZREVRANGEBYSCORE', KEYS[5], int(low + 4095), int(low), 'WITHSCORES', 'LIMIT', 0, 1)
+  if top[2] then return int(math.min(tonumber(top[2]) + 1, low + 4095)) end
+  return int(low)
+end
+
+local ids, duplicated = {}, {}
+local ready = false
+local anyDelayed = false
+for i = 0, n - 1 do
+  local a = 4 + i * 7
+  local custom, name, data, opts = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local delay, priority = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+  -- BullMQ advances the counter on every add, custom id or not.
+  local counter = rcall('INCR', KEYS[4])
+  local id = custom ~= '' and custom or tostring(counter)
+  local jobKey = base .. id
+  if custom ~= '' and rcall('EXISTS', jobKey) == 1 then
+    rcall('XADD', KEYS[8], 'MAXLEN', '~', maxEvents, '*', 'event', 'duplicated', 'jobId', id)
+    duplicated[#duplicated + 1] = 1
+  else
+    rcall('HSET', jobKey, 'name', name, 'data', data, 'opts', opts, 'timestamp', now,
+      'delay', delay, 'priority', priority)
+    rcall('XADD', KEYS[8], '*', 'event', 'added', 'jobId', id, 'name', name)
+    if delay > 0 then
+      local due = tonumber(now) + delay
+      rcall('ZADD', KEYS[5], delayedScore(due), id)
+      rcall('XADD', KEYS[8], 'MAXLEN', '~', maxEvents, '*', 'event', 'delayed', 'jobId', id, 'delay', int(due))
+      anyDelayed = true
+    else
+      if priority > 0 then
+        local seq = rcall('INCR', KEYS[7]) % 4294967296
+        rcall('ZADD', KEYS[6], int(priority * 4294967296 + seq), id)
+      else
+        rcall(ARGV[a + 6] == '1' and 'RPUSH' or 'LPUSH', target, id)
+      end
+      rcall('XADD', KEYS[8], 'MAXLEN', '~', maxEvents, '*', 'event', 'waiting', 'jobId', id)
+      ready = true
+    end
+    duplicated[#duplicated + 1] = 0
+  end
+  ids[#ids + 1] = id
+end
+
+if ready and not paused then rcall('ZADD', KEYS[9], 0, '0') end
+if anyDelayed then
+  local first = rcall('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
+  if first[2] then rcall('ZADD', KEYS[9], tonumber(first[2]) / 4096, '1') end
+end
+return {ids, duplicated}

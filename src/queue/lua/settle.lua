@@ -1,0 +1,129 @@
+--[[ tidegate: settle many active jobs in one call, each by its own outcome.
+KEYS: 1 active, 2 completed, 3 failed, 4 delayed, 5 wait, 6 paused, 7 meta, 8 events, 9 marker,
+      10 stalled, 11 prioritized, 12 pc
+ARGV: 1 key base, 2 lock token, 3 now (ms), 4 job count, then per job 6 values:
+      id, kind, value, stacktrace (JSON), a, b
+  kind 'c' completed: value = returnvalue (JSON); a, b = keep count, keep age s (-1 = no limit)
+  kind 'f' failed for good / 'x' failed, attempts exhausted: value = reason; a, b as for 'c'
+  kind 'r' retry: value = reason; a = delay ms; b = '1' when lifo
+Returns one code per job: 1 settled, -2 lock missing, -6 lock held by another token (the job was
+recovered as stalled and may be running elsewhere: it is left alone). ]]
+local rcall = redis.call
+local base, token, now, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local paused = rcall('HEXISTS', KEYS[7], 'paused') == 1
+local target = paused and KEYS[6] or KEYS[5]
+local maxEvents = rcall('HGET', KEYS[7], 'opts.maxLenEvents') or 10000
+local function int(x) return string.format('%.0f', x) end
+
+local function removeJobKeys(id)
+  local key = base .. id
+  rcall('DEL', key, key .. ':logs', key .. ':dependencies', key .. ':processed', key .. ':failed',
+    key .. ':unsuccessful')
+end
+
+local function delayedScore(due)
+  local low = due * 4096
+  local top = rcall('ZREVRANGEBYSCORE', KEYS[4], int(low + 4095), int(low), 'WITHSCORES', 'LIMIT', 0, 1)
+  if top[2] then return int(math.min(tonumber(top[2]) + 1, low + 4095)) end
+  return int(low)
+end
+
+-- Retention is applied once per distinct policy after all moves: the same result as after each
+-- job, since this call's jobs are the newest in the set.
+local trims, trimOrder = {}, {}
+local function keepOrRemove(set, id, count, age, field, value)
+  local key = base .. id
+  if count == 0 then
+    removeJobKeys(id)
+    return
+  end
+  rcall('ZADD', set, now, id)
+  rcall('HSET', key, field, value, 'finishedOn', now)
+  if count > 0 or age > 0 then
+    local policy = set .. '|' .. count .. '|' .. age
+    if not trims[policy] then
+      trims[policy] = {set, count, age}
+      trimOrder[#trimOrder + 1] = policy
+    end
+  end
+end
+
+local codes = {}
+local readyAgain, delayedAgain = false, false
+for i = 0, n - 1 do
+  local a = 5 + i * 6
+  local id, kind, value, stack = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local key = base .. id
+  local holder = rcall('GET', key .. ':lock')
+  if holder ~= token then
+    codes[#codes + 1] = holder and -6 or -2
+  else
+    rcall('DEL', key .. ':lock')
+    rcall('SREM', KEYS[10], id)
+    rcall('LREM', KEYS[1], -1, id)
+    local attempts = rcall('HINCRBY', key, 'atm', 1)
+    if kind == 'c' then
+      keepOrRemove(KEYS[2], id, tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), 'returnvalue', value)
+      rcall('XADD', KEYS[8], '*', 'event', 'completed', 'jobId', id, 'returnvalue', value, 'prev', 'active')
+    elseif kind == 'f' or kind == 'x' then
+      rcall('HSET', key, 'stacktrace', stack)
+      rcall('HDEL', key, 'defa')
+      keepOrRemove(KEYS[3], id, tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), 'failedReason', value)
+      rcall('XADD', KEYS[8], '*', 'event', 'failed', 'jobId', id, 'failedReason', value, 'prev', 'active')
+      if kind == 'x' then
+        rcall('XADD', KEYS[8], '*', 'event', 'retries-exhausted', 'jobId', id, 'attemptsMade', attempts)
+      end
+    else
+      local delay = tonumber(ARGV[a + 4])
+      rcall('HSET', key, 'failedReason', value, 'stacktrace', stack)
+      if delay > 0 then
+        local due = tonumber(now) + delay
+        rcall('HSET', key, 'delay', delay)
+        rcall('ZADD', KEYS[4], delayedScore(due), id)
+        rcall('XADD', KEYS[8], 'MAXLEN', '~', maxEvents, '*', 'event', 'delayed', 'jobId', id, 'delay', int(due))
+        delayedAgain = true
+      else
+        local priority = tonumber(rcall('HGET', key, 'priority')) or 0
+        if priority > 0 then
+          local seq = rcall('INCR', KEYS[12]) % 4294967296
+          rcall('ZADD', KEYS[11], int(priority * 4294967296 + seq), id)
+        else
+          rcall(ARGV[a + 5] == '1' and 'RPUSH' or 'LPUSH', target, id)
+        end
+        rcall('XADD', KEYS[8], 'MAXLEN', '~', maxEvents, '*', 'event', 'waiting', 'jobId', id, 'prev', 'active')
+        readyAgain = true
+      end
+    end
+    codes[#codes + 1] = 1
+  end
+end
+
+for _, policy in ipairs(trimOrder) do
+  local set, count, age = trims[policy][1], trims[policy][2], trims[policy][3]
+  if age > 0 then
+    -- At most 1000 per call, as BullMQ does, so one settle never stalls Redis.
+    local old = rcall('ZRANGEBYSCORE', set, '-inf', int(tonumber(now) - age * 1000), 'LIMIT', 0, 1000)
+    if #old > 0 then
+      for _, id in ipairs(old) do removeJobKeys(id) end
+      rcall('ZREM', set, unpack(old))
+    end
+  end
+  if count > 0 then
+    local extra = rcall('ZREVRANGE', set, count, -1)
+    if #extra > 0 then
+      for _, id in ipairs(extra) do removeJobKeys(id) end
+      rcall('ZREMRANGEBYRANK', set, 0, -(count + 1))
+    end
+  end
+end
+
+if readyAgain and not paused then rcall('ZADD', KEYS[9], 0, '0') end
+if delayedAgain then
+  local first = rcall('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+  if first[2] then rcall('ZADD', KEYS[9], tonumber(first[2]) / 4096, '1') end
+end
+rcall('XTRIM', KEYS[8], 'MAXLEN', '~', maxEvents)
+if rcall('LLEN', KEYS[5]) == 0 and rcall('LLEN', KEYS[1]) == 0 and rcall('ZCARD', KEYS[11]) == 0 then
+  rcall('XADD', KEYS[8], '*', 'event', 'drained')
+end
+return codes

@@ -1,0 +1,64 @@
+--[[ tidegate: promote due delayed jobs, then move up to N jobs into active, each with a lock.
+KEYS: 1 wait, 2 active, 3 prioritized, 4 delayed, 5 paused, 6 meta, 7 marker, 8 events, 9 pc
+ARGV: 1 key base, 2 lock token, 3 lock ms, 4 max jobs, 5 now (ms)
+Returns {jobs, next delayed due ms (0 = none)}; each job is
+{id, name, data, opts, timestamp, attemptsMade, deferred failure} (missing fields are nil). ]]
+local rcall = redis.call
+local base, token, lockMs, max, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local paused = rcall('HEXISTS', KEYS[6], 'paused') == 1
+local target = paused and KEYS[5] or KEYS[1]
+local function int(x) return string.format('%.0f', x) end
+
+-- Due delayed jobs become waiting (at most 1000 per call, as BullMQ does).
+local due = rcall('ZRANGEBYSCORE', KEYS[4], 0, int((now + 1) * 4096 - 1), 'LIMIT', 0, 1000)
+if #due > 0 then
+  rcall('ZREM', KEYS[4], unpack(due))
+  for _, id in ipairs(due) do
+    local priority = tonumber(rcall('HGET', base .. id, 'priority')) or 0
+    if priority > 0 then
+      local seq = rcall('INCR', KEYS[9]) % 4294967296
+      rcall('ZADD', KEYS[3], int(priority * 4294967296 + seq), id)
+    else
+      rcall('LPUSH', target, id)
+    end
+    rcall('XADD', KEYS[8], '*', 'event', 'waiting', 'jobId', id, 'prev', 'delayed')
+    rcall('HSET', base .. id, 'delay', 0)
+  end
+end
+
+local function nextDue()
+  local first = rcall('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+  if first[2] then return math.floor(tonumber(first[2]) / 4096) end
+  return 0
+end
+
+if paused then return {{}, nextDue()} end
+
+local jobs = {}
+while #jobs < max do
+  local id = rcall('RPOPLPUSH', KEYS[1], KEYS[2])
+  if not id then
+    local popped = rcall('ZPOPMIN', KEYS[3])
+    if #popped == 0 then break end
+    id = popped[1]
+    rcall('LPUSH', KEYS[2], id)
+  end
+  local jobKey = base .. id
+  -- Skip legacy BullMQ markers ('0:...') and ids whose hash was removed while waiting.
+  if string.sub(id, 1, 2) == '0:' or rcall('EXISTS', jobKey) == 0 then
+    rcall('LREM', KEYS[2], -1, id)
+  else
+    rcall('SET', jobKey .. ':lock', token, 'PX', lockMs)
+    rcall('XADD', KEYS[8], '*', 'event', 'active', 'jobId', id, 'prev', 'waiting')
+    rcall('HSET', jobKey, 'processedOn', ARGV[5])
+    rcall('HINCRBY', jobKey, 'ats', 1)
+    local f = rcall('HMGET', jobKey, 'name', 'data', 'opts', 'timestamp', 'atm', 'defa', 'attemptsMade')
+    jobs[#jobs + 1] = {id, f[1], f[2], f[3], f[4], f[5] or f[7], f[6]}
+  end
+end
+
+-- Wake other idle workers while work remains.
+if #jobs > 0 and (rcall('LLEN', KEYS[1]) > 0 or rcall('ZCARD', KEYS[3]) > 0) then
+  rcall('ZADD', KEYS[7], 0, '0')
+end
+return {jobs, nextDue()}

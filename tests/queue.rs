@@ -1,0 +1,454 @@
+//! The queue's atomic moves against real Redis, checked in BullMQ v5's layout: what the keys
+//! and job hashes hold after each move.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use serde_json::json;
+use tidegate::queue::{Counts, JobOptions, NewJob, Queue, Retention, Settled, Settlement, connect};
+
+const LOCK: Duration = Duration::from_secs(30);
+
+async fn queue() -> (Queue, ConnectionManager) {
+    let conn = connect(&common::redis_url()).await.expect("connect");
+    (Queue::new(conn.clone(), "bull", &common::unique("q")), conn)
+}
+
+fn jobs(n: usize) -> Vec<NewJob> {
+    (0..n)
+        .map(|i| NewJob::new("collect", json!({ "userId": format!("u{i}") })))
+        .collect()
+}
+
+fn with_id(id: &str) -> NewJob {
+    NewJob::new("collect", json!({})).with_opts(JobOptions {
+        job_id: Some(id.to_owned()),
+        ..JobOptions::default()
+    })
+}
+
+fn complete(id: &str, keep: Retention) -> Settlement {
+    Settlement::Completed {
+        id: id.to_owned(),
+        returnvalue: "{\"score\":1}".to_owned(),
+        keep,
+    }
+}
+
+async fn hash(conn: &mut ConnectionManager, key: &str) -> HashMap<String, String> {
+    redis::cmd("HGETALL")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .expect("HGETALL")
+}
+
+async fn events(conn: &mut ConnectionManager, q: &Queue) -> Vec<String> {
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(q.keys().events())
+        .arg("-")
+        .arg("+")
+        .query_async(conn)
+        .await
+        .expect("XRANGE");
+    reply
+        .ids
+        .iter()
+        .filter_map(|e| e.get::<String>("event"))
+        .collect()
+}
+
+#[tokio::test]
+async fn add_take_complete_in_bullmq_layout() {
+    let (q, mut conn) = queue().await;
+    let added = q.add_bulk(&jobs(3)).await.expect("add");
+    assert_eq!(
+        added.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        ["1", "2", "3"]
+    );
+    assert_eq!(q.counts().await.expect("counts").waiting, 3);
+
+    let job = hash(&mut conn, &q.keys().job("1")).await;
+    assert_eq!(job["name"], "collect");
+    assert_eq!(job["data"], r#"{"userId":"u0"}"#);
+    assert_eq!(job["opts"], "{}");
+    assert_eq!(job["delay"], "0");
+    assert_eq!(job["priority"], "0");
+    assert!(job["timestamp"].parse::<u64>().expect("timestamp") > 1_700_000_000_000);
+
+    let taken = q.take(10, "tok", LOCK).await.expect("take");
+    let ids: Vec<_> = taken.jobs.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, ["1", "2", "3"], "FIFO order");
+    assert_eq!(
+        taken.jobs[1].data::<serde_json::Value>().expect("json")["userId"],
+        "u1"
+    );
+    let lock: String = redis::cmd("GET")
+        .arg(format!("{}:lock", q.keys().job("2")))
+        .query_async(&mut conn)
+        .await
+        .expect("lock");
+    assert_eq!(lock, "tok");
+    assert_eq!(q.counts().await.expect("counts").active, 3);
+
+    let settlements: Vec<_> = ids
+        .iter()
+        .map(|id| complete(id, Retention::KEEP_ALL))
+        .collect();
+    let settled = q.settle("tok", &settlements).await.expect("settle");
+    assert_eq!(settled, [Settled::Done; 3]);
+    let counts = q.counts().await.expect("counts");
+    assert_eq!((counts.active, counts.completed), (0, 3));
+    let job = hash(&mut conn, &q.keys().job("3")).await;
+    assert_eq!(job["returnvalue"], r#"{"score":1}"#);
+    assert_eq!(job["atm"], "1");
+    assert_eq!(job["ats"], "1");
+    assert!(job.contains_key("finishedOn") && job.contains_key("processedOn"));
+
+    let events = events(&mut conn, &q).await;
+    for name in ["added", "waiting", "active", "completed", "drained"] {
+        assert!(
+            events.iter().any(|e| e == name),
+            "no {name} event in {events:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_caller_given_id_is_never_enqueued_twice() {
+    let (q, _) = queue().await;
+    let added = q
+        .add_bulk(&[
+            with_id("score-2026-11-24-u1"),
+            with_id("score-2026-11-24-u1"),
+        ])
+        .await
+        .expect("add");
+    assert!(!added[0].duplicate && added[1].duplicate);
+    let again = q.add(with_id("score-2026-11-24-u1")).await.expect("add");
+    assert!(again.duplicate);
+    assert_eq!(q.counts().await.expect("counts").waiting, 1);
+}
+
+#[tokio::test]
+async fn bad_ids_reject_the_call_before_anything_is_written() {
+    let (q, _) = queue().await;
+    for bad in ["42", "a:b", ""] {
+        let err = q
+            .add_bulk(&[with_id("fine-1"), with_id(bad)])
+            .await
+            .expect_err("must reject");
+        assert!(err.to_string().contains("job 1 cannot be added"), "{err}");
+    }
+    assert_eq!(q.counts().await.expect("counts"), Counts::default());
+}
+
+#[tokio::test]
+async fn retry_then_fail_for_good() {
+    let (q, mut conn) = queue().await;
+    q.add(NewJob::new("collect", json!({}))).await.expect("add");
+    let job = q.take(1, "t1", LOCK).await.expect("take").jobs.remove(0);
+    let retry = Settlement::Retry {
+        id: job.id.clone(),
+        reason: "timeout".into(),
+        stacktrace: vec!["at collect".into()],
+        delay: Duration::ZERO,
+        lifo: false,
+    };
+    assert_eq!(
+        q.settle("t1", &[retry]).await.expect("settle"),
+        [Settled::Done]
+    );
+    let stored = hash(&mut conn, &q.keys().job(&job.id)).await;
+    assert_eq!(
+        (stored["atm"].as_str(), stored["failedReason"].as_str()),
+        ("1", "timeout")
+    );
+
+    let again = q.take(1, "t2", LOCK).await.expect("take").jobs.remove(0);
+    assert_eq!(again.attempts_made, 1);
+    let fail = Settlement::Failed {
+        id: again.id.clone(),
+        reason: "bad data".into(),
+        stacktrace: vec![],
+        keep: Retention::KEEP_ALL,
+        exhausted: true,
+    };
+    q.settle("t2", &[fail]).await.expect("settle");
+    let counts = q.counts().await.expect("counts");
+    assert_eq!((counts.waiting, counts.failed), (0, 1));
+    let stored = hash(&mut conn, &q.keys().job(&job.id)).await;
+    assert_eq!(stored["failedReason"], "bad data");
+    assert_eq!(stored["stacktrace"], "[]");
+    let events = events(&mut conn, &q).await;
+    assert!(
+        events.iter().any(|e| e == "retries-exhausted"),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_delayed_retry_waits_then_is_promoted() {
+    let (q, _) = queue().await;
+    q.add(NewJob::new("collect", json!({}))).await.expect("add");
+    let job = q.take(1, "t", LOCK).await.expect("take").jobs.remove(0);
+    let retry = Settlement::Retry {
+        id: job.id.clone(),
+        reason: "busy".into(),
+        stacktrace: vec![],
+        delay: Duration::from_millis(300),
+        lifo: false,
+    };
+    q.settle("t", &[retry]).await.expect("settle");
+    assert_eq!(q.counts().await.expect("counts").delayed, 1);
+    let early = q.take(1, "t", LOCK).await.expect("take");
+    assert!(early.jobs.is_empty());
+    assert!(early.next_delayed.expect("due time") > tidegate::queue::now_ms());
+
+    let taken = common::eventually(
+        "the delayed job to be promoted",
+        Duration::from_secs(10),
+        || async {
+            let taken = q.take(1, "t", LOCK).await.expect("take");
+            (!taken.jobs.is_empty()).then_some(taken)
+        },
+    )
+    .await;
+    assert_eq!(taken.jobs[0].id, job.id);
+}
+
+#[tokio::test]
+async fn delayed_and_prioritized_jobs_take_their_turn() {
+    let (q, _) = queue().await;
+    let opts = |priority, delay| JobOptions {
+        priority,
+        delay,
+        ..JobOptions::default()
+    };
+    q.add_bulk(&[
+        NewJob::new("p5", json!({})).with_opts(opts(5, 0)),
+        NewJob::new("p1", json!({})).with_opts(opts(1, 0)),
+        NewJob::new("later", json!({})).with_opts(opts(0, 60_000)),
+        NewJob::new("plain", json!({})),
+    ])
+    .await
+    .expect("add");
+    let counts = q.counts().await.expect("counts");
+    assert_eq!(
+        (counts.waiting, counts.prioritized, counts.delayed),
+        (1, 2, 1)
+    );
+    let names: Vec<_> = q
+        .take(10, "t", LOCK)
+        .await
+        .expect("take")
+        .jobs
+        .into_iter()
+        .map(|j| j.name)
+        .collect();
+    assert_eq!(names, ["plain", "p1", "p5"]);
+}
+
+#[tokio::test]
+async fn retention_by_count_by_age_and_immediate_removal() {
+    let (q, mut conn) = queue().await;
+    q.add_bulk(&jobs(10)).await.expect("add");
+    let ids: Vec<_> = q
+        .take(10, "t", LOCK)
+        .await
+        .expect("take")
+        .jobs
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+
+    // Removal on completion: the hash goes, the set never holds it.
+    q.settle("t", &[complete(&ids[0], Retention::keep_last(0))])
+        .await
+        .expect("settle");
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(q.keys().job(&ids[0]))
+        .query_async(&mut conn)
+        .await
+        .expect("EXISTS");
+    assert!(!exists);
+
+    // Keep the newest 3.
+    let rest: Vec<_> = ids[1..6]
+        .iter()
+        .map(|id| complete(id, Retention::keep_last(3)))
+        .collect();
+    q.settle("t", &rest).await.expect("settle");
+    let kept: Vec<String> = redis::cmd("ZRANGE")
+        .arg(q.keys().completed())
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("ZRANGE");
+    assert_eq!(kept.len(), 3);
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(q.keys().job(&ids[1]))
+        .query_async(&mut conn)
+        .await
+        .expect("EXISTS");
+    assert!(!exists, "trimmed jobs lose their hash");
+
+    // Age: make the kept ones an hour old, then finish one with a 60 s age limit.
+    let old = tidegate::queue::now_ms() - 3_600_000;
+    for id in &kept {
+        let _: i64 = redis::cmd("ZADD")
+            .arg(q.keys().completed())
+            .arg(old)
+            .arg(id)
+            .query_async(&mut conn)
+            .await
+            .expect("ZADD");
+    }
+    let by_age = Retention {
+        count: None,
+        age: Some(Duration::from_secs(60)),
+    };
+    q.settle("t", &[complete(&ids[6], by_age)])
+        .await
+        .expect("settle");
+    let left: Vec<String> = redis::cmd("ZRANGE")
+        .arg(q.keys().completed())
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("ZRANGE");
+    assert_eq!(left, [ids[6].clone()]);
+}
+
+#[tokio::test]
+async fn stalled_jobs_go_back_to_wait_and_fail_past_the_maximum() {
+    let (q, mut conn) = queue().await;
+    q.add(NewJob::new("collect", json!({}))).await.expect("add");
+    let interval = Duration::from_millis(50);
+
+    // Each round: take with a lock that expires at once, then two checks (mark, then recover).
+    for round in 1..=2u32 {
+        let taken = q
+            .take(1, "gone", Duration::from_millis(1))
+            .await
+            .expect("take");
+        assert_eq!(taken.jobs.len(), 1, "round {round}");
+        let check = common::eventually(
+            "the stalled check to recover the job",
+            Duration::from_secs(10),
+            || {
+                let q = q.clone();
+                async move {
+                    let check = q.recover_stalled(interval, 1).await.expect("check");
+                    (!check.requeued.is_empty()).then_some(check)
+                }
+            },
+        )
+        .await;
+        assert_eq!(
+            check.over_limit.len(),
+            usize::from(round == 2),
+            "round {round}"
+        );
+        let job = hash(&mut conn, &q.keys().job(&check.requeued[0])).await;
+        assert_eq!(job["stc"], round.to_string());
+    }
+    // Past the maximum (1): the next taker gets it as a job to fail, with BullMQ's reason.
+    let taken = q.take(1, "t", LOCK).await.expect("take");
+    assert!(taken.jobs.is_empty());
+    assert_eq!(taken.malformed.len(), 1);
+    assert_eq!(
+        taken.malformed[0].1,
+        "job stalled more than allowable limit"
+    );
+    let events = events(&mut conn, &q).await;
+    assert!(events.iter().any(|e| e == "stalled"), "{events:?}");
+}
+
+#[tokio::test]
+async fn locks_extend_only_for_their_holder_and_release_returns_jobs() {
+    let (q, _) = queue().await;
+    q.add_bulk(&jobs(2)).await.expect("add");
+    let ids: Vec<_> = q
+        .take(2, "mine", LOCK)
+        .await
+        .expect("take")
+        .jobs
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert!(
+        q.extend_locks("mine", &ids, LOCK)
+            .await
+            .expect("extend")
+            .is_empty()
+    );
+    assert_eq!(
+        q.extend_locks("theirs", &ids, LOCK).await.expect("extend"),
+        ids
+    );
+    assert_eq!(
+        q.settle("theirs", &[complete(&ids[0], Retention::KEEP_ALL)])
+            .await
+            .expect("settle"),
+        [Settled::LockTaken]
+    );
+
+    assert_eq!(q.release("mine", &ids).await.expect("release"), 2);
+    let counts = q.counts().await.expect("counts");
+    assert_eq!((counts.active, counts.waiting), (0, 2));
+    let again: Vec<_> = q
+        .take(2, "next", LOCK)
+        .await
+        .expect("take")
+        .jobs
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(again.len(), 2);
+}
+
+#[tokio::test]
+async fn pause_moves_waiting_jobs_aside_and_resume_brings_them_back() {
+    let (q, _) = queue().await;
+    q.add_bulk(&jobs(2)).await.expect("add");
+    q.pause().await.expect("pause");
+    assert!(q.is_paused().await.expect("paused"));
+    q.add(NewJob::new("collect", json!({})))
+        .await
+        .expect("add while paused");
+    let counts = q.counts().await.expect("counts");
+    assert_eq!((counts.waiting, counts.paused), (0, 3));
+    assert!(q.take(10, "t", LOCK).await.expect("take").jobs.is_empty());
+
+    q.resume().await.expect("resume");
+    assert!(!q.is_paused().await.expect("paused"));
+    assert_eq!(q.take(10, "t", LOCK).await.expect("take").jobs.len(), 3);
+}
+
+#[tokio::test]
+async fn malformed_options_surface_as_a_job_to_fail() {
+    let (q, mut conn) = queue().await;
+    let added = q.add(NewJob::new("collect", json!({}))).await.expect("add");
+    let _: i64 = redis::cmd("HSET")
+        .arg(q.keys().job(&added.id))
+        .arg("opts")
+        .arg("{not json")
+        .query_async(&mut conn)
+        .await
+        .expect("HSET");
+    let taken = q.take(1, "t", LOCK).await.expect("take");
+    assert!(taken.jobs.is_empty());
+    assert!(
+        taken.malformed[0]
+            .1
+            .starts_with("job options are not valid"),
+        "{:?}",
+        taken.malformed
+    );
+}
