@@ -1,0 +1,559 @@
+//! The worker: concurrent batch loops that take jobs from a queue, hand each batch to a
+//! [`Pipeline`], and settle every job by its own outcome; plus the upkeep every worker shares
+//! (stalled-job recovery, queue depth sampling). Locks are extended while a batch is in flight.
+//! On shutdown the loops stop taking jobs, give in-flight batches a grace period, and release
+//! what is still unfinished back to wait.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::queue::{self, Job, Queue, QueueError, Retention, Settled, Settlement};
+use crate::telemetry::names;
+
+/// What became of one job in a pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Done; the value is stored as the job's `returnvalue`.
+    Completed(serde_json::Value),
+    /// Not done. `retry` says whether another attempt could succeed (a timeout, a primary
+    /// stepdown) or not (bad data, a validation error); attempts and backoff come from the job.
+    Failed { reason: String, retry: bool },
+}
+
+impl Outcome {
+    pub fn transient(reason: impl Into<String>) -> Self {
+        Outcome::Failed {
+            reason: reason.into(),
+            retry: true,
+        }
+    }
+
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        Outcome::Failed {
+            reason: reason.into(),
+            retry: false,
+        }
+    }
+}
+
+/// What a batch of jobs means: jobs in, exactly one outcome per job out, in the same order.
+pub trait Pipeline: Send + Sync + 'static {
+    /// A short, fixed name (a metric label and a log field).
+    fn name(&self) -> &str;
+    fn process(&self, jobs: &[Job]) -> impl Future<Output = Vec<Outcome>> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Batch loops running at once.
+    pub concurrency: usize,
+    /// Most jobs one loop takes at a time.
+    pub batch_size: usize,
+    /// How long a taken job stays locked without an extension.
+    pub lock_duration: Duration,
+    /// How often the stalled check runs (across all workers of the queue).
+    pub stalled_interval: Duration,
+    /// Times a job may stall before it fails.
+    pub max_stalled: u32,
+    /// Longest an idle loop blocks before looking again.
+    pub idle_block: Duration,
+    /// How often queue depth is sampled into metrics.
+    pub depth_interval: Duration,
+    /// Grace period for in-flight batches after shutdown is asked for.
+    pub shutdown_timeout: Duration,
+    /// Retention for jobs whose options do not set `removeOnComplete` / `removeOnFail`.
+    pub keep_completed: Retention,
+    pub keep_failed: Retention,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            batch_size: 500,
+            lock_duration: Duration::from_secs(30),
+            stalled_interval: Duration::from_secs(30),
+            max_stalled: 1,
+            idle_block: Duration::from_secs(5),
+            depth_interval: Duration::from_secs(2),
+            shutdown_timeout: Duration::from_secs(30),
+            keep_completed: Retention::keep_last(50_000),
+            keep_failed: Retention::KEEP_ALL,
+        }
+    }
+}
+
+/// Decides how a job leaves active given its outcome: the job's own options first, then the
+/// worker's defaults. `random` in [0, 1) feeds the backoff's jitter.
+pub fn settlement_for(
+    job: &Job,
+    outcome: Outcome,
+    options: &WorkerOptions,
+    random: f64,
+) -> Settlement {
+    let keep = |own: Option<queue::Keep>, default: Retention| own.map_or(default, Retention::from);
+    match outcome {
+        Outcome::Completed(value) => Settlement::Completed {
+            id: job.id.clone(),
+            returnvalue: value.to_string(),
+            keep: keep(job.opts.remove_on_complete, options.keep_completed),
+        },
+        Outcome::Failed { reason, retry } => {
+            let failures = job.attempts_made.saturating_add(1);
+            if retry && failures < job.max_attempts() {
+                let delay = job
+                    .opts
+                    .backoff
+                    .map_or(Duration::ZERO, |b| b.delay(failures, random));
+                Settlement::Retry {
+                    id: job.id.clone(),
+                    reason,
+                    stacktrace: Vec::new(),
+                    delay,
+                    lifo: job.opts.lifo,
+                }
+            } else {
+                Settlement::Failed {
+                    id: job.id.clone(),
+                    reason,
+                    stacktrace: Vec::new(),
+                    keep: keep(job.opts.remove_on_fail, options.keep_failed),
+                    exhausted: failures >= job.max_attempts(),
+                }
+            }
+        }
+    }
+}
+
+/// A worker for one queue and one pipeline.
+pub struct Worker<P> {
+    queue: Queue,
+    redis_url: String,
+    pipeline: Arc<P>,
+    options: WorkerOptions,
+}
+
+/// Jobs settled by a worker over its life.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerStats {
+    pub completed: u64,
+    pub failed: u64,
+    pub retried: u64,
+    pub released: u64,
+    /// Settlements refused because the job's lock had been lost (it may run again elsewhere).
+    pub lost: u64,
+}
+
+impl std::ops::AddAssign for WorkerStats {
+    fn add_assign(&mut self, o: Self) {
+        self.completed += o.completed;
+        self.failed += o.failed;
+        self.retried += o.retried;
+        self.released += o.released;
+        self.lost += o.lost;
+    }
+}
+
+impl<P: Pipeline> Worker<P> {
+    /// `redis_url` opens each loop's blocking connection; everything else goes through `queue`.
+    pub fn new(queue: Queue, redis_url: &str, pipeline: P, options: WorkerOptions) -> Self {
+        Self {
+            queue,
+            redis_url: redis_url.to_owned(),
+            pipeline: Arc::new(pipeline),
+            options,
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled and in-flight batches are settled or released.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<WorkerStats, QueueError> {
+        let options = Arc::new(self.options);
+        let worker_id = format!("{:016x}", rand::random::<u64>());
+        let upkeep_stop = CancellationToken::new();
+        let upkeep = tokio::spawn(upkeep(
+            self.queue.clone(),
+            options.clone(),
+            upkeep_stop.clone(),
+        ));
+
+        let mut loops = JoinSet::new();
+        for n in 0..options.concurrency.max(1) {
+            let blocking = queue::connect_blocking(&self.redis_url).await?;
+            loops.spawn(batch_loop(BatchLoop {
+                queue: self.queue.clone(),
+                pipeline: self.pipeline.clone(),
+                options: options.clone(),
+                token_base: format!("{worker_id}-{n}"),
+                blocking,
+                shutdown: shutdown.clone(),
+            }));
+        }
+        tracing::info!(
+            queue = self.queue.name(),
+            pipeline = self.pipeline.name(),
+            loops = options.concurrency,
+            batch_size = options.batch_size,
+            "worker started"
+        );
+        let mut stats = WorkerStats::default();
+        while let Some(done) = loops.join_next().await {
+            match done {
+                Ok(loop_stats) => stats += loop_stats,
+                Err(e) => tracing::error!(error = %e, "a batch loop panicked"),
+            }
+        }
+        upkeep_stop.cancel();
+        let _ = upkeep.await;
+        tracing::info!(queue = self.queue.name(), ?stats, "worker stopped");
+        Ok(stats)
+    }
+}
+
+struct BatchLoop<P> {
+    queue: Queue,
+    pipeline: Arc<P>,
+    options: Arc<WorkerOptions>,
+    token_base: String,
+    blocking: redis::aio::MultiplexedConnection,
+    shutdown: CancellationToken,
+}
+
+/// Waits `delay` unless shutdown comes first; returns false on shutdown.
+async fn pause_unless_stopped(shutdown: &CancellationToken, delay: Duration) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        () = tokio::time::sleep(delay) => true,
+    }
+}
+
+async fn batch_loop<P: Pipeline>(mut l: BatchLoop<P>) -> WorkerStats {
+    let mut stats = WorkerStats::default();
+    let mut batch_no = 0u64;
+    while !l.shutdown.is_cancelled() {
+        batch_no += 1;
+        let token = format!("{}:{batch_no}", l.token_base);
+        let taken = match l
+            .queue
+            .take(l.options.batch_size, &token, l.options.lock_duration)
+            .await
+        {
+            Ok(taken) => taken,
+            Err(e) => {
+                tracing::warn!(queue = l.queue.name(), error = %e, "cannot take jobs; retrying in 1 s");
+                if !pause_unless_stopped(&l.shutdown, Duration::from_secs(1)).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        if taken.jobs.is_empty() && taken.malformed.is_empty() {
+            let mut wait = l.options.idle_block;
+            if let Some(due) = taken.next_delayed {
+                wait = wait.min(Duration::from_millis(due.saturating_sub(queue::now_ms())));
+            }
+            let queue = l.queue.clone();
+            tokio::select! {
+                () = l.shutdown.cancelled() => break,
+                woke = queue.wait_for_work(&mut l.blocking, wait) => {
+                    if let Err(e) = woke {
+                        tracing::warn!(queue = l.queue.name(), error = %e, "cannot wait for jobs; retrying in 1 s");
+                        if !pause_unless_stopped(&l.shutdown, Duration::from_secs(1)).await {
+                            break;
+                        }
+                    }
+                }
+            }
+            continue;
+        }
+        stats += run_batch(&l, &token, taken).await;
+    }
+    stats
+}
+
+async fn run_batch<P: Pipeline>(l: &BatchLoop<P>, token: &str, taken: queue::Taken) -> WorkerStats {
+    let started = std::time::Instant::now();
+    let pipeline = l.pipeline.name();
+    let queue_name = l.queue.name().to_owned();
+    metrics::histogram!(names::BATCH_SIZE, "queue" => queue_name.clone())
+        .record((taken.jobs.len() + taken.malformed.len()) as f64);
+
+    let mut settlements = Vec::with_capacity(taken.jobs.len() + taken.malformed.len());
+    for (id, reason) in taken.malformed {
+        tracing::warn!(job = %id, pipeline, %reason, "job cannot run; failing it");
+        settlements.push(Settlement::Failed {
+            id,
+            reason,
+            stacktrace: Vec::new(),
+            keep: l.options.keep_failed,
+            exhausted: false,
+        });
+    }
+    let jobs = taken.jobs;
+    for job in &jobs {
+        tracing::debug!(job = %job.id, pipeline, attempt = job.attempts_made + 1, "active");
+    }
+
+    let Some(outcomes) = process_with_locks(l, token, &jobs).await else {
+        let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+        let released = l.queue.release(token, &ids).await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot release unfinished jobs; the stalled check will recover them");
+            0
+        });
+        tracing::warn!(
+            pipeline,
+            released,
+            "shutdown timeout: released unfinished jobs to wait"
+        );
+        let mut stats = settle(l, token, &settlements, &[]).await;
+        stats.released = released;
+        return stats;
+    };
+
+    let mut outcomes = outcomes.into_iter();
+    let processed = jobs.len();
+    for job in &jobs {
+        let outcome = outcomes.next().unwrap_or_else(|| {
+            Outcome::transient(format!(
+                "pipeline {pipeline} returned fewer outcomes than the {processed} jobs it was given"
+            ))
+        });
+        match &outcome {
+            Outcome::Completed(_) => {
+                tracing::debug!(job = %job.id, pipeline, attempt = job.attempts_made + 1, "completed")
+            }
+            Outcome::Failed { reason, retry } => {
+                tracing::debug!(job = %job.id, pipeline, attempt = job.attempts_made + 1, %reason, retry, "failed attempt")
+            }
+        }
+        settlements.push(settlement_for(job, outcome, &l.options, rand::random()));
+    }
+    let stats = settle(l, token, &settlements, &jobs).await;
+    tracing::info!(
+        queue = %queue_name,
+        pipeline,
+        jobs = settlements.len(),
+        completed = stats.completed,
+        failed = stats.failed,
+        retried = stats.retried,
+        lost = stats.lost,
+        ms = started.elapsed().as_millis() as u64,
+        "batch settled"
+    );
+    stats
+}
+
+/// Runs the pipeline while extending the batch's locks. Returns `None` when shutdown's grace
+/// period ran out first (the pipeline's future is dropped).
+async fn process_with_locks<P: Pipeline>(
+    l: &BatchLoop<P>,
+    token: &str,
+    jobs: &[Job],
+) -> Option<Vec<Outcome>> {
+    if jobs.is_empty() {
+        return Some(Vec::new());
+    }
+    let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+    let processing = l.pipeline.process(jobs);
+    tokio::pin!(processing);
+    let grace = async {
+        l.shutdown.cancelled().await;
+        tokio::time::sleep(l.options.shutdown_timeout).await;
+    };
+    tokio::pin!(grace);
+    let mut extend = tokio::time::interval(l.options.lock_duration / 2);
+    extend.tick().await; // the first tick is immediate; the locks are fresh
+    loop {
+        tokio::select! {
+            outcomes = &mut processing => return Some(outcomes),
+            () = &mut grace => return None,
+            _ = extend.tick() => {
+                match l.queue.extend_locks(token, &ids, l.options.lock_duration).await {
+                    Ok(lost) if !lost.is_empty() => tracing::warn!(
+                        pipeline = l.pipeline.name(), lost = lost.len(),
+                        "lost the lock of jobs in flight; they may run twice"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot extend locks"),
+                }
+            }
+        }
+    }
+}
+
+/// Settles with a few retries: if Redis stays away, the locks expire and the stalled check
+/// hands the jobs out again (at-least-once).
+async fn settle<P: Pipeline>(
+    l: &BatchLoop<P>,
+    token: &str,
+    settlements: &[Settlement],
+    jobs: &[Job],
+) -> WorkerStats {
+    let mut stats = WorkerStats::default();
+    if settlements.is_empty() {
+        return stats;
+    }
+    let mut delay = Duration::from_millis(200);
+    let results = loop {
+        match l.queue.settle(token, settlements).await {
+            Ok(results) => break results,
+            Err(e) if delay <= Duration::from_secs(2) => {
+                tracing::warn!(error = %e, "cannot settle jobs; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, jobs = settlements.len(), "cannot settle jobs; the stalled check will hand them out again");
+                return stats;
+            }
+        }
+    };
+    let queue = l.queue.name().to_owned();
+    let now = queue::now_ms();
+    for (settlement, result) in settlements.iter().zip(results) {
+        if result != Settled::Done {
+            stats.lost += 1;
+            tracing::warn!(
+                job = settlement.id(),
+                ?result,
+                "job lost its lock before settling; it may run again"
+            );
+            continue;
+        }
+        let added = jobs
+            .iter()
+            .find(|j| j.id == settlement.id())
+            .map(|j| j.timestamp);
+        let finished = |counter: &'static str| {
+            metrics::counter!(counter, "queue" => queue.clone()).increment(1);
+            if let Some(added) = added {
+                let seconds = now.saturating_sub(added) as f64 / 1000.0;
+                metrics::histogram!(names::JOB_LATENCY, "queue" => queue.clone()).record(seconds);
+            }
+        };
+        match settlement {
+            Settlement::Completed { .. } => {
+                stats.completed += 1;
+                finished(names::JOBS_COMPLETED);
+            }
+            Settlement::Failed { id, reason, .. } => {
+                stats.failed += 1;
+                tracing::info!(job = %id, pipeline = l.pipeline.name(), %reason, "job failed");
+                finished(names::JOBS_FAILED);
+            }
+            Settlement::Retry {
+                id, reason, delay, ..
+            } => {
+                stats.retried += 1;
+                tracing::debug!(job = %id, pipeline = l.pipeline.name(), %reason, delay_ms = delay.as_millis() as u64, "retry scheduled");
+                metrics::counter!(names::JOBS_RETRIED, "queue" => queue.clone()).increment(1);
+            }
+        }
+    }
+    stats
+}
+
+/// Stalled-job recovery and queue depth sampling, until `stop`.
+async fn upkeep(queue: Queue, options: Arc<WorkerOptions>, stop: CancellationToken) {
+    let mut stalled = tokio::time::interval(options.stalled_interval);
+    let mut depth = tokio::time::interval(options.depth_interval);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = stalled.tick() => match queue.recover_stalled(options.stalled_interval, options.max_stalled).await {
+                Ok(check) => {
+                    for id in &check.requeued {
+                        tracing::warn!(queue = queue.name(), job = %id, "stalled: lock expired, moved back to wait");
+                    }
+                }
+                Err(e) => tracing::warn!(queue = queue.name(), error = %e, "stalled check failed"),
+            },
+            _ = depth.tick() => match queue.counts().await {
+                Ok(counts) => {
+                    for (state, n) in counts.by_state() {
+                        metrics::gauge!(names::QUEUE_JOBS, "queue" => queue.name().to_owned(), "state" => state)
+                            .set(n as f64);
+                    }
+                }
+                Err(e) => tracing::warn!(queue = queue.name(), error = %e, "cannot read queue depth"),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{Backoff, BackoffKind, JobOptions, Keep};
+
+    fn job(attempts: Option<u32>, attempts_made: u32) -> Job {
+        Job {
+            id: "j".into(),
+            name: "n".into(),
+            raw_data: "{}".into(),
+            opts: JobOptions {
+                attempts,
+                backoff: Some(Backoff::Spec {
+                    kind: BackoffKind::Exponential,
+                    delay: 100,
+                    jitter: None,
+                }),
+                ..JobOptions::default()
+            },
+            timestamp: 0,
+            attempts_made,
+        }
+    }
+
+    #[test]
+    fn transient_failures_retry_until_attempts_run_out() {
+        let o = WorkerOptions::default();
+        let first = settlement_for(&job(Some(3), 0), Outcome::transient("t"), &o, 0.5);
+        assert!(
+            matches!(first, Settlement::Retry { delay, .. } if delay == Duration::from_millis(100))
+        );
+        let second = settlement_for(&job(Some(3), 1), Outcome::transient("t"), &o, 0.5);
+        assert!(
+            matches!(second, Settlement::Retry { delay, .. } if delay == Duration::from_millis(200))
+        );
+        let last = settlement_for(&job(Some(3), 2), Outcome::transient("t"), &o, 0.5);
+        assert!(matches!(
+            last,
+            Settlement::Failed {
+                exhausted: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn permanent_failures_never_retry() {
+        let o = WorkerOptions::default();
+        let s = settlement_for(&job(Some(5), 0), Outcome::permanent("bad"), &o, 0.5);
+        assert!(matches!(
+            s,
+            Settlement::Failed {
+                exhausted: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn job_retention_overrides_the_worker_default() {
+        let o = WorkerOptions::default();
+        let mut j = job(None, 0);
+        let done = settlement_for(&j, Outcome::Completed(serde_json::json!(1)), &o, 0.0);
+        assert!(
+            matches!(done, Settlement::Completed { keep, .. } if keep == Retention::keep_last(50_000))
+        );
+        j.opts.remove_on_complete = Some(Keep::Flag(true));
+        let done = settlement_for(&j, Outcome::Completed(serde_json::json!(1)), &o, 0.0);
+        assert!(
+            matches!(done, Settlement::Completed { keep, .. } if keep == Retention::keep_last(0))
+        );
+    }
+}
