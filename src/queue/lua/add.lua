@@ -28,13 +28,21 @@ end
 local ids, duplicated = {}, {}
 local ready = false
 local anyDelayed = false
+-- BullMQ advances the counter once per add, custom id or not: one INCRBY does it for the chunk.
+local first = rcall('INCRBY', KEYS[4], n) - n
+-- Plain FIFO jobs are pushed together: LPUSH of many ids equals one LPUSH per id, in order.
+local fifo = {}
+local function flushFifo()
+  for j = 1, #fifo, 5000 do
+    rcall('LPUSH', target, unpack(fifo, j, math.min(j + 4999, #fifo)))
+  end
+  fifo = {}
+end
 for i = 0, n - 1 do
   local a = 4 + i * 7
   local custom, name, data, opts = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local delay, priority = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
-  -- BullMQ advances the counter on every add, custom id or not.
-  local counter = rcall('INCR', KEYS[4])
-  local id = custom ~= '' and custom or tostring(counter)
+  local id = custom ~= '' and custom or tostring(first + i + 1)
   local jobKey = base .. id
   if custom ~= '' and rcall('EXISTS', jobKey) == 1 then
     rcall('XADD', KEYS[8], 'MAXLEN', '~', maxEvents, '*', 'event', 'duplicated', 'jobId', id)
@@ -52,8 +60,11 @@ for i = 0, n - 1 do
       if priority > 0 then
         local seq = rcall('INCR', KEYS[7]) % 4294967296
         rcall('ZADD', KEYS[6], int(priority * 4294967296 + seq), id)
+      elseif ARGV[a + 6] == '1' then
+        flushFifo()
+        rcall('RPUSH', target, id)
       else
-        rcall(ARGV[a + 6] == '1' and 'RPUSH' or 'LPUSH', target, id)
+        fifo[#fifo + 1] = id
       end
       rcall('XADD', KEYS[8], 'MAXLEN', '~', maxEvents, '*', 'event', 'waiting', 'jobId', id)
       ready = true
@@ -62,6 +73,7 @@ for i = 0, n - 1 do
   end
   ids[#ids + 1] = id
 end
+flushFifo()
 
 if ready and not paused then rcall('ZADD', KEYS[9], 0, '0') end
 if anyDelayed then

@@ -15,10 +15,12 @@ local target = paused and KEYS[6] or KEYS[5]
 local maxEvents = rcall('HGET', KEYS[7], 'opts.maxLenEvents') or 10000
 local function int(x) return string.format('%.0f', x) end
 
+-- A finished job holds no lock, so deleting ':lock' too is harmless and saves the settling job
+-- a call of its own.
 local function removeJobKeys(id)
   local key = base .. id
-  rcall('DEL', key, key .. ':logs', key .. ':dependencies', key .. ':processed', key .. ':failed',
-    key .. ':unsuccessful')
+  rcall('DEL', key, key .. ':lock', key .. ':logs', key .. ':dependencies', key .. ':processed',
+    key .. ':failed', key .. ':unsuccessful')
 end
 
 local function delayedScore(due)
@@ -31,14 +33,23 @@ end
 -- Retention is applied once per distinct policy after all moves: the same result as after each
 -- job, since this call's jobs are the newest in the set.
 local trims, trimOrder = {}, {}
-local function keepOrRemove(set, id, count, age, field, value)
+-- Returns attemptsMade after this attempt when asked (failures); BullMQ counts every finish.
+local function keepOrRemove(set, id, count, age, field, value, stack)
   local key = base .. id
   if count == 0 then
+    local attempts = stack and tonumber(rcall('HGET', key, 'atm') or 0) + 1
     removeJobKeys(id)
-    return
+    return attempts
   end
+  rcall('DEL', key .. ':lock')
+  local attempts = rcall('HINCRBY', key, 'atm', 1)
   rcall('ZADD', set, now, id)
-  rcall('HSET', key, field, value, 'finishedOn', now)
+  if stack then
+    rcall('HSET', key, field, value, 'finishedOn', now, 'stacktrace', stack)
+    rcall('HDEL', key, 'defa')
+  else
+    rcall('HSET', key, field, value, 'finishedOn', now)
+  end
   if count > 0 or age > 0 then
     local policy = set .. '|' .. count .. '|' .. age
     if not trims[policy] then
@@ -46,9 +57,11 @@ local function keepOrRemove(set, id, count, age, field, value)
       trimOrder[#trimOrder + 1] = policy
     end
   end
+  return attempts
 end
 
 local codes = {}
+local settledIds = {}
 local readyAgain, delayedAgain = false, false
 for i = 0, n - 1 do
   local a = 5 + i * 6
@@ -58,23 +71,21 @@ for i = 0, n - 1 do
   if holder ~= token then
     codes[#codes + 1] = holder and -6 or -2
   else
-    rcall('DEL', key .. ':lock')
-    rcall('SREM', KEYS[10], id)
+    settledIds[#settledIds + 1] = id
     rcall('LREM', KEYS[1], -1, id)
-    local attempts = rcall('HINCRBY', key, 'atm', 1)
     if kind == 'c' then
       keepOrRemove(KEYS[2], id, tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), 'returnvalue', value)
       rcall('XADD', KEYS[8], '*', 'event', 'completed', 'jobId', id, 'returnvalue', value, 'prev', 'active')
     elseif kind == 'f' or kind == 'x' then
-      rcall('HSET', key, 'stacktrace', stack)
-      rcall('HDEL', key, 'defa')
-      keepOrRemove(KEYS[3], id, tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), 'failedReason', value)
+      local attempts = keepOrRemove(KEYS[3], id, tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), 'failedReason', value, stack)
       rcall('XADD', KEYS[8], '*', 'event', 'failed', 'jobId', id, 'failedReason', value, 'prev', 'active')
       if kind == 'x' then
         rcall('XADD', KEYS[8], '*', 'event', 'retries-exhausted', 'jobId', id, 'attemptsMade', attempts)
       end
     else
       local delay = tonumber(ARGV[a + 4])
+      rcall('DEL', key .. ':lock')
+      rcall('HINCRBY', key, 'atm', 1)
       rcall('HSET', key, 'failedReason', value, 'stacktrace', stack)
       if delay > 0 then
         local due = tonumber(now) + delay
@@ -96,6 +107,11 @@ for i = 0, n - 1 do
     end
     codes[#codes + 1] = 1
   end
+end
+
+-- Settled jobs are no longer candidates for the stalled check.
+for j = 1, #settledIds, 5000 do
+  rcall('SREM', KEYS[10], unpack(settledIds, j, math.min(j + 4999, #settledIds)))
 end
 
 for _, policy in ipairs(trimOrder) do

@@ -44,15 +44,14 @@ while #jobs < max do
     rcall('LPUSH', KEYS[2], id)
   end
   local jobKey = base .. id
+  local f = rcall('HMGET', jobKey, 'name', 'data', 'opts', 'timestamp', 'atm', 'defa', 'attemptsMade', 'ats')
   -- Skip legacy BullMQ markers ('0:...') and ids whose hash was removed while waiting.
-  if string.sub(id, 1, 2) == '0:' or rcall('EXISTS', jobKey) == 0 then
+  if string.sub(id, 1, 2) == '0:' or (not f[1] and not f[2] and not f[4]) then
     rcall('LREM', KEYS[2], -1, id)
   else
     rcall('SET', jobKey .. ':lock', token, 'PX', lockMs)
     rcall('XADD', KEYS[8], '*', 'event', 'active', 'jobId', id, 'prev', 'waiting')
-    rcall('HSET', jobKey, 'processedOn', ARGV[5])
-    rcall('HINCRBY', jobKey, 'ats', 1)
-    local f = rcall('HMGET', jobKey, 'name', 'data', 'opts', 'timestamp', 'atm', 'defa', 'attemptsMade')
+    rcall('HSET', jobKey, 'processedOn', ARGV[5], 'ats', (tonumber(f[8]) or 0) + 1)
     jobs[#jobs + 1] = {id, f[1], f[2], f[3], f[4], f[5] or f[7], f[6]}
   end
 end

@@ -1,0 +1,122 @@
+//! Add and drain rates of the queue on real Redis, through a no-op pipeline, in one process:
+//! the figures to put beside BullMQ's reference benchmark (`../shared/anchors`) run on the same
+//! Redis in the same session.
+//!
+//!     eval "$(scripts/services env)"
+//!     cargo bench --bench queue_throughput            # N=100000 jobs, 5 rounds
+//!     N=200000 ROUNDS=3 LOOPS=4 BATCH=500 cargo bench --bench queue_throughput
+//!
+//! Jobs carry `removeOnComplete: true`, as the BullMQ anchor's do. Prints the median of the
+//! rounds and each round, in jobs/second.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tidegate::queue::{Job, JobOptions, Keep, NewJob, Queue, connect};
+use tidegate::worker::{Outcome, Pipeline, Worker, WorkerOptions};
+use tokio_util::sync::CancellationToken;
+
+struct Noop;
+
+impl Pipeline for Noop {
+    fn name(&self) -> &str {
+        "noop"
+    }
+    async fn process(&self, jobs: &[Job]) -> Vec<Outcome> {
+        jobs.iter()
+            .map(|_| Outcome::Completed(serde_json::Value::Null))
+            .collect()
+    }
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let Ok(url) = std::env::var("REDIS_URL") else {
+        eprintln!(
+            "queue_throughput: REDIS_URL is not set; run `eval \"$(scripts/services env)\"` first"
+        );
+        return;
+    };
+    // `cargo test --benches` runs bench targets with --bench absent: stay quick there.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let n = env_or("N", 100_000);
+    let rounds = env_or("ROUNDS", 5);
+    let loops = env_or("LOOPS", 4);
+    let batch = env_or("BATCH", 500);
+    let conn = connect(&url).await.expect("connect to Redis");
+    let opts = JobOptions {
+        remove_on_complete: Some(Keep::Flag(true)),
+        ..JobOptions::default()
+    };
+    let jobs: Vec<NewJob> = (0..n)
+        .map(|i| {
+            NewJob::new(
+                "collect",
+                json!({ "userId": format!("u{i}"), "collectDate": "2026-11-24" }),
+            )
+            .with_opts(opts.clone())
+        })
+        .collect();
+
+    let (mut adds, mut drains) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let name = format!("bench{}-{round}", tidegate::queue::now_ms());
+        let queue = Queue::new(conn.clone(), "bull", &name);
+
+        let started = Instant::now();
+        queue.add_bulk(&jobs).await.expect("add");
+        let add = n as f64 / started.elapsed().as_secs_f64();
+
+        let options = WorkerOptions {
+            concurrency: loops,
+            batch_size: batch,
+            idle_block: Duration::from_millis(50),
+            ..WorkerOptions::default()
+        };
+        let stop = CancellationToken::new();
+        let started = Instant::now();
+        let worker =
+            tokio::spawn(Worker::new(queue.clone(), &url, Noop, options).run(stop.clone()));
+        loop {
+            let c = queue.counts().await.expect("counts");
+            if c.waiting == 0 && c.active == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let drain = n as f64 / started.elapsed().as_secs_f64();
+        stop.cancel();
+        let stats = worker.await.expect("join").expect("worker");
+        assert_eq!(stats.completed as usize, n, "every job completed once");
+        let _: () = redis::cmd("DEL")
+            .arg(queue.keys().events())
+            .arg(queue.keys().id())
+            .arg(queue.keys().meta())
+            .arg(queue.keys().marker())
+            .query_async(&mut conn.clone())
+            .await
+            .expect("cleanup");
+        println!("round {round}: add {add:>9.0} jobs/s   drain {drain:>9.0} jobs/s");
+        adds.push(add);
+        drains.push(drain);
+    }
+    println!(
+        "median of {rounds}: add {:.0} jobs/s, drain {:.0} jobs/s (N={n}, {loops} loops x batch {batch})",
+        median(adds),
+        median(drains)
+    );
+}
