@@ -17,10 +17,10 @@ local function int(x) return string.format('%.0f', x) end
 
 -- A finished job holds no lock, so deleting ':lock' too is harmless and saves the settling job
 -- a call of its own.
+-- tidegate runs no flows, so a job has no flow keys (':dependencies', ...) to delete.
 local function removeJobKeys(id)
   local key = base .. id
-  rcall('DEL', key, key .. ':lock', key .. ':logs', key .. ':dependencies', key .. ':processed',
-    key .. ':failed', key .. ':unsuccessful')
+  rcall('DEL', key, key .. ':lock', key .. ':logs')
 end
 
 local function delayedScore(due)
@@ -60,6 +60,11 @@ local function keepOrRemove(set, id, count, age, field, value, stack)
   return attempts
 end
 
+-- Every lock in one read.
+local lockKeys = {}
+for i = 0, n - 1 do lockKeys[i + 1] = base .. ARGV[5 + i * 6] .. ':lock' end
+local holders = n > 0 and rcall('MGET', unpack(lockKeys)) or {}
+
 local codes = {}
 local settledIds = {}
 local readyAgain, delayedAgain = false, false
@@ -67,7 +72,7 @@ for i = 0, n - 1 do
   local a = 5 + i * 6
   local id, kind, value, stack = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local key = base .. id
-  local holder = rcall('GET', key .. ':lock')
+  local holder = holders[i + 1]
   if holder ~= token then
     codes[#codes + 1] = holder and -6 or -2
   else

@@ -34,15 +34,25 @@ end
 
 if paused then return {{}, nextDue()} end
 
+-- Take the oldest waiting ids in one go: LRANGE + LTRIM + LPUSH leave wait and active exactly
+-- as one RPOPLPUSH per id would, in three calls instead of one per job.
+local ids = {}
+local fromWait = rcall('LRANGE', KEYS[1], -max, -1)
+if #fromWait > 0 then
+  rcall('LTRIM', KEYS[1], 0, -(#fromWait + 1))
+  for i = #fromWait, 1, -1 do ids[#ids + 1] = fromWait[i] end
+end
+-- Prioritized jobs run only when wait is empty, lowest score first.
+if #ids < max then
+  local popped = rcall('ZPOPMIN', KEYS[3], max - #ids)
+  for i = 1, #popped, 2 do ids[#ids + 1] = popped[i] end
+end
+for i = 1, #ids, 5000 do
+  rcall('LPUSH', KEYS[2], unpack(ids, i, math.min(i + 4999, #ids)))
+end
+
 local jobs = {}
-while #jobs < max do
-  local id = rcall('RPOPLPUSH', KEYS[1], KEYS[2])
-  if not id then
-    local popped = rcall('ZPOPMIN', KEYS[3])
-    if #popped == 0 then break end
-    id = popped[1]
-    rcall('LPUSH', KEYS[2], id)
-  end
+for _, id in ipairs(ids) do
   local jobKey = base .. id
   local f = rcall('HMGET', jobKey, 'name', 'data', 'opts', 'timestamp', 'atm', 'defa', 'attemptsMade', 'ats')
   -- Skip legacy BullMQ markers ('0:...') and ids whose hash was removed while waiting.
