@@ -452,3 +452,46 @@ async fn malformed_options_surface_as_a_job_to_fail() {
         taken.malformed
     );
 }
+
+#[tokio::test]
+async fn a_job_written_with_plain_redis_commands_is_taken() {
+    // The README's redis-cli recipe, command for command.
+    let (q, mut conn) = queue().await;
+    let k = q.keys();
+    let id: i64 = redis::cmd("INCR")
+        .arg(k.id())
+        .query_async(&mut conn)
+        .await
+        .expect("INCR");
+    let id = id.to_string();
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("HSET")
+        .arg(k.job(&id))
+        .arg(&[
+            "name",
+            "collect",
+            "data",
+            r#"{"userId":"u1"}"#,
+            "opts",
+            "{}",
+        ])
+        .arg(&["timestamp", "1764000000000", "delay", "0", "priority", "0"])
+        .ignore()
+        .cmd("LPUSH")
+        .arg(k.wait())
+        .arg(&id)
+        .ignore()
+        .cmd("ZADD")
+        .arg(k.marker())
+        .arg(0)
+        .arg("0")
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .expect("MULTI/EXEC");
+    let taken = q.take(10, "t", LOCK).await.expect("take");
+    assert_eq!(taken.jobs.len(), 1);
+    assert_eq!(taken.jobs[0].name, "collect");
+    assert_eq!(taken.jobs[0].timestamp, 1_764_000_000_000);
+}

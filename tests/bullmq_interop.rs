@@ -1,0 +1,179 @@
+//! BullMQ itself (the Node package, `tests/interop`) on the other side of tidegate's queue:
+//! jobs a BullMQ producer adds are processed by tidegate's worker, jobs tidegate adds are
+//! processed by a BullMQ worker, and BullMQ reads tidegate's results, states and counts.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tidegate::queue::{Job, JobOptions, NewJob, Queue, connect};
+use tidegate::worker::{Outcome, Pipeline, Worker, WorkerOptions};
+use tokio_util::sync::CancellationToken;
+
+/// Runs `node bullmq.mjs <args>` and parses the JSON it prints.
+fn bullmq(args: &[&str]) -> Value {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop");
+    let out = Command::new("node")
+        .current_dir(dir)
+        .arg("bullmq.mjs")
+        .args(args)
+        .env("REDIS_URL", common::redis_url())
+        .output()
+        .expect("run node (is Node.js installed, and `npm ci` run in tests/interop?)");
+    assert!(
+        out.status.success(),
+        "node bullmq.mjs {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON from bullmq.mjs")
+}
+
+/// Completes jobs whose data says `ok`, fails the others for good.
+struct Judge;
+
+impl Pipeline for Judge {
+    fn name(&self) -> &str {
+        "judge"
+    }
+    async fn process(&self, jobs: &[Job]) -> Vec<Outcome> {
+        jobs.iter()
+            .map(|job| match job.data::<Value>() {
+                Ok(data) if data["ok"] == true => {
+                    Outcome::Completed(json!({ "score": data["userId"] }))
+                }
+                _ => Outcome::permanent("rejected by tidegate"),
+            })
+            .collect()
+    }
+}
+
+async fn run_until_settled(q: &Queue, jobs: u64) {
+    let stop = CancellationToken::new();
+    let options = WorkerOptions {
+        idle_block: Duration::from_millis(200),
+        ..WorkerOptions::default()
+    };
+    let worker = tokio::spawn(
+        Worker::new(q.clone(), &common::redis_url(), Judge, options).run(stop.clone()),
+    );
+    common::eventually(
+        "tidegate to settle the jobs",
+        Duration::from_secs(30),
+        || async {
+            let c = q.counts().await.expect("counts");
+            (c.completed + c.failed == jobs).then_some(())
+        },
+    )
+    .await;
+    stop.cancel();
+    worker.await.expect("join").expect("worker");
+}
+
+#[tokio::test]
+async fn tidegate_processes_what_bullmq_adds() {
+    let name = common::unique("interop_in");
+    let jobs = json!([
+        { "name": "collect", "data": { "userId": "u1", "ok": true } },
+        { "name": "collect", "data": { "userId": "u2", "ok": false }, "opts": { "attempts": 1 } },
+        { "name": "collect", "data": { "userId": "u3", "ok": true },
+          "opts": { "jobId": "score-2026-11-24-u3", "attempts": 3,
+                    "backoff": { "type": "exponential", "delay": 1000 }, "removeOnComplete": 10 } },
+    ]);
+    let ids = bullmq(&["add", &name, &jobs.to_string()]);
+    assert_eq!(ids, json!(["1", "2", "score-2026-11-24-u3"]));
+
+    let conn = connect(&common::redis_url()).await.expect("connect");
+    let q = Queue::new(conn, "bull", &name);
+    run_until_settled(&q, 3).await;
+
+    let seen = bullmq(&["inspect", &name, "1", "2", "score-2026-11-24-u3"]);
+    let counts = &seen["counts"];
+    assert_eq!(
+        (counts["completed"].as_u64(), counts["failed"].as_u64()),
+        (Some(2), Some(1)),
+        "{seen}"
+    );
+    assert_eq!(counts["active"], 0);
+    let [ok, bad, custom] = [&seen["jobs"][0], &seen["jobs"][1], &seen["jobs"][2]];
+    assert_eq!(ok["state"], "completed");
+    assert_eq!(ok["returnvalue"], json!({ "score": "u1" }));
+    assert_eq!(ok["attemptsMade"], 1);
+    assert!(ok["finishedOn"].as_u64() >= ok["processedOn"].as_u64());
+    assert_eq!(bad["state"], "failed");
+    assert_eq!(bad["failedReason"], "rejected by tidegate");
+    assert_eq!(custom["state"], "completed");
+    assert_eq!(custom["opts"]["attempts"], 3);
+}
+
+#[tokio::test]
+async fn bullmq_processes_what_tidegate_adds() {
+    let name = common::unique("interop_out");
+    let conn = connect(&common::redis_url()).await.expect("connect");
+    let q = Queue::new(conn, "bull", &name);
+    let custom = JobOptions {
+        job_id: Some("score-2026-11-24-u9".into()),
+        attempts: Some(2),
+        ..JobOptions::default()
+    };
+    q.add_bulk(&[
+        NewJob::new("collect", json!({ "userId": "u8" })),
+        NewJob::new("collect", json!({ "userId": "u9" })).with_opts(custom),
+    ])
+    .await
+    .expect("add");
+
+    let seen = bullmq(&["consume", &name, "2"]);
+    let data: Vec<_> = seen
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|j| j["data"]["userId"].clone())
+        .collect();
+    assert_eq!(
+        data,
+        [json!("u8"), json!("u9")],
+        "BullMQ takes them in FIFO order: {seen}"
+    );
+    assert_eq!(seen[1]["id"], "score-2026-11-24-u9");
+    assert_eq!(seen[0]["attemptsMade"], 0);
+
+    let counts = q.counts().await.expect("counts");
+    assert_eq!((counts.completed, counts.waiting, counts.active), (2, 0, 0));
+    let inspected = bullmq(&["inspect", &name, "score-2026-11-24-u9"]);
+    assert_eq!(
+        inspected["jobs"][0]["returnvalue"],
+        json!({ "consumedBy": "bullmq" })
+    );
+}
+
+#[tokio::test]
+async fn bullmq_sees_tidegate_pause_and_delayed_jobs() {
+    let name = common::unique("interop_state");
+    let conn = connect(&common::redis_url()).await.expect("connect");
+    let q = Queue::new(conn, "bull", &name);
+    let later = JobOptions {
+        delay: 60_000,
+        ..JobOptions::default()
+    };
+    q.add_bulk(&[
+        NewJob::new("now", json!({})),
+        NewJob::new("later", json!({})).with_opts(later),
+    ])
+    .await
+    .expect("add");
+    q.pause().await.expect("pause");
+    let seen = bullmq(&["inspect", &name, "1", "2"]);
+    assert_eq!(seen["isPaused"], true);
+    assert_eq!(seen["counts"]["paused"], 1);
+    assert_eq!(seen["counts"]["delayed"], 1);
+    assert_eq!(seen["jobs"][1]["state"], "delayed");
+    q.resume().await.expect("resume");
+    let seen = bullmq(&["inspect", &name, "1"]);
+    assert_eq!(
+        (seen["isPaused"].clone(), seen["counts"]["waiting"].clone()),
+        (json!(false), json!(1))
+    );
+    assert_eq!(seen["jobs"][0]["state"], "waiting");
+}

@@ -1,0 +1,47 @@
+// BullMQ's own client on tidegate's queues, driven by tests/bullmq_interop.rs:
+//   node bullmq.mjs add <queue> '<[{name, data, opts}]>'   prints the ids BullMQ assigned
+//   node bullmq.mjs consume <queue> <n>                     a BullMQ Worker takes n jobs, prints each
+//   node bullmq.mjs inspect <queue> <id>...                 counts and jobs as BullMQ reads them
+import { Queue, Worker } from 'bullmq';
+
+const url = new URL(process.env.REDIS_URL || 'redis://127.0.0.1:6379');
+const connection = { host: url.hostname, port: Number(url.port || 6379) };
+const [cmd, name, ...rest] = process.argv.slice(2);
+const queue = new Queue(name, { connection });
+
+if (cmd === 'add') {
+  const jobs = await queue.addBulk(JSON.parse(rest[0]));
+  console.log(JSON.stringify(jobs.map((j) => j.id)));
+} else if (cmd === 'consume') {
+  const want = Number(rest[0]);
+  const seen = [];
+  await new Promise((resolve, reject) => {
+    const worker = new Worker(name, async (job) => {
+      seen.push({ id: job.id, name: job.name, data: job.data, attemptsMade: job.attemptsMade });
+      return { consumedBy: 'bullmq' };
+    }, { connection });
+    worker.on('completed', async () => {
+      if (seen.length >= want) { await worker.close(); resolve(); }
+    });
+    worker.on('error', reject);
+    setTimeout(() => reject(new Error(`only ${seen.length} of ${want} jobs within 20 s`)), 20000).unref();
+  });
+  console.log(JSON.stringify(seen));
+} else if (cmd === 'inspect') {
+  const counts = await queue.getJobCounts();
+  const jobs = [];
+  for (const id of rest) {
+    const job = await queue.getJob(id);
+    jobs.push(job && {
+      id: job.id, name: job.name, data: job.data, state: await job.getState(),
+      returnvalue: job.returnvalue, failedReason: job.failedReason, attemptsMade: job.attemptsMade,
+      finishedOn: job.finishedOn ?? null, processedOn: job.processedOn ?? null, opts: job.opts,
+    });
+  }
+  console.log(JSON.stringify({ counts, isPaused: await queue.isPaused(), jobs }));
+} else {
+  console.error(`unknown command ${cmd}`);
+  process.exit(2);
+}
+await queue.close();
+process.exit(0);
