@@ -7,7 +7,7 @@
 //!     N=200000 ROUNDS=3 LOOPS=4 BATCH=500 cargo bench --bench queue_throughput
 //!
 //! Jobs carry `removeOnComplete: true`, as the BullMQ anchor's do. Prints the median of the
-//! rounds and each round, in jobs/second.
+//! rounds and each round, in jobs/second, and how soon an idle worker picks up a new job.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,51 @@ use tidegate::worker::{Outcome, Pipeline, Worker, WorkerOptions};
 use tokio_util::sync::CancellationToken;
 
 struct Noop;
+
+/// Reports the moment each batch reaches the pipeline.
+struct Stamp(tokio::sync::mpsc::UnboundedSender<Instant>);
+
+impl Pipeline for Stamp {
+    fn name(&self) -> &str {
+        "stamp"
+    }
+    async fn process(&self, jobs: &[Job]) -> Vec<Outcome> {
+        let _ = self.0.send(Instant::now());
+        jobs.iter()
+            .map(|_| Outcome::Completed(serde_json::Value::Null))
+            .collect()
+    }
+}
+
+/// Add → pipeline delay for single jobs reaching an idle worker, in ms: (median, max).
+async fn pickup_latency(url: &str, queue: Queue, samples: usize) -> (f64, f64) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stop = CancellationToken::new();
+    let options = WorkerOptions {
+        concurrency: 1,
+        ..WorkerOptions::default()
+    };
+    let worker =
+        tokio::spawn(Worker::new(queue.clone(), url, Stamp(tx), options).run(stop.clone()));
+    let mut delays = Vec::with_capacity(samples);
+    for i in 0..=samples {
+        // Let the worker settle the previous job and go back to its blocking wait.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let added = Instant::now();
+        queue
+            .add(NewJob::new("ping", json!({ "i": i })))
+            .await
+            .expect("add");
+        let reached = rx.recv().await.expect("worker alive");
+        if i > 0 {
+            delays.push(reached.duration_since(added).as_secs_f64() * 1000.0);
+        }
+    }
+    stop.cancel();
+    let _ = worker.await;
+    let max = delays.iter().copied().fold(0.0, f64::max);
+    (median(delays), max)
+}
 
 impl Pipeline for Noop {
     fn name(&self) -> &str {
@@ -114,6 +159,15 @@ async fn main() {
         adds.push(add);
         drains.push(drain);
     }
+    let idle = Queue::new(
+        conn.clone(),
+        "bull",
+        &format!("bench{}-idle", tidegate::queue::now_ms()),
+    );
+    let (median_ms, max_ms) = pickup_latency(&url, idle, 50).await;
+    println!(
+        "idle worker pick-up (add -> pipeline), 50 jobs: median {median_ms:.2} ms, max {max_ms:.2} ms"
+    );
     println!(
         "median of {rounds}: add {:.0} jobs/s, drain {:.0} jobs/s (N={n}, {loops} loops x batch {batch})",
         median(adds),

@@ -70,6 +70,7 @@ impl Pipeline for Recorder {
 
 #[tokio::test]
 async fn drains_a_queue_in_batches() {
+    let metrics = tidegate::telemetry::metrics();
     let q = queue().await;
     let jobs: Vec<_> = (0..1000)
         .map(|i| NewJob::new("collect", json!({ "i": i })))
