@@ -92,6 +92,30 @@ async fn drains_a_queue_in_batches() {
         batches.len() <= 20,
         "jobs should travel in batches: {batches:?}"
     );
+
+    let text = metrics.render();
+    let label = format!("{{queue=\"{}\"}}", q.name());
+    for line in [
+        format!("tidegate_jobs_added_total{label} 1000"),
+        format!("tidegate_jobs_completed_total{label} 1000"),
+    ] {
+        assert!(text.contains(&line), "no `{line}` in /metrics");
+    }
+    for name in [
+        "tidegate_batch_jobs_bucket",
+        "tidegate_job_latency_seconds_bucket",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(name) && l.contains(q.name())),
+            "no {name} for this queue in /metrics"
+        );
+    }
+    let depth = format!(
+        "tidegate_queue_jobs{{queue=\"{}\",state=\"completed\"}}",
+        q.name()
+    );
+    assert!(text.contains(&depth), "no `{depth}` in /metrics");
 }
 
 /// Outcome by data: ok, bad (permanent), flaky (transient on the first attempt).
