@@ -40,7 +40,12 @@ pub async fn run_until(
     let metrics = telemetry::metrics();
     let upkeep = tokio::spawn(telemetry::run_upkeep(metrics, Duration::from_secs(5)));
     let redis = crate::queue::connect(&settings.redis_url).await?;
-    let store = Store::connect(&settings.mongodb_uri, &settings.database).await?;
+    let store = Store::connect(
+        &settings.mongodb_uri,
+        &settings.database,
+        settings.store.clone(),
+    )
+    .await?;
     let listener = TcpListener::bind(settings.http_addr)
         .await
         .map_err(|source| AppError::Listen {

@@ -10,6 +10,12 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use mongodb::options::WriteConcern;
+
+use crate::queue::{Backoff, BackoffKind, Retention};
+use crate::store::StoreOptions;
+use crate::worker::WorkerOptions;
+
 /// One environment variable: the single place its name, default and meaning are written.
 #[derive(Debug)]
 pub struct Var {
@@ -115,6 +121,109 @@ pub const RATE_CEILING: Var = var(
     "fastest write pace the controller may choose",
 );
 
+pub const QUEUE: Var = var(
+    "TIDEGATE_QUEUE",
+    "scoreCollect",
+    "a BullMQ queue name: no `:`",
+    "the queue tidegate plans jobs into and works from",
+);
+pub const QUEUE_PREFIX: Var = var(
+    "TIDEGATE_QUEUE_PREFIX",
+    "bull",
+    "a Redis key prefix without `:`; `{bull}` for Redis Cluster",
+    "BullMQ key prefix (`<prefix>:<queue>:wait`, ...)",
+);
+pub const WORKERS: Var = var(
+    "TIDEGATE_WORKERS",
+    "4",
+    "an integer 1-256",
+    "batch loops per process, each with one batch in flight",
+);
+pub const BATCH_DOCS: Var = var(
+    "TIDEGATE_BATCH_DOCS",
+    "500",
+    "an integer 1-100000",
+    "most jobs per batch, and statements per MongoDB write",
+);
+pub const BATCH_BYTES: Var = var(
+    "TIDEGATE_BATCH_BYTES",
+    "8MiB",
+    "a size such as `8MiB`, `512KiB` or bytes, at most 16MiB",
+    "most statement bytes per MongoDB write command",
+);
+pub const BATCH_WAIT: Var = var(
+    "TIDEGATE_BATCH_WAIT",
+    "20ms",
+    "a duration; `0s` writes whatever one take returns",
+    "longest a short batch waits for more jobs before it is written",
+);
+pub const LOCK_DURATION: Var = var(
+    "TIDEGATE_LOCK_DURATION",
+    "30s",
+    "a duration of at least 100ms",
+    "how long a taken job stays locked without an extension (extended every half of it)",
+);
+pub const STALLED_INTERVAL: Var = var(
+    "TIDEGATE_STALLED_INTERVAL",
+    "30s",
+    "a duration of at least 10ms",
+    "how often the stalled check runs, across all workers of a queue",
+);
+pub const MAX_STALLED: Var = var(
+    "TIDEGATE_MAX_STALLED",
+    "1",
+    "an integer 0-1000",
+    "times a job may stall (its worker lost) before it fails",
+);
+pub const KEEP_COMPLETED: Var = var(
+    "TIDEGATE_KEEP_COMPLETED",
+    "50000",
+    "`all`, a count (`0` removes at once), an age such as `7d`, or both: `50000,7d`",
+    "completed jobs kept in Redis, unless a job's own `removeOnComplete` says otherwise",
+);
+pub const KEEP_FAILED: Var = var(
+    "TIDEGATE_KEEP_FAILED",
+    "all",
+    "as TIDEGATE_KEEP_COMPLETED",
+    "failed jobs kept in Redis, unless a job's own `removeOnFail` says otherwise",
+);
+pub const ATTEMPTS: Var = var(
+    "TIDEGATE_ATTEMPTS",
+    "3",
+    "an integer 1-100",
+    "tries per job tidegate plans (the first included)",
+);
+pub const BACKOFF: Var = var(
+    "TIDEGATE_BACKOFF",
+    "exponential:5s",
+    "`fixed:<duration>` or `exponential:<duration>`",
+    "wait before a planned job's next try (exponential doubles it each time)",
+);
+pub const MONGODB_POOL_SIZE: Var = var(
+    "TIDEGATE_MONGODB_POOL_SIZE",
+    "50",
+    "an integer 1-1000",
+    "most connections to MongoDB per process",
+);
+pub const MONGODB_TIMEOUT: Var = var(
+    "TIDEGATE_MONGODB_TIMEOUT",
+    "10s",
+    "a duration",
+    "connect and server-selection time limit",
+);
+pub const WRITE_CONCERN: Var = var(
+    "TIDEGATE_WRITE_CONCERN",
+    "server",
+    "`server` (the server's default), `majority`, or a number of nodes",
+    "write concern of the bulk writes",
+);
+pub const PLAN_LEASE: Var = var(
+    "TIDEGATE_PLAN_LEASE",
+    "10m",
+    "a duration",
+    "how long one replica holds the right to plan a scheduled run",
+);
+
 /// Every variable, in the order the README and `tidegate config` list them.
 pub const VARS: &[&Var] = &[
     &REDIS_URL,
@@ -129,6 +238,23 @@ pub const VARS: &[&Var] = &[
     &TIMEZONE,
     &RATE_FLOOR,
     &RATE_CEILING,
+    &QUEUE,
+    &QUEUE_PREFIX,
+    &WORKERS,
+    &BATCH_DOCS,
+    &BATCH_BYTES,
+    &BATCH_WAIT,
+    &LOCK_DURATION,
+    &STALLED_INTERVAL,
+    &MAX_STALLED,
+    &KEEP_COMPLETED,
+    &KEEP_FAILED,
+    &ATTEMPTS,
+    &BACKOFF,
+    &MONGODB_POOL_SIZE,
+    &MONGODB_TIMEOUT,
+    &WRITE_CONCERN,
+    &PLAN_LEASE,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +279,16 @@ pub struct Settings {
     pub timezone: chrono_tz::Tz,
     pub rate_floor: f64,
     pub rate_ceiling: f64,
+    pub queue: String,
+    pub queue_prefix: String,
+    pub worker: WorkerOptions,
+    pub store: StoreOptions,
+    /// Attempts and backoff of the jobs tidegate plans.
+    pub job_attempts: u32,
+    pub job_backoff: Backoff,
+    pub plan_lease: Duration,
+    /// Each variable's effective text, secrets redacted, for `tidegate config`.
+    effective: Vec<(&'static Var, String)>,
 }
 
 /// One rejected variable.
@@ -190,6 +326,7 @@ impl Settings {
         let mut r = Reader {
             lookup: &lookup,
             errors: Vec::new(),
+            effective: Vec::new(),
         };
         let redis_url = r.read(&REDIS_URL, |v| url_with_scheme(v, &["redis", "rediss"]));
         let mongodb_uri = r.read(&MONGODB_URI, |v| {
@@ -228,6 +365,25 @@ impl Settings {
                 ),
             });
         }
+        let queue = r.read(&QUEUE, key_part);
+        let queue_prefix = r.read(&QUEUE_PREFIX, key_part);
+        let workers = r.read(&WORKERS, |v| integer(v, 1, 256));
+        let batch_docs = r.read(&BATCH_DOCS, |v| integer(v, 1, 100_000));
+        let batch_bytes = r.read(&BATCH_BYTES, byte_size);
+        let batch_wait = r.read(&BATCH_WAIT, duration);
+        let lock_duration = r.read(&LOCK_DURATION, |v| at_least(v, Duration::from_millis(100)));
+        let stalled_interval = r.read(&STALLED_INTERVAL, |v| {
+            at_least(v, Duration::from_millis(10))
+        });
+        let max_stalled = r.read(&MAX_STALLED, |v| integer(v, 0, 1000));
+        let keep_completed = r.read(&KEEP_COMPLETED, retention);
+        let keep_failed = r.read(&KEEP_FAILED, retention);
+        let attempts = r.read(&ATTEMPTS, |v| integer(v, 1, 100));
+        let backoff = r.read(&BACKOFF, backoff_spec);
+        let pool_size = r.read(&MONGODB_POOL_SIZE, |v| integer(v, 1, 1000));
+        let mongodb_timeout = r.read(&MONGODB_TIMEOUT, duration);
+        let write_concern = r.read(&WRITE_CONCERN, write_concern);
+        let plan_lease = r.read(&PLAN_LEASE, duration);
 
         // Every field is Some exactly when its variable was valid.
         let settings = (|| {
@@ -244,6 +400,31 @@ impl Settings {
                 timezone: timezone?,
                 rate_floor: rate_floor?,
                 rate_ceiling: rate_ceiling?,
+                queue: queue?,
+                queue_prefix: queue_prefix?,
+                worker: WorkerOptions {
+                    concurrency: workers? as usize,
+                    batch_size: batch_docs? as usize,
+                    fill_wait: batch_wait?,
+                    lock_duration: lock_duration?,
+                    stalled_interval: stalled_interval?,
+                    max_stalled: max_stalled? as u32,
+                    shutdown_timeout: shutdown_timeout?,
+                    keep_completed: keep_completed?,
+                    keep_failed: keep_failed?,
+                    ..WorkerOptions::default()
+                },
+                store: StoreOptions {
+                    pool_size: pool_size? as u32,
+                    connect_timeout: mongodb_timeout?,
+                    write_concern: write_concern?,
+                    max_docs: batch_docs? as usize,
+                    max_bytes: batch_bytes?,
+                },
+                job_attempts: attempts? as u32,
+                job_backoff: backoff?,
+                plan_lease: plan_lease?,
+                effective: std::mem::take(&mut r.effective),
             })
         })();
         match settings {
@@ -253,31 +434,8 @@ impl Settings {
     }
 
     /// The effective value of each variable, as `tidegate config` prints it: secrets redacted.
-    pub fn effective(&self) -> Vec<(&'static Var, String)> {
-        let format = match self.log_format {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        };
-        vec![
-            (&REDIS_URL, redact_url(&self.redis_url)),
-            (&MONGODB_URI, redact_url(&self.mongodb_uri)),
-            (&DATABASE, self.database.clone()),
-            (&HTTP_ADDR, self.http_addr.to_string()),
-            (&LOG, self.log_filter.clone()),
-            (&LOG_FORMAT, format.to_owned()),
-            (
-                &SHUTDOWN_TIMEOUT,
-                humantime::format_duration(self.shutdown_timeout).to_string(),
-            ),
-            (
-                &READY_TIMEOUT,
-                humantime::format_duration(self.ready_timeout).to_string(),
-            ),
-            (&SCHEDULE, self.schedule.source().to_owned()),
-            (&TIMEZONE, self.timezone.name().to_owned()),
-            (&RATE_FLOOR, self.rate_floor.to_string()),
-            (&RATE_CEILING, self.rate_ceiling.to_string()),
-        ]
+    pub fn effective(&self) -> &[(&'static Var, String)] {
+        &self.effective
     }
 }
 
@@ -299,6 +457,7 @@ pub fn markdown_table() -> String {
 struct Reader<'a, F: Fn(&str) -> Option<String>> {
     lookup: &'a F,
     errors: Vec<Invalid>,
+    effective: Vec<(&'static Var, String)>,
 }
 
 impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
@@ -310,7 +469,15 @@ impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
         let value = (self.lookup)(var.name).filter(|v| !v.trim().is_empty());
         let text = value.as_deref().unwrap_or(var.default).trim();
         match parse(text) {
-            Ok(parsed) => Some(parsed),
+            Ok(parsed) => {
+                let shown = if var.secret {
+                    redact_url(text)
+                } else {
+                    text.to_owned()
+                };
+                self.effective.push((var, shown));
+                Some(parsed)
+            }
             Err(reason) => {
                 let shown = if var.secret {
                     "<redacted>".to_owned()
@@ -350,6 +517,91 @@ fn database_name(value: &str) -> Result<String, String> {
 
 fn duration(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value).map_err(|e| e.to_string())
+}
+
+fn integer(value: &str, min: u64, max: u64) -> Result<u64, String> {
+    match value.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        Ok(n) => Err(format!("{n} is outside {min}-{max}")),
+        Err(_) => Err("not a whole number".into()),
+    }
+}
+
+fn at_least(value: &str, min: Duration) -> Result<Duration, String> {
+    let d = duration(value)?;
+    if d < min {
+        return Err(format!("shorter than {}", humantime::format_duration(min)));
+    }
+    Ok(d)
+}
+
+fn key_part(value: &str) -> Result<String, String> {
+    if value.contains(':') {
+        return Err("contains ':'".into());
+    }
+    Ok(value.to_owned())
+}
+
+fn byte_size(value: &str) -> Result<usize, String> {
+    let (digits, unit) = value.split_at(
+        value
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(value.len()),
+    );
+    let n: usize = digits.parse().map_err(|_| "not a size".to_owned())?;
+    let scale = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1024,
+        "MiB" => 1024 * 1024,
+        other => return Err(format!("unknown unit {other:?}")),
+    };
+    match n.checked_mul(scale) {
+        Some(bytes) if (1..=16 * 1024 * 1024).contains(&bytes) => Ok(bytes),
+        _ => Err("not between 1 byte and 16MiB".into()),
+    }
+}
+
+/// `all`, a count, an age, or `count,age`.
+fn retention(value: &str) -> Result<Retention, String> {
+    if value == "all" {
+        return Ok(Retention::KEEP_ALL);
+    }
+    let mut keep = Retention::KEEP_ALL;
+    for part in value.split(',').map(str::trim) {
+        if let Ok(count) = part.parse::<u64>() {
+            keep.count = Some(count);
+        } else {
+            keep.age = Some(
+                duration(part).map_err(|_| format!("{part:?} is neither a count nor an age"))?,
+            );
+        }
+    }
+    Ok(keep)
+}
+
+fn backoff_spec(value: &str) -> Result<Backoff, String> {
+    let (kind, delay) = value.split_once(':').ok_or("missing `:`")?;
+    let kind = match kind {
+        "fixed" => BackoffKind::Fixed,
+        "exponential" => BackoffKind::Exponential,
+        other => return Err(format!("unknown kind {other:?}")),
+    };
+    Ok(Backoff::Spec {
+        kind,
+        delay: duration(delay)?.as_millis() as u64,
+        jitter: None,
+    })
+}
+
+fn write_concern(value: &str) -> Result<Option<WriteConcern>, String> {
+    match value {
+        "server" => Ok(None),
+        "majority" => Ok(Some(WriteConcern::majority())),
+        n => n
+            .parse::<u32>()
+            .map(|w| Some(WriteConcern::nodes(w)))
+            .map_err(|_| "not `server`, `majority` or a number".into()),
+    }
 }
 
 fn positive_number(value: &str) -> Result<f64, String> {
@@ -491,6 +743,58 @@ mod tests {
             redact_url("mongodb://h/?authSource=a@b"),
             "mongodb://h/?authSource=a@b"
         );
+    }
+
+    #[test]
+    fn limits_parse_into_worker_and_store_options() {
+        let s = read(&[
+            ("TIDEGATE_BATCH_DOCS", "250"),
+            ("TIDEGATE_BATCH_BYTES", "512KiB"),
+            ("TIDEGATE_KEEP_COMPLETED", "1000,7d"),
+            ("TIDEGATE_KEEP_FAILED", "0"),
+            ("TIDEGATE_BACKOFF", "fixed:2s"),
+            ("TIDEGATE_WRITE_CONCERN", "majority"),
+        ])
+        .expect("valid");
+        assert_eq!((s.worker.batch_size, s.store.max_docs), (250, 250));
+        assert_eq!(s.store.max_bytes, 512 * 1024);
+        assert_eq!(s.worker.keep_completed.count, Some(1000));
+        assert_eq!(
+            s.worker.keep_completed.age,
+            Some(Duration::from_secs(7 * 86400))
+        );
+        assert_eq!(s.worker.keep_failed, Retention::keep_last(0));
+        assert_eq!(
+            s.job_backoff,
+            Backoff::Spec {
+                kind: BackoffKind::Fixed,
+                delay: 2000,
+                jitter: None
+            }
+        );
+        assert!(s.store.write_concern.is_some());
+    }
+
+    #[test]
+    fn bad_limits_name_their_bounds() {
+        let err = read(&[
+            ("TIDEGATE_WORKERS", "0"),
+            ("TIDEGATE_BATCH_BYTES", "32MiB"),
+            ("TIDEGATE_KEEP_COMPLETED", "lots"),
+            ("TIDEGATE_BACKOFF", "linear:1s"),
+            ("TIDEGATE_QUEUE", "a:b"),
+        ])
+        .expect_err("must fail");
+        let text = err.to_string();
+        for needle in [
+            "TIDEGATE_WORKERS: \"0\" is invalid (0 is outside 1-256)",
+            "TIDEGATE_BATCH_BYTES: \"32MiB\" is invalid (not between 1 byte and 16MiB)",
+            "TIDEGATE_KEEP_COMPLETED: \"lots\" is invalid",
+            "TIDEGATE_BACKOFF: \"linear:1s\" is invalid (unknown kind \"linear\")",
+            "TIDEGATE_QUEUE: \"a:b\" is invalid (contains ':')",
+        ] {
+            assert!(text.contains(needle), "{needle} not in {text}");
+        }
     }
 
     #[test]

@@ -1,8 +1,59 @@
-//! MongoDB access: the client, the database the pipelines use, and reachability checks.
+//! MongoDB access: the client and database, bulk upserts through the `update` command (many
+//! statements, one round trip, `ordered: false`) with its reply parsed per statement, inserts,
+//! batch splitting under the server's limits, and the one place errors are classified as
+//! transient (retry the batch later) or permanent (the job fails).
 
-use mongodb::bson::doc;
-use mongodb::options::ClientOptions;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mongodb::bson::{Bson, Document, doc};
+use mongodb::error::{Error as MongoError, ErrorKind};
+use mongodb::options::{ClientOptions, WriteConcern};
 use mongodb::{Client, Database};
+use tokio::sync::OnceCell;
+
+/// How to connect and write; from the `TIDEGATE_MONGODB_*` settings.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub pool_size: u32,
+    pub connect_timeout: Duration,
+    /// `None` leaves the server's default write concern.
+    pub write_concern: Option<WriteConcern>,
+    /// Upper bound on one write command's statements (the server's own limit also applies).
+    pub max_docs: usize,
+    /// Upper bound on one write command's statement bytes (at most the server's 16 MiB).
+    pub max_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            pool_size: 50,
+            connect_timeout: Duration::from_secs(10),
+            write_concern: None,
+            max_docs: 1000,
+            max_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// What the server accepts in one write command (from `hello`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    pub max_write_batch: usize,
+    pub max_bson: usize,
+}
+
+impl Default for ServerLimits {
+    /// MongoDB's values since 3.6, used when `hello` does not report them.
+    fn default() -> Self {
+        Self {
+            max_write_batch: 100_000,
+            max_bson: 16 * 1024 * 1024,
+        }
+    }
+}
 
 /// A connected MongoDB client and tidegate's database. Cheap to clone: the driver's client is a
 /// handle to one shared connection pool.
@@ -10,29 +61,393 @@ use mongodb::{Client, Database};
 pub struct Store {
     client: Client,
     db: Database,
+    options: Arc<StoreOptions>,
+    limits: Arc<OnceCell<ServerLimits>>,
+}
+
+/// One upsert: `update` (an update document such as `{$set: …}`) on the document matching
+/// `filter`, inserting it when none matches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upsert {
+    pub filter: Document,
+    pub update: Document,
+}
+
+/// Why a statement (or a whole write) did not take effect.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct WriteFailure {
+    /// Retrying later may succeed (network, failover, timeout, write conflict).
+    pub transient: bool,
+    pub message: String,
+}
+
+/// Counts the server reported for one bulk upsert.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BulkSummary {
+    pub matched: u64,
+    pub modified: u64,
+    pub upserted: u64,
+    pub failed: u64,
+    pub round_trips: u64,
+}
+
+/// Per statement, in input order: written, or why not.
+pub type ItemResults = Vec<Result<(), WriteFailure>>;
+
+/// Server error codes after which the same write may succeed later: network and failover
+/// (`HostUnreachable` … `NotPrimaryOrSecondary`), time limits, lock and write conflicts, and an
+/// unsatisfied write concern.
+const TRANSIENT_CODES: &[i32] = &[
+    6, 7, 24, 46, 50, 64, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
+];
+
+/// The single place errors are classified.
+pub fn classify(error: &MongoError) -> WriteFailure {
+    let transient = error.contains_label("RetryableWriteError")
+        || error.contains_label("TransientTransactionError")
+        || match error.kind.as_ref() {
+            ErrorKind::Io(_)
+            | ErrorKind::ConnectionPoolCleared { .. }
+            | ErrorKind::ServerSelection { .. }
+            | ErrorKind::DnsResolve { .. } => true,
+            ErrorKind::Command(e) => TRANSIENT_CODES.contains(&e.code),
+            _ => false,
+        };
+    WriteFailure {
+        transient,
+        message: error.to_string(),
+    }
+}
+
+fn code_failure(code: i32, message: &str) -> WriteFailure {
+    WriteFailure {
+        transient: TRANSIENT_CODES.contains(&code),
+        message: format!("{message} (code {code})"),
+    }
+}
+
+/// Splits items of the given sizes into consecutive ranges of at most `max_docs` items and
+/// `max_bytes` bytes. An item larger than `max_bytes` travels alone (the server then rejects
+/// it, and only it).
+pub fn split(sizes: &[usize], max_docs: usize, max_bytes: usize) -> Vec<Range<usize>> {
+    let max_docs = max_docs.max(1);
+    let mut ranges = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, &size) in sizes.iter().enumerate() {
+        let full = i - start >= max_docs || (i > start && bytes + size > max_bytes);
+        if full {
+            ranges.push(start..i);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < sizes.len() {
+        ranges.push(start..sizes.len());
+    }
+    ranges
+}
+
+/// Reads an `update` command's reply for `count` statements: `writeErrors` fail their own
+/// statement; a `writeConcernError` makes the rest transient failures (the writes happened but
+/// were not confirmed; repeating an upsert is harmless).
+pub fn parse_update_reply(reply: &Document, count: usize) -> (ItemResults, BulkSummary) {
+    let number = |key: &str| match reply.get(key) {
+        Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(Bson::Double(n)) if *n >= 0.0 => *n as u64,
+        _ => 0,
+    };
+    let mut results: ItemResults = vec![Ok(()); count];
+    let mut summary = BulkSummary {
+        matched: number("n"),
+        modified: number("nModified"),
+        upserted: reply.get_array("upserted").map_or(0, |a| a.len() as u64),
+        failed: 0,
+        round_trips: 1,
+    };
+    if let Ok(errors) = reply.get_array("writeErrors") {
+        for error in errors.iter().filter_map(Bson::as_document) {
+            let index = match error.get("index") {
+                Some(Bson::Int32(i)) => usize::try_from(*i).ok(),
+                Some(Bson::Int64(i)) => usize::try_from(*i).ok(),
+                _ => None,
+            };
+            let code = error.get_i32("code").unwrap_or(0);
+            let message = error.get_str("errmsg").unwrap_or("write error");
+            if let Some(slot) = index.and_then(|i| results.get_mut(i)) {
+                *slot = Err(code_failure(code, message));
+            }
+        }
+    }
+    if let Ok(wce) = reply.get_document("writeConcernError") {
+        let code = wce.get_i32("code").unwrap_or(64);
+        let message = wce
+            .get_str("errmsg")
+            .unwrap_or("write concern not satisfied");
+        for slot in results.iter_mut().filter(|r| r.is_ok()) {
+            *slot = Err(WriteFailure {
+                transient: true,
+                message: format!("write concern: {message} (code {code})"),
+            });
+        }
+    }
+    summary.failed = results.iter().filter(|r| r.is_err()).count() as u64;
+    (results, summary)
 }
 
 impl Store {
     /// Parses the connection string and builds the pool. No round trip happens here: the driver
     /// connects on first use, so a database that is down shows up in [`Store::ping`].
-    pub async fn connect(uri: &str, database: &str) -> mongodb::error::Result<Self> {
-        let mut options = ClientOptions::parse(uri).await?;
-        options.app_name = Some("tidegate".to_owned());
-        let client = Client::with_options(options)?;
+    pub async fn connect(
+        uri: &str,
+        database: &str,
+        options: StoreOptions,
+    ) -> mongodb::error::Result<Self> {
+        let mut client_options = ClientOptions::parse(uri).await?;
+        client_options.app_name = Some("tidegate".to_owned());
+        client_options.max_pool_size = Some(options.pool_size.max(1));
+        client_options.connect_timeout = Some(options.connect_timeout);
+        client_options.server_selection_timeout = Some(options.connect_timeout);
+        let client = Client::with_options(client_options)?;
         let db = client.database(database);
-        Ok(Self { client, db })
+        Ok(Self {
+            client,
+            db,
+            options: Arc::new(options),
+            limits: Arc::new(OnceCell::new()),
+        })
     }
 
     pub fn database(&self) -> &Database {
         &self.db
     }
 
-    /// One `ping` round trip to the server.
+    /// One `ping` round trip.
     pub async fn ping(&self) -> mongodb::error::Result<()> {
         self.client
             .database("admin")
             .run_command(doc! { "ping": 1 })
             .await
             .map(drop)
+    }
+
+    /// The server's write limits, asked once.
+    pub async fn limits(&self) -> mongodb::error::Result<ServerLimits> {
+        self.limits
+            .get_or_try_init(|| async {
+                let hello = self
+                    .client
+                    .database("admin")
+                    .run_command(doc! { "hello": 1 })
+                    .await?;
+                let read = |key: &str, default: usize| match hello.get(key) {
+                    Some(Bson::Int32(n)) => usize::try_from(*n).unwrap_or(default),
+                    Some(Bson::Int64(n)) => usize::try_from(*n).unwrap_or(default),
+                    _ => default,
+                };
+                let d = ServerLimits::default();
+                Ok(ServerLimits {
+                    max_write_batch: read("maxWriteBatchSize", d.max_write_batch),
+                    max_bson: read("maxBsonObjectSize", d.max_bson),
+                })
+            })
+            .await
+            .copied()
+    }
+
+    /// Upserts many documents in as few `update` commands as the limits allow, unordered.
+    /// Returns one result per upsert, in order. A failure of a whole command (network, server
+    /// selection) fails that command's statements with its classification.
+    pub async fn upsert_many(
+        &self,
+        collection: &str,
+        upserts: &[Upsert],
+    ) -> (ItemResults, BulkSummary) {
+        let statements: Vec<Document> = upserts
+            .iter()
+            .map(|u| doc! { "q": u.filter.clone(), "u": u.update.clone(), "upsert": true, "multi": false })
+            .collect();
+        let sizes: Vec<usize> = statements.iter().map(bson_size).collect();
+        let (max_docs, max_bytes) = match self.limits().await {
+            Ok(limits) => (
+                self.options.max_docs.min(limits.max_write_batch),
+                // Room for the command's own fields around the statements.
+                self.options
+                    .max_bytes
+                    .min(limits.max_bson.saturating_sub(16 * 1024)),
+            ),
+            Err(e) => {
+                let failure = classify(&e);
+                return (
+                    vec![Err(failure); upserts.len()],
+                    BulkSummary {
+                        failed: upserts.len() as u64,
+                        ..BulkSummary::default()
+                    },
+                );
+            }
+        };
+        let mut results = Vec::with_capacity(upserts.len());
+        let mut total = BulkSummary::default();
+        for range in split(&sizes, max_docs, max_bytes) {
+            let count = range.len();
+            let mut command = doc! {
+                "update": collection,
+                "updates": statements[range].to_vec(),
+                "ordered": false,
+            };
+            if let Some(wc) = &self.options.write_concern
+                && let Ok(wc) = mongodb::bson::to_document(wc)
+            {
+                command.insert("writeConcern", wc);
+            }
+            let (part, summary) = match self.db.run_command(command).await {
+                Ok(reply) => parse_update_reply(&reply, count),
+                Err(e) => {
+                    let failure = classify(&e);
+                    let summary = BulkSummary {
+                        failed: count as u64,
+                        round_trips: 1,
+                        ..BulkSummary::default()
+                    };
+                    (vec![Err(failure); count], summary)
+                }
+            };
+            results.extend(part);
+            total.matched += summary.matched;
+            total.modified += summary.modified;
+            total.upserted += summary.upserted;
+            total.failed += summary.failed;
+            total.round_trips += summary.round_trips;
+        }
+        (results, total)
+    }
+
+    /// Inserts many documents, unordered; one result per document, in order.
+    pub async fn insert_many(&self, collection: &str, docs: Vec<Document>) -> ItemResults {
+        let count = docs.len();
+        if count == 0 {
+            return Vec::new();
+        }
+        let coll = self.db.collection::<Document>(collection);
+        let mut action = coll.insert_many(docs).ordered(false);
+        if let Some(wc) = &self.options.write_concern {
+            action = action.write_concern(wc.clone());
+        }
+        match action.await {
+            Ok(_) => vec![Ok(()); count],
+            Err(e) => match e.kind.as_ref() {
+                ErrorKind::InsertMany(many) => {
+                    let mut results: ItemResults = vec![Ok(()); count];
+                    for w in many.write_errors.iter().flatten() {
+                        if let Some(slot) = results.get_mut(w.index) {
+                            *slot = Err(code_failure(w.code, &w.message));
+                        }
+                    }
+                    if let Some(wce) = &many.write_concern_error {
+                        for slot in results.iter_mut().filter(|r| r.is_ok()) {
+                            *slot = Err(WriteFailure {
+                                transient: true,
+                                message: format!(
+                                    "write concern: {} (code {})",
+                                    wce.message, wce.code
+                                ),
+                            });
+                        }
+                    }
+                    results
+                }
+                _ => vec![Err(classify(&e)); count],
+            },
+        }
+    }
+}
+
+fn bson_size(document: &Document) -> usize {
+    let mut buf = Vec::new();
+    match document.to_writer(&mut buf) {
+        Ok(()) => buf.len(),
+        // A document that cannot be encoded fails when sent; count it as large so it goes alone.
+        Err(_) => usize::MAX / 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn reply_maps_write_errors_to_their_statements() {
+        let reply = doc! {
+            "n": 3, "nModified": 1,
+            "upserted": [ { "index": 2, "_id": 1 } ],
+            "writeErrors": [ { "index": 1, "code": 66, "errmsg": "Performing an update on the path '_id' would modify the immutable field '_id'" } ],
+            "ok": 1.0,
+        };
+        let (results, summary) = parse_update_reply(&reply, 4);
+        assert!(results[0].is_ok() && results[2].is_ok() && results[3].is_ok());
+        let failure = results[1].clone().expect_err("statement 1 failed");
+        assert!(!failure.transient);
+        assert!(failure.message.contains("immutable field '_id' (code 66)"));
+        assert_eq!(
+            summary,
+            BulkSummary {
+                matched: 3,
+                modified: 1,
+                upserted: 1,
+                failed: 1,
+                round_trips: 1
+            }
+        );
+    }
+
+    #[test]
+    fn write_concern_errors_make_the_rest_transient() {
+        let reply = doc! {
+            "n": 2, "nModified": 0,
+            "writeErrors": [ { "index": 0, "code": 11000, "errmsg": "E11000 duplicate key" } ],
+            "writeConcernError": { "code": 64, "errmsg": "waiting for replication timed out" },
+            "ok": 1,
+        };
+        let (results, _) = parse_update_reply(&reply, 2);
+        assert!(!results[0].clone().expect_err("dup").transient);
+        assert!(results[1].clone().expect_err("wce").transient);
+    }
+
+    #[test]
+    fn write_conflicts_are_transient() {
+        let reply = doc! { "n": 0, "writeErrors": [ { "index": 0i64, "code": 112, "errmsg": "WriteConflict" } ], "ok": 1 };
+        let (results, _) = parse_update_reply(&reply, 1);
+        assert!(results[0].clone().expect_err("conflict").transient);
+    }
+
+    #[test]
+    fn oversized_items_travel_alone() {
+        assert_eq!(split(&[5, 100, 5, 5], 10, 50), vec![0..1, 1..2, 2..4]);
+        assert_eq!(split(&[1, 1, 1], 2, 50), vec![0..2, 2..3]);
+        assert!(split(&[], 2, 50).is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn split_covers_every_item_in_order_within_bounds(
+            sizes in proptest::collection::vec(0usize..200, 0..300),
+            max_docs in 1usize..50,
+            max_bytes in 1usize..1000,
+        ) {
+            let ranges = split(&sizes, max_docs, max_bytes);
+            let mut next = 0;
+            for r in &ranges {
+                prop_assert_eq!(r.start, next);
+                prop_assert!(!r.is_empty() && r.len() <= max_docs);
+                let bytes: usize = sizes[r.clone()].iter().sum();
+                prop_assert!(bytes <= max_bytes || r.len() == 1);
+                next = r.end;
+            }
+            prop_assert_eq!(next, sizes.len());
+        }
     }
 }

@@ -53,6 +53,8 @@ pub struct WorkerOptions {
     pub concurrency: usize,
     /// Most jobs one loop takes at a time.
     pub batch_size: usize,
+    /// How long a short batch waits for more jobs before it runs; zero runs what one take got.
+    pub fill_wait: Duration,
     /// How long a taken job stays locked without an extension.
     pub lock_duration: Duration,
     /// How often the stalled check runs (across all workers of the queue).
@@ -75,6 +77,7 @@ impl Default for WorkerOptions {
         Self {
             concurrency: 4,
             batch_size: 500,
+            fill_wait: Duration::from_millis(20),
             lock_duration: Duration::from_secs(30),
             stalled_interval: Duration::from_secs(30),
             max_stalled: 1,
@@ -269,9 +272,44 @@ async fn batch_loop<P: Pipeline>(mut l: BatchLoop<P>) -> WorkerStats {
             }
             continue;
         }
+        let taken = fill(&mut l, &token, taken).await;
         stats += run_batch(&l, &token, taken).await;
     }
     stats
+}
+
+/// Tops a short batch up for at most `fill_wait`, so that a trickle of jobs still travels in
+/// few, large writes. Jobs taken here share the batch's lock token.
+async fn fill<P: Pipeline>(
+    l: &mut BatchLoop<P>,
+    token: &str,
+    mut taken: queue::Taken,
+) -> queue::Taken {
+    let deadline = tokio::time::Instant::now() + l.options.fill_wait;
+    loop {
+        let have = taken.jobs.len() + taken.malformed.len();
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if have >= l.options.batch_size || left.is_zero() || l.shutdown.is_cancelled() {
+            return taken;
+        }
+        let queue = l.queue.clone();
+        if queue.wait_for_work(&mut l.blocking, left).await.is_err() {
+            return taken;
+        }
+        match queue
+            .take(l.options.batch_size - have, token, l.options.lock_duration)
+            .await
+        {
+            Ok(more) => {
+                taken.jobs.extend(more.jobs);
+                taken.malformed.extend(more.malformed);
+            }
+            Err(e) => {
+                tracing::warn!(queue = queue.name(), error = %e, "cannot top up a batch");
+                return taken;
+            }
+        }
+    }
 }
 
 async fn run_batch<P: Pipeline>(l: &BatchLoop<P>, token: &str, taken: queue::Taken) -> WorkerStats {

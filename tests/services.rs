@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use mongodb::bson::{Document, doc};
 use tidegate::http::{AppState, serve};
-use tidegate::store::Store;
+use tidegate::store::{Store, StoreOptions};
 use tokio::net::TcpListener;
 
 #[tokio::test]
@@ -40,7 +40,7 @@ async fn redis_round_trip() {
 #[tokio::test]
 async fn mongodb_insert_and_find() {
     let db_name = common::unique("tidegate_test");
-    let store = Store::connect(&common::mongodb_uri(), &db_name)
+    let store = Store::connect(&common::mongodb_uri(), &db_name, StoreOptions::default())
         .await
         .expect("connect");
     let coll = store.database().collection::<Document>("probe");
@@ -77,9 +77,13 @@ async fn spawn_server(store: Store) -> (String, tokio::sync::oneshot::Sender<()>
 
 #[tokio::test]
 async fn health_ready_and_metrics_when_all_dependencies_answer() {
-    let store = Store::connect(&common::mongodb_uri(), &common::unique("tidegate_test"))
-        .await
-        .expect("connect");
+    let store = Store::connect(
+        &common::mongodb_uri(),
+        &common::unique("tidegate_test"),
+        StoreOptions::default(),
+    )
+    .await
+    .expect("connect");
     let (base, _stop) = spawn_server(store).await;
     let http = reqwest::Client::new();
 
@@ -125,6 +129,7 @@ async fn readyz_names_the_dependency_that_is_down() {
     let store = Store::connect(
         "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300",
         "tidegate_unreachable",
+        StoreOptions::default(),
     )
     .await
     .expect("parse");
