@@ -12,8 +12,9 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use tidegate::pipeline::{Outcome, Pipeline};
 use tidegate::queue::{Job, JobOptions, Keep, NewJob, Queue, connect};
-use tidegate::worker::{Outcome, Pipeline, Worker, WorkerOptions};
+use tidegate::worker::{Worker, WorkerOptions};
 use tokio_util::sync::CancellationToken;
 
 struct Noop;

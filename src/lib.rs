@@ -21,7 +21,10 @@
 pub mod app;
 pub mod config;
 pub mod http;
+pub mod pipeline;
 pub mod queue;
+pub mod runs;
+pub mod schedule;
 pub mod store;
 pub mod telemetry;
 pub mod worker;

@@ -92,6 +92,16 @@ pub struct BulkSummary {
     pub round_trips: u64,
 }
 
+impl BulkSummary {
+    fn add(&mut self, other: &BulkSummary) {
+        self.matched += other.matched;
+        self.modified += other.modified;
+        self.upserted += other.upserted;
+        self.failed += other.failed;
+        self.round_trips += other.round_trips;
+    }
+}
+
 /// Per statement, in input order: written, or why not.
 pub type ItemResults = Vec<Result<(), WriteFailure>>;
 
@@ -292,35 +302,63 @@ impl Store {
         let mut results = Vec::with_capacity(upserts.len());
         let mut total = BulkSummary::default();
         for range in split(&sizes, max_docs, max_bytes) {
-            let count = range.len();
-            let mut command = doc! {
-                "update": collection,
-                "updates": statements[range].to_vec(),
-                "ordered": false,
-            };
-            if let Some(wc) = &self.options.write_concern
-                && let Ok(wc) = mongodb::bson::to_document(wc)
-            {
-                command.insert("writeConcern", wc);
-            }
-            let (part, summary) = match self.db.run_command(command).await {
-                Ok(reply) => parse_update_reply(&reply, count),
-                Err(e) => {
-                    let failure = classify(&e);
-                    let summary = BulkSummary {
-                        failed: count as u64,
-                        round_trips: 1,
-                        ..BulkSummary::default()
-                    };
-                    (vec![Err(failure); count], summary)
-                }
-            };
+            let (part, summary) = self.update(collection, &statements[range]).await;
             results.extend(part);
-            total.matched += summary.matched;
-            total.modified += summary.modified;
-            total.upserted += summary.upserted;
-            total.failed += summary.failed;
-            total.round_trips += summary.round_trips;
+            total.add(&summary);
+        }
+        (results, total)
+    }
+
+    /// One `update` command. When the reply cannot say which statements failed (FerretDB 1.x
+    /// stops at the first error despite `ordered: false`, reports index 0 and omits `n`), each
+    /// statement is sent again on its own: upserts are idempotent, so this is safe, and each
+    /// then gets its exact result. Only the error path pays for it.
+    async fn update(
+        &self,
+        collection: &str,
+        statements: &[Document],
+    ) -> (ItemResults, BulkSummary) {
+        let count = statements.len();
+        let mut command = doc! {
+            "update": collection,
+            "updates": statements.to_vec(),
+            "ordered": false,
+        };
+        if let Some(wc) = &self.options.write_concern
+            && let Ok(wc) = mongodb::bson::to_document(wc)
+        {
+            command.insert("writeConcern", wc);
+        }
+        let reply = match self.db.run_command(command).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                let summary = BulkSummary {
+                    failed: count as u64,
+                    round_trips: 1,
+                    ..BulkSummary::default()
+                };
+                return (vec![Err(classify(&e)); count], summary);
+            }
+        };
+        let ambiguous = count > 1 && reply.contains_key("writeErrors") && !reply.contains_key("n");
+        if !ambiguous {
+            return parse_update_reply(&reply, count);
+        }
+        tracing::warn!(
+            collection,
+            statements = count,
+            "the server's bulk write reply does not say which statements failed; sending them one by one"
+        );
+        let mut results = Vec::with_capacity(count);
+        let mut total = BulkSummary {
+            round_trips: 1,
+            ..BulkSummary::default()
+        };
+        for statement in statements {
+            let (part, summary) =
+                Box::pin(self.update(collection, std::slice::from_ref(statement))).await;
+            results.extend(part);
+            total.add(&summary);
         }
         (results, total)
     }

@@ -23,6 +23,8 @@ pub mod names {
     pub const QUEUE_JOBS: &str = "tidegate_queue_jobs";
     pub const BATCH_SIZE: &str = "tidegate_batch_jobs";
     pub const JOB_LATENCY: &str = "tidegate_job_latency_seconds";
+    pub const RUNS_ENDED: &str = "tidegate_runs_ended_total";
+    pub const RUNS_PLANNED: &str = "tidegate_runs_planned_total";
 }
 
 /// Histogram buckets per metric, chosen for the quantity measured.
@@ -105,6 +107,14 @@ fn describe() {
         "Jobs whose worker lost them (lock expired), moved back to wait"
     );
     describe_gauge!(names::QUEUE_JOBS, "Jobs in each state of a queue, sampled");
+    describe_counter!(
+        names::RUNS_PLANNED,
+        "Runs planned, by trigger (schedule, rerun, demo)"
+    );
+    describe_counter!(
+        names::RUNS_ENDED,
+        "Runs whose every job finished, by outcome (succeeded, failed)"
+    );
     describe_histogram!(names::BATCH_SIZE, "Jobs taken per batch by a worker loop");
     describe_histogram!(
         names::JOB_LATENCY,

@@ -4,48 +4,15 @@
 //! On shutdown the loops stop taking jobs, give in-flight batches a grace period, and release
 //! what is still unfinished back to wait.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::pipeline::{Outcome, Pipeline};
 use crate::queue::{self, Job, Queue, QueueError, Retention, Settled, Settlement};
 use crate::telemetry::names;
-
-/// What became of one job in a pipeline.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// Done; the value is stored as the job's `returnvalue`.
-    Completed(serde_json::Value),
-    /// Not done. `retry` says whether another attempt could succeed (a timeout, a primary
-    /// stepdown) or not (bad data, a validation error); attempts and backoff come from the job.
-    Failed { reason: String, retry: bool },
-}
-
-impl Outcome {
-    pub fn transient(reason: impl Into<String>) -> Self {
-        Outcome::Failed {
-            reason: reason.into(),
-            retry: true,
-        }
-    }
-
-    pub fn permanent(reason: impl Into<String>) -> Self {
-        Outcome::Failed {
-            reason: reason.into(),
-            retry: false,
-        }
-    }
-}
-
-/// What a batch of jobs means: jobs in, exactly one outcome per job out, in the same order.
-pub trait Pipeline: Send + Sync + 'static {
-    /// A short, fixed name (a metric label and a log field).
-    fn name(&self) -> &str;
-    fn process(&self, jobs: &[Job]) -> impl Future<Output = Vec<Outcome>> + Send;
-}
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -451,6 +418,9 @@ async fn settle<P: Pipeline>(
     };
     let queue = l.queue.name().to_owned();
     let now = queue::now_ms();
+    let by_id: std::collections::HashMap<&str, &Job> =
+        jobs.iter().map(|j| (j.id.as_str(), j)).collect();
+    let mut done_for_good = Vec::new();
     for (settlement, result) in settlements.iter().zip(results) {
         if result != Settled::Done {
             stats.lost += 1;
@@ -461,10 +431,13 @@ async fn settle<P: Pipeline>(
             );
             continue;
         }
-        let added = jobs
-            .iter()
-            .find(|j| j.id == settlement.id())
-            .map(|j| j.timestamp);
+        let job = by_id.get(settlement.id()).copied();
+        if let Some(job) = job
+            && !matches!(settlement, Settlement::Retry { .. })
+        {
+            done_for_good.push((job, settlement));
+        }
+        let added = job.map(|j| j.timestamp);
         let finished = |counter: &'static str| {
             metrics::counter!(counter, "queue" => queue.clone()).increment(1);
             if let Some(added) = added {
@@ -491,6 +464,7 @@ async fn settle<P: Pipeline>(
             }
         }
     }
+    l.pipeline.finished(&done_for_good).await;
     stats
 }
 

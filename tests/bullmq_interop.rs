@@ -8,8 +8,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tidegate::pipeline::{Outcome, Pipeline};
 use tidegate::queue::{Job, JobOptions, NewJob, Queue, connect};
-use tidegate::worker::{Outcome, Pipeline, Worker, WorkerOptions};
+use tidegate::worker::{Worker, WorkerOptions};
 use tokio_util::sync::CancellationToken;
 
 /// Runs `node bullmq.mjs <args>` and parses the JSON it prints.

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use tidegate::pipeline::{Outcome, Pipeline};
 use tidegate::queue::{Counts, Job, JobOptions, NewJob, Queue, connect};
-use tidegate::worker::{Outcome, Pipeline, Worker, WorkerOptions, WorkerStats};
+use tidegate::worker::{Worker, WorkerOptions, WorkerStats};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 

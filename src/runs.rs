@@ -1,0 +1,275 @@
+//! Runs: one planned day of a pipeline. The record lives in MongoDB (`runs`: history for the
+//! CLI and the back-office); the live counters live in Redis (one hash per run that every worker
+//! process increments as its jobs finish), and whichever process finishes the last job records
+//! the run's end, exactly once.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use mongodb::bson::{self, Document, doc};
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+
+use crate::queue::{Job, Settlement};
+use crate::store::Store;
+use crate::telemetry::names;
+
+pub const RUNS: &str = "runs";
+
+/// How long run counters stay in Redis after planning.
+const COUNTER_TTL: Duration = Duration::from_secs(14 * 86_400);
+
+/// A run as recorded in MongoDB.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRecord {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub pipeline: String,
+    pub date: String,
+    /// `schedule`, `rerun`, `demo`, ...
+    pub trigger: String,
+    pub started_at: bson::DateTime,
+    /// Jobs enqueued; set once planning is done.
+    pub planned: Option<i64>,
+    /// Targets not enqueued (an id already queued, or an id BullMQ cannot take).
+    #[serde(default)]
+    pub skipped: i64,
+    #[serde(default)]
+    pub completed: i64,
+    #[serde(default)]
+    pub failed: i64,
+    pub ended_at: Option<bson::DateTime>,
+    /// `succeeded` (no job failed) or `failed`, once ended.
+    pub outcome: Option<String>,
+}
+
+impl RunRecord {
+    pub fn wall(&self) -> Option<Duration> {
+        let ended = self.ended_at?;
+        let ms = ended.timestamp_millis() - self.started_at.timestamp_millis();
+        Some(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("mongodb: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("run {0} does not exist")]
+    Missing(String),
+    #[error("run {0} did not end within {1:?}")]
+    Timeout(String, Duration),
+}
+
+/// The `runId` any job may carry in its data.
+#[derive(Deserialize)]
+struct RunRef {
+    #[serde(rename = "runId")]
+    run_id: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Runs {
+    redis: ConnectionManager,
+    store: Store,
+}
+
+fn counters_key(id: &str) -> String {
+    format!("tidegate:run:{id}")
+}
+
+fn ended_key(id: &str) -> String {
+    format!("tidegate:run:{id}:ended")
+}
+
+fn sequence_key(date: &str) -> String {
+    format!("tidegate:runs:{date}:seq")
+}
+
+impl Runs {
+    pub fn new(redis: ConnectionManager, store: Store) -> Self {
+        Self { redis, store }
+    }
+
+    fn collection(&self) -> mongodb::Collection<RunRecord> {
+        self.store.database().collection(RUNS)
+    }
+
+    /// Records a new run of `pipeline` for `date`; its id is `<date>-r<n>`.
+    pub async fn start(
+        &self,
+        pipeline: &str,
+        date: &str,
+        trigger: &str,
+    ) -> Result<RunRecord, RunError> {
+        let seq: u64 = redis::cmd("INCR")
+            .arg(sequence_key(date))
+            .query_async(&mut self.redis.clone())
+            .await?;
+        let record = RunRecord {
+            id: format!("{date}-r{seq}"),
+            pipeline: pipeline.to_owned(),
+            date: date.to_owned(),
+            trigger: trigger.to_owned(),
+            started_at: bson::DateTime::now(),
+            planned: None,
+            skipped: 0,
+            completed: 0,
+            failed: 0,
+            ended_at: None,
+            outcome: None,
+        };
+        self.collection().insert_one(&record).await?;
+        Ok(record)
+    }
+
+    /// Planning is done: `planned` jobs are queued. Ends the run now if they already finished
+    /// (or there were none).
+    pub async fn planned(&self, id: &str, planned: u64, skipped: u64) -> Result<(), RunError> {
+        let _: () = redis::pipe()
+            .hset(counters_key(id), "total", planned)
+            .ignore()
+            .expire(counters_key(id), COUNTER_TTL.as_secs() as i64)
+            .ignore()
+            .query_async(&mut self.redis.clone())
+            .await?;
+        self.collection()
+            .update_one(
+                doc! { "_id": id },
+                doc! { "$set": { "planned": planned as i64, "skipped": skipped as i64 } },
+            )
+            .await?;
+        self.check_end(id).await
+    }
+
+    /// Counts jobs that finished for good under their run; logs rather than fails, since the
+    /// jobs themselves are already settled.
+    pub async fn record_finished(&self, jobs: &[(&Job, &Settlement)]) {
+        let mut per_run: HashMap<String, (u64, u64)> = HashMap::new();
+        for (job, settlement) in jobs {
+            let Ok(RunRef { run_id: Some(run) }) = job.data::<RunRef>() else {
+                continue;
+            };
+            let counts = per_run.entry(run).or_default();
+            match settlement {
+                Settlement::Completed { .. } => counts.0 += 1,
+                Settlement::Failed { .. } => counts.1 += 1,
+                Settlement::Retry { .. } => {}
+            }
+        }
+        if per_run.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for (run, (completed, failed)) in &per_run {
+            pipe.hincr(counters_key(run), "completed", *completed)
+                .ignore()
+                .hincr(counters_key(run), "failed", *failed)
+                .ignore();
+        }
+        if let Err(e) = pipe.query_async::<()>(&mut self.redis.clone()).await {
+            tracing::warn!(error = %e, "cannot count finished jobs of runs");
+            return;
+        }
+        for run in per_run.keys() {
+            if let Err(e) = self.check_end(run).await {
+                tracing::warn!(run = %run, error = %e, "cannot check whether a run ended");
+            }
+        }
+    }
+
+    async fn check_end(&self, id: &str) -> Result<(), RunError> {
+        let (total, completed, failed): (Option<u64>, Option<u64>, Option<u64>) =
+            redis::cmd("HMGET")
+                .arg(counters_key(id))
+                .arg(&["total", "completed", "failed"])
+                .query_async(&mut self.redis.clone())
+                .await?;
+        let (completed, failed) = (completed.unwrap_or(0), failed.unwrap_or(0));
+        let Some(total) = total else { return Ok(()) };
+        if completed + failed < total {
+            return Ok(());
+        }
+        let first: bool = redis::cmd("SET")
+            .arg(ended_key(id))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(COUNTER_TTL.as_secs())
+            .query_async::<Option<String>>(&mut self.redis.clone())
+            .await?
+            .is_some();
+        if !first {
+            return Ok(());
+        }
+        let outcome = if failed == 0 { "succeeded" } else { "failed" };
+        self.collection()
+            .update_one(
+                doc! { "_id": id },
+                doc! { "$set": {
+                    "completed": completed as i64,
+                    "failed": failed as i64,
+                    "endedAt": bson::DateTime::now(),
+                    "outcome": outcome,
+                } },
+            )
+            .await?;
+        metrics::counter!(names::RUNS_ENDED, "outcome" => outcome).increment(1);
+        if let Some(run) = self.get(id).await? {
+            tracing::info!(
+                run = %run.id, pipeline = %run.pipeline, date = %run.date, trigger = %run.trigger,
+                jobs = total, completed, failed, outcome,
+                wall_ms = run.wall().map_or(0, |w| w.as_millis() as u64),
+                "run ended"
+            );
+        }
+        Ok(())
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<RunRecord>, RunError> {
+        Ok(self.collection().find_one(doc! { "_id": id }).await?)
+    }
+
+    /// Runs of `date` started by `trigger`.
+    pub async fn find(&self, date: &str, trigger: &str) -> Result<Vec<RunRecord>, RunError> {
+        use futures::TryStreamExt;
+        let cursor = self
+            .collection()
+            .find(doc! { "date": date, "trigger": trigger })
+            .await?;
+        Ok(cursor.try_collect().await?)
+    }
+
+    /// Waits until the run has ended, checking its record with a deadline.
+    pub async fn wait_for_end(&self, id: &str, limit: Duration) -> Result<RunRecord, RunError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let run = self
+                .get(id)
+                .await?
+                .ok_or_else(|| RunError::Missing(id.to_owned()))?;
+            if run.ended_at.is_some() {
+                return Ok(run);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RunError::Timeout(id.to_owned(), limit));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The newest runs first.
+    pub async fn latest(&self, limit: i64) -> Result<Vec<RunRecord>, RunError> {
+        use futures::TryStreamExt;
+        let cursor = self
+            .collection()
+            .find(Document::new())
+            .sort(doc! { "startedAt": -1 })
+            .limit(limit)
+            .await?;
+        Ok(cursor.try_collect().await?)
+    }
+}

@@ -1,0 +1,215 @@
+//! Planning runs: a cron schedule in a timezone fires, and the planner streams the day's targets
+//! into jobs with run-scoped ids (`score-<run>-<user>`), in chunks. Across replicas a scheduled
+//! day is planned once: a Redis lock with a lease serialises planners, and the run record in
+//! MongoDB says whether the schedule already planned that day. A re-run plans the day again
+//! under a new run id, so jobs still retained from an earlier run cannot swallow it.
+
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate};
+use chrono_tz::Tz;
+use futures::TryStreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::pipeline::score::{self, ScoreJob};
+use crate::queue::{Backoff, JobOptions, NewJob, Queue, QueueError};
+use crate::runs::{RunError, RunRecord, Runs};
+use crate::store::Store;
+use crate::telemetry::names;
+
+/// Targets enqueued per round trip.
+const PLAN_CHUNK: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("mongodb: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("queue: {0}")]
+    Queue(#[from] QueueError),
+    #[error("run: {0}")]
+    Run(#[from] RunError),
+}
+
+/// Turns a day into a run of score jobs.
+#[derive(Clone)]
+pub struct Planner {
+    pub queue: Queue,
+    pub store: Store,
+    pub runs: Runs,
+    pub redis: redis::aio::ConnectionManager,
+    pub tz: Tz,
+    pub attempts: u32,
+    pub backoff: Backoff,
+}
+
+/// A BullMQ-safe job id for a user of a run: BullMQ forbids `:` in custom ids.
+pub fn job_id(run_id: &str, user: &str) -> String {
+    format!("score-{run_id}-{}", user.replace(':', "_"))
+}
+
+/// The day a firing at `fired` plans: the day that just ended in the schedule's timezone.
+pub fn day_for(fired: DateTime<Tz>) -> NaiveDate {
+    let today = fired.date_naive();
+    today.pred_opt().unwrap_or(today)
+}
+
+impl Planner {
+    /// Plans `date` as a new run; `purge` first deletes the day's results.
+    pub async fn plan(
+        &self,
+        date: NaiveDate,
+        trigger: &str,
+        purge: bool,
+    ) -> Result<RunRecord, PlanError> {
+        if purge {
+            let deleted = score::purge(&self.store, date).await?;
+            tracing::info!(%date, deleted, "purged the day's results before re-running it");
+        }
+        let run = self.runs.start("score", &date.to_string(), trigger).await?;
+        metrics::counter!(names::RUNS_PLANNED, "trigger" => trigger.to_owned()).increment(1);
+        let opts = JobOptions {
+            attempts: Some(self.attempts),
+            backoff: Some(self.backoff),
+            ..JobOptions::default()
+        };
+        let mut targets = Box::pin(score::targets(&self.store, date, self.tz).await?);
+        let (mut planned, mut skipped) = (0u64, 0u64);
+        let mut chunk = Vec::with_capacity(PLAN_CHUNK);
+        loop {
+            let next = targets.try_next().await?;
+            if let Some(user) = &next {
+                let data = ScoreJob {
+                    user_id: user.clone(),
+                    collect_date: date,
+                    run_id: Some(run.id.clone()),
+                };
+                let job = NewJob::new(
+                    "collect",
+                    serde_json::to_value(&data).unwrap_or(serde_json::Value::Null),
+                )
+                .with_opts(JobOptions {
+                    job_id: Some(job_id(&run.id, user)),
+                    ..opts.clone()
+                });
+                chunk.push(job);
+            }
+            if chunk.len() == PLAN_CHUNK || (next.is_none() && !chunk.is_empty()) {
+                let added = self.queue.add_bulk(&chunk).await?;
+                let new = added.iter().filter(|a| !a.duplicate).count() as u64;
+                planned += new;
+                skipped += added.len() as u64 - new;
+                chunk.clear();
+            }
+            if next.is_none() {
+                break;
+            }
+        }
+        self.runs.planned(&run.id, planned, skipped).await?;
+        tracing::info!(run = %run.id, %date, trigger, planned, skipped, "run planned");
+        Ok(self.runs.get(&run.id).await?.unwrap_or(run))
+    }
+
+    /// A scheduled firing: plans the day that just ended unless the schedule already did,
+    /// holding a lock with a lease so that replicas firing together plan it once.
+    pub async fn fire(
+        &self,
+        fired: DateTime<Tz>,
+        lease: Duration,
+    ) -> Result<Option<RunRecord>, PlanError> {
+        let date = day_for(fired);
+        let lock = format!("tidegate:plan-lock:{date}");
+        let token = format!("{:016x}", rand::random::<u64>());
+        let got: Option<String> = redis::cmd("SET")
+            .arg(&lock)
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(lease.as_millis() as u64)
+            .query_async(&mut self.redis.clone())
+            .await?;
+        if got.is_none() {
+            tracing::info!(%date, "another replica is planning this day");
+            return Ok(None);
+        }
+        let result = async {
+            if !self.runs.find(&date.to_string(), "schedule").await?.is_empty() {
+                tracing::info!(%date, "the schedule already planned this day; not planning it twice");
+                return Ok(None);
+            }
+            self.plan(date, "schedule", false).await.map(Some)
+        }
+        .await;
+        // Release only our own lock (it may have expired and been taken by now).
+        let release = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+        );
+        let _: Result<i64, _> = release
+            .key(&lock)
+            .arg(&token)
+            .invoke_async(&mut self.redis.clone())
+            .await;
+        result
+    }
+}
+
+/// Fires the planner at each time of `schedule` in `tz` until `shutdown`.
+pub async fn run_schedule(
+    planner: Planner,
+    schedule: cron::Schedule,
+    lease: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let now = chrono::Utc::now().with_timezone(&planner.tz);
+        let Some(next) = schedule.after(&now).next() else {
+            tracing::warn!("the schedule has no future firing; the scheduler stops");
+            return;
+        };
+        let wait = (next - now).to_std().unwrap_or(Duration::ZERO);
+        tracing::info!(next = %next.to_rfc3339(), "next scheduled run");
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        match planner.fire(next, lease).await {
+            Ok(Some(run)) => tracing::info!(run = %run.id, "scheduled run planned"),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "scheduled run could not be planned"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn a_firing_at_one_in_the_morning_plans_the_day_before() {
+        let fired = chrono_tz::Asia::Seoul
+            .with_ymd_and_hms(2026, 11, 25, 1, 0, 0)
+            .single()
+            .expect("time");
+        assert_eq!(day_for(fired).to_string(), "2026-11-24");
+    }
+
+    #[test]
+    fn job_ids_are_bullmq_safe_and_run_scoped() {
+        assert_eq!(job_id("2026-11-24-r2", "u1"), "score-2026-11-24-r2-u1");
+        assert_eq!(job_id("2026-11-24-r2", "a:b"), "score-2026-11-24-r2-a_b");
+        assert!(crate::queue::job::check_custom_id(&job_id("2026-11-24-r1", "42")).is_ok());
+    }
+
+    #[test]
+    fn the_default_schedule_fires_at_one_in_seoul() {
+        let schedule = crate::config::cron_schedule("0 1 * * *").expect("cron");
+        let now = chrono_tz::Asia::Seoul
+            .with_ymd_and_hms(2026, 11, 24, 13, 0, 0)
+            .single()
+            .expect("time");
+        let next = schedule.after(&now).next().expect("next");
+        assert_eq!(next.to_rfc3339(), "2026-11-25T01:00:00+09:00");
+    }
+}
