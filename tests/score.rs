@@ -1,0 +1,270 @@
+//! The seed's job end to end on the real services: sample data, planning a run, workers
+//! processing it into `daily_scores`, the run noticing its end, re-runs, purges, the schedule
+//! firing twice, and the naive mode giving the same numbers.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::{NaiveDate, TimeZone};
+use mongodb::bson::{Document, doc};
+use serde_json::json;
+use tidegate::pipeline::Pipelines;
+use tidegate::pipeline::score::{self, DAILY_SCORES, ScorePipeline};
+use tidegate::pipeline::upsert::UpsertPipeline;
+use tidegate::queue::{Backoff, BackoffKind, NewJob, Queue, connect};
+use tidegate::runs::Runs;
+use tidegate::schedule::Planner;
+use tidegate::store::{Store, StoreOptions};
+use tidegate::worker::{Worker, WorkerOptions};
+use tokio_util::sync::CancellationToken;
+
+const TZ: chrono_tz::Tz = chrono_tz::Asia::Seoul;
+
+fn day() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 11, 24).expect("date")
+}
+
+struct World {
+    store: Store,
+    planner: Planner,
+    runs: Runs,
+    queue: Queue,
+}
+
+async fn world(users: u64) -> World {
+    let store = Store::connect(
+        &common::mongodb_uri(),
+        &common::unique("tidegate_score"),
+        StoreOptions::default(),
+    )
+    .await
+    .expect("connect");
+    score::ensure_indexes(&store).await.expect("indexes");
+    score::seed_day(&store, day(), TZ, users, 7)
+        .await
+        .expect("seed");
+    let redis = connect(&common::redis_url()).await.expect("redis");
+    let queue = Queue::new(redis.clone(), "bull", &common::unique("score"));
+    let runs = Runs::new(redis.clone(), store.clone());
+    let planner = Planner {
+        queue: queue.clone(),
+        store: store.clone(),
+        runs: runs.clone(),
+        redis,
+        tz: TZ,
+        attempts: 3,
+        backoff: Backoff::Spec {
+            kind: BackoffKind::Fixed,
+            delay: 10,
+            jitter: None,
+        },
+    };
+    World {
+        store,
+        planner,
+        runs,
+        queue,
+    }
+}
+
+fn start_worker(w: &World) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let pipelines = Pipelines {
+        score: ScorePipeline::new(w.store.clone(), TZ, Some(w.runs.clone())),
+        upsert: UpsertPipeline::new(w.store.clone()),
+    };
+    let options = WorkerOptions {
+        batch_size: 50,
+        idle_block: Duration::from_millis(200),
+        ..WorkerOptions::default()
+    };
+    let stop = CancellationToken::new();
+    let worker = Worker::new(w.queue.clone(), &common::redis_url(), pipelines, options);
+    let handle = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            worker.run(stop).await.expect("worker");
+        }
+    });
+    (stop, handle)
+}
+
+async fn scores(store: &Store) -> Vec<Document> {
+    use futures::TryStreamExt;
+    store
+        .database()
+        .collection::<Document>(DAILY_SCORES)
+        .find(doc! {})
+        .sort(doc! { "userId": 1 })
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("collect")
+}
+
+#[tokio::test]
+async fn a_day_runs_through_the_queue_into_daily_scores() {
+    let w = world(120).await;
+    let (stop, worker) = start_worker(&w);
+    let run = w.planner.plan(day(), "test", false).await.expect("plan");
+    assert_eq!((run.planned, run.skipped), (Some(120), 0));
+    let run = w
+        .runs
+        .wait_for_end(&run.id, Duration::from_secs(60))
+        .await
+        .expect("run ends");
+    assert_eq!(
+        (run.completed, run.failed, run.outcome.as_deref()),
+        (120, 0, Some("succeeded"))
+    );
+
+    let written = scores(&w.store).await;
+    assert_eq!(written.len(), 120);
+    // Each score is the one computed straight from that user's events.
+    let users: Vec<String> = written
+        .iter()
+        .take(5)
+        .map(|d| d.get_str("userId").expect("user").to_owned())
+        .collect();
+    let tallies = score::read_tallies(&w.store, &users, day(), TZ)
+        .await
+        .expect("tallies");
+    for doc in written.iter().take(5) {
+        let user = doc.get_str("userId").expect("user");
+        assert_eq!(
+            doc.get_f64("score").expect("score"),
+            tallies[user].score,
+            "{user}"
+        );
+        assert_eq!(doc.get_str("date").expect("date"), "2026-11-24");
+        assert_eq!(doc.get_str("runId").expect("run"), run.id);
+    }
+
+    // A re-run under a new id really runs again, even with the first run's jobs retained.
+    let again = w.planner.plan(day(), "rerun", true).await.expect("rerun");
+    assert_ne!(again.id, run.id);
+    assert_eq!(again.planned, Some(120));
+    let again = w
+        .runs
+        .wait_for_end(&again.id, Duration::from_secs(60))
+        .await
+        .expect("rerun ends");
+    assert_eq!(again.completed, 120);
+    let rewritten = scores(&w.store).await;
+    assert_eq!(
+        rewritten.len(),
+        120,
+        "upserts keyed on (user, date) keep one score per user"
+    );
+    assert!(
+        rewritten
+            .iter()
+            .all(|d| d.get_str("runId").ok() == Some(again.id.as_str()))
+    );
+
+    stop.cancel();
+    worker.await.expect("join");
+    w.store.database().drop().await.expect("drop");
+}
+
+#[tokio::test]
+async fn the_schedule_plans_a_day_once() {
+    let w = world(20).await;
+    let fired = TZ
+        .with_ymd_and_hms(2026, 11, 25, 1, 0, 0)
+        .single()
+        .expect("time");
+    let lease = Duration::from_secs(60);
+    let first = w
+        .planner
+        .fire(fired, lease)
+        .await
+        .expect("fire")
+        .expect("planned");
+    assert_eq!(first.date, "2026-11-24");
+    assert_eq!(first.planned, Some(20));
+    let second = w.planner.fire(fired, lease).await.expect("fire again");
+    assert!(
+        second.is_none(),
+        "a second firing must not plan the day again"
+    );
+    assert_eq!(w.queue.counts().await.expect("counts").waiting, 20);
+    w.store.database().drop().await.expect("drop");
+}
+
+#[tokio::test]
+async fn a_malformed_job_fails_alone_and_the_generic_upsert_writes() {
+    let w = world(0).await;
+    let (stop, worker) = start_worker(&w);
+    w.queue
+        .add_bulk(&[
+            NewJob::new(
+                "collect",
+                json!({ "userId": "u1", "collectDate": "yesterday" }),
+            ),
+            NewJob::new(
+                "upsert",
+                json!({
+                    "collection": "profiles", "key": ["userId"],
+                    "document": { "userId": "u1", "tier": "gold" }
+                }),
+            ),
+            NewJob::new("mystery", json!({})),
+        ])
+        .await
+        .expect("add");
+    let counts = common::eventually("all three settled", Duration::from_secs(30), || async {
+        let c = w.queue.counts().await.expect("counts");
+        (c.completed + c.failed == 3).then_some(c)
+    })
+    .await;
+    assert_eq!((counts.completed, counts.failed), (1, 2));
+    let profile = w
+        .store
+        .database()
+        .collection::<Document>("profiles")
+        .find_one(doc! { "userId": "u1" })
+        .await
+        .expect("find")
+        .expect("written");
+    assert_eq!(profile.get_str("tier").expect("tier"), "gold");
+    stop.cancel();
+    worker.await.expect("join");
+    w.store.database().drop().await.expect("drop");
+}
+
+#[tokio::test]
+async fn naive_mode_computes_the_same_scores() {
+    let w = world(60).await;
+    let users: Vec<String> = (1..=60).map(|n| format!("u{n:06}")).collect();
+    let report = score::run_naive(&w.store, day(), TZ, users).await;
+    assert_eq!(
+        (report.written, report.failed, report.round_trips),
+        (60, 0, 120)
+    );
+    let naive = scores(&w.store).await;
+    score::purge(&w.store, day()).await.expect("purge");
+
+    let (stop, worker) = start_worker(&w);
+    let run = w.planner.plan(day(), "test", false).await.expect("plan");
+    w.runs
+        .wait_for_end(&run.id, Duration::from_secs(60))
+        .await
+        .expect("run ends");
+    let batched = scores(&w.store).await;
+    let pick = |docs: &[Document]| {
+        docs.iter()
+            .map(|d| {
+                (
+                    d.get_str("userId").expect("u").to_owned(),
+                    d.get_f64("score").expect("s"),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(pick(&naive), pick(&batched));
+    stop.cancel();
+    worker.await.expect("join");
+    w.store.database().drop().await.expect("drop");
+}
