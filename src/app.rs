@@ -1,20 +1,31 @@
-//! Process life cycle of `tidegate run`: connect to the dependencies, serve HTTP, and shut down
-//! gracefully on SIGTERM/SIGINT.
+//! Process life cycle: connect to the dependencies once ([`App`]), then either serve (`tidegate
+//! run`: HTTP, worker and schedule until SIGTERM/SIGINT) or process one day in this process and
+//! report it (`demo`, `rerun`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use chrono::NaiveDate;
+use mongodb::bson::{Document, doc};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::http::{self, AppState};
+use crate::pipeline::Pipelines;
+use crate::pipeline::score::{self, DAILY_SCORES, ScorePipeline};
+use crate::pipeline::upsert::UpsertPipeline;
+use crate::queue::{self, Queue};
+use crate::runs::{RunError, RunRecord, Runs};
+use crate::schedule::{self, PlanError, Planner};
 use crate::store::Store;
 use crate::telemetry;
+use crate::worker::Worker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("cannot reach Redis at REDIS_URL: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("invalid MONGODB_URI: {0}")]
+    #[error("MongoDB: {0}")]
     Mongo(#[from] mongodb::error::Error),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -25,59 +36,233 @@ pub enum AppError {
     Serve(std::io::Error),
     #[error("in-flight work did not finish within the shutdown timeout ({0:?})")]
     ShutdownTimeout(Duration),
+    #[error("worker: {0}")]
+    Queue(#[from] queue::QueueError),
+    #[error("planning: {0}")]
+    Plan(#[from] PlanError),
+    #[error("run: {0}")]
+    Run(#[from] RunError),
+    #[error("stopped by a signal before the run ended")]
+    Interrupted,
 }
 
-/// Runs until SIGTERM or SIGINT.
+/// The connected parts every command shares.
+#[derive(Clone)]
+pub struct App {
+    pub settings: Settings,
+    pub redis: redis::aio::ConnectionManager,
+    pub store: Store,
+    pub queue: Queue,
+    pub runs: Runs,
+    pub planner: Planner,
+}
+
+impl App {
+    /// Connects to Redis (now, so a wrong URL stops startup) and MongoDB, and creates the
+    /// indexes the pipelines need.
+    pub async fn connect(settings: Settings) -> Result<Self, AppError> {
+        let redis = queue::connect(&settings.redis_url).await?;
+        let store = Store::connect(
+            &settings.mongodb_uri,
+            &settings.database,
+            settings.store.clone(),
+        )
+        .await?;
+        score::ensure_indexes(&store).await?;
+        let queue = Queue::new(redis.clone(), &settings.queue_prefix, &settings.queue);
+        let runs = Runs::new(redis.clone(), store.clone());
+        let planner = Planner {
+            queue: queue.clone(),
+            store: store.clone(),
+            runs: runs.clone(),
+            redis: redis.clone(),
+            tz: settings.timezone,
+            attempts: settings.job_attempts,
+            backoff: settings.job_backoff,
+        };
+        Ok(Self {
+            settings,
+            redis,
+            store,
+            queue,
+            runs,
+            planner,
+        })
+    }
+
+    pub fn worker(&self) -> Worker<Pipelines> {
+        let pipelines = Pipelines {
+            score: ScorePipeline::new(
+                self.store.clone(),
+                self.settings.timezone,
+                Some(self.runs.clone()),
+            ),
+            upsert: UpsertPipeline::new(self.store.clone()),
+        };
+        Worker::new(
+            self.queue.clone(),
+            &self.settings.redis_url,
+            pipelines,
+            self.settings.worker.clone(),
+        )
+    }
+
+    /// Serves /metrics, /healthz and /readyz until `stop`; the server stops accepting then and
+    /// finishes open requests.
+    async fn serve(
+        &self,
+        stop: CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, AppError> {
+        let addr = self.settings.http_addr;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| AppError::Listen { addr, source })?;
+        tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+        let state = AppState {
+            redis: self.redis.clone(),
+            store: self.store.clone(),
+            metrics: telemetry::metrics(),
+            ready_timeout: self.settings.ready_timeout,
+        };
+        Ok(tokio::spawn(http::serve(listener, state, async move {
+            stop.cancelled().await;
+        })))
+    }
+}
+
+/// `tidegate run`: HTTP, the worker and the schedule, until SIGTERM or SIGINT.
 pub async fn run(settings: Settings) -> Result<(), AppError> {
-    run_until(settings, shutdown_signal()).await
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            stop.cancel();
+        }
+    });
+    run_until(settings, stop).await
 }
 
-/// Runs until `shutdown` resolves; then gives in-flight work `shutdown_timeout` to finish.
-pub async fn run_until(
-    settings: Settings,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), AppError> {
+/// `tidegate run` until `stop` is cancelled; in-flight work then gets the shutdown timeout.
+pub async fn run_until(settings: Settings, stop: CancellationToken) -> Result<(), AppError> {
     let metrics = telemetry::metrics();
     let upkeep = tokio::spawn(telemetry::run_upkeep(metrics, Duration::from_secs(5)));
-    let redis = crate::queue::connect(&settings.redis_url).await?;
-    let store = Store::connect(
-        &settings.mongodb_uri,
-        &settings.database,
-        settings.store.clone(),
-    )
-    .await?;
-    let listener = TcpListener::bind(settings.http_addr)
-        .await
-        .map_err(|source| AppError::Listen {
-            addr: settings.http_addr,
-            source,
-        })?;
-    tracing::info!(addr = %settings.http_addr, "serving /metrics, /healthz, /readyz");
-
-    let state = AppState {
-        redis,
-        store,
-        metrics,
-        ready_timeout: settings.ready_timeout,
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = http::serve(listener, state, async move {
-        let _ = stop_rx.await;
-    });
-    tokio::pin!(server);
-    let finished = tokio::select! {
-        // Before the signal the server ends only on error.
-        finished = &mut server => finished,
-        () = shutdown => {
-            tracing::info!("shutting down");
-            let _ = stop_tx.send(());
-            tokio::time::timeout(settings.shutdown_timeout, server)
-                .await
-                .map_err(|_| AppError::ShutdownTimeout(settings.shutdown_timeout))?
-        }
-    };
+    let app = App::connect(settings).await?;
+    let server = app.serve(stop.clone()).await?;
+    let worker = tokio::spawn(app.worker().run(stop.clone()));
+    let scheduler = tokio::spawn(schedule::run_schedule(
+        app.planner.clone(),
+        app.settings.schedule.clone(),
+        app.settings.plan_lease,
+        stop.clone(),
+    ));
+    tracing::info!(
+        queue = %app.settings.queue,
+        schedule = %app.settings.schedule.source(),
+        timezone = %app.settings.timezone,
+        "tidegate running"
+    );
+    stop.cancelled().await;
+    tracing::info!("shutting down");
+    // The worker itself gives in-flight batches the shutdown timeout; this bounds the rest.
+    let limit = app.settings.shutdown_timeout + Duration::from_secs(5);
+    let finished = tokio::time::timeout(limit, async {
+        let worker = worker.await;
+        let _ = scheduler.await;
+        let server = server.await;
+        (worker, server)
+    })
+    .await
+    .map_err(|_| AppError::ShutdownTimeout(app.settings.shutdown_timeout))?;
     upkeep.abort();
-    finished.map_err(AppError::Serve)
+    match finished {
+        (Ok(Err(e)), _) => Err(e.into()),
+        (_, Ok(Err(e))) => Err(AppError::Serve(e)),
+        _ => Ok(()),
+    }
+}
+
+/// What processing one day produced.
+#[derive(Debug, Clone)]
+pub struct DayReport {
+    pub run: RunRecord,
+    /// Documents in `daily_scores` for the date after the run.
+    pub documents: u64,
+    pub wall: Duration,
+}
+
+impl std::fmt::Display for DayReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let run = &self.run;
+        let jobs = run.planned.unwrap_or(0);
+        let secs = self.wall.as_secs_f64();
+        writeln!(
+            f,
+            "run        {} ({} of {}, trigger {})",
+            run.id, run.pipeline, run.date, run.trigger
+        )?;
+        writeln!(
+            f,
+            "jobs       {jobs} planned, {} completed, {} failed, {} skipped",
+            run.completed, run.failed, run.skipped
+        )?;
+        writeln!(
+            f,
+            "documents  {} in {DAILY_SCORES} for {}",
+            self.documents, run.date
+        )?;
+        writeln!(
+            f,
+            "wall time  {secs:.2} s ({:.0} jobs/s)",
+            jobs as f64 / secs.max(1e-9)
+        )?;
+        write!(
+            f,
+            "outcome    {}",
+            run.outcome.as_deref().unwrap_or("unfinished")
+        )
+    }
+}
+
+/// Plans `date` and processes it in this process (other replicas may help) until the run
+/// ends, serving metrics meanwhile. SIGTERM/SIGINT stops it early.
+pub async fn process_day(
+    app: &App,
+    date: NaiveDate,
+    trigger: &str,
+    purge: bool,
+) -> Result<DayReport, AppError> {
+    let metrics = telemetry::metrics();
+    let upkeep = tokio::spawn(telemetry::run_upkeep(metrics, Duration::from_secs(5)));
+    let stop = CancellationToken::new();
+    let server = app.serve(stop.clone()).await?;
+    let worker = tokio::spawn(app.worker().run(stop.clone()));
+    let started = Instant::now();
+    let outcome = async {
+        let run = app.planner.plan(date, trigger, purge).await?;
+        tokio::select! {
+            ended = app.runs.wait_for_end(&run.id, Duration::from_secs(24 * 3600)) => Ok(ended?),
+            () = shutdown_signal() => Err(AppError::Interrupted),
+        }
+    }
+    .await;
+    let wall = started.elapsed();
+    stop.cancel();
+    let _ = worker.await;
+    let _ = server.await;
+    upkeep.abort();
+    let run = outcome?;
+    let documents = app
+        .store
+        .database()
+        .collection::<Document>(DAILY_SCORES)
+        .count_documents(doc! { "date": date.to_string() })
+        .await?;
+    Ok(DayReport {
+        run,
+        documents,
+        wall,
+    })
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

@@ -2,8 +2,12 @@
 
 use std::process::ExitCode;
 
+use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
+use futures::TryStreamExt;
+use tidegate::app::{self, App};
 use tidegate::config::{self, Settings};
+use tidegate::pipeline::score;
 
 #[derive(Parser)]
 #[command(
@@ -17,13 +21,46 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve /metrics, /healthz and /readyz until SIGTERM or SIGINT.
+    /// Serve /metrics, /healthz and /readyz, work the queue, and plan runs on the schedule, until
+    /// SIGTERM or SIGINT.
     Run,
     /// Print the effective settings (secrets redacted) and where each value came from.
     Config {
         /// Print the settings table in Markdown, as the README shows it.
         #[arg(long)]
         markdown: bool,
+    },
+    /// Write a realistic day of events (skewed: a few heavy users, many light ones).
+    SeedData {
+        #[arg(long, default_value_t = 50_000)]
+        users: u64,
+        /// The day, in TIDEGATE_TIMEZONE (default: yesterday there).
+        #[arg(long)]
+        date: Option<NaiveDate>,
+        /// Random seed: the same seed writes the same events.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+    /// Seed a day, run it through the queue into MongoDB in this process, and print a summary.
+    Demo {
+        #[arg(long, default_value_t = 50_000)]
+        users: u64,
+        #[arg(long)]
+        date: Option<NaiveDate>,
+    },
+    /// Plan a day again as a new run and process it in this process until it ends.
+    Rerun {
+        #[arg(long)]
+        date: NaiveDate,
+        /// Delete the day's results first, as when data was collected wrongly.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// The seed's original script, for benchmarks only: every user at once, one read and one
+    /// write each, no pacing.
+    Naive {
+        #[arg(long)]
+        date: Option<NaiveDate>,
     },
 }
 
@@ -40,33 +77,89 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match cli.command {
-        Command::Config { .. } => {
-            for (var, value) in settings.effective() {
-                let source = match std::env::var(var.name) {
-                    Ok(v) if !v.trim().is_empty() => "env",
-                    _ => "default",
-                };
-                println!("{:<28} {:<40} ({source})", var.name, value);
-            }
-            ExitCode::SUCCESS
-        }
-        Command::Run => {
-            tidegate::telemetry::init_tracing(&settings.log_filter, settings.log_format);
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    eprintln!("tidegate: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+    if let Command::Config { .. } = cli.command {
+        for (var, value) in settings.effective() {
+            let source = match std::env::var(var.name) {
+                Ok(v) if !v.trim().is_empty() => "env",
+                _ => "default",
             };
-            match runtime.block_on(tidegate::app::run(settings)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = %e, "tidegate stopped");
-                    ExitCode::FAILURE
-                }
-            }
+            println!("{:<28} {:<40} ({source})", var.name, value);
+        }
+        return ExitCode::SUCCESS;
+    }
+    tidegate::telemetry::init_tracing(&settings.log_filter, settings.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("tidegate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli.command, settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "tidegate stopped");
+            eprintln!("tidegate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn yesterday(settings: &Settings) -> NaiveDate {
+    tidegate::schedule::day_for(chrono::Utc::now().with_timezone(&settings.timezone))
+}
+
+async fn execute(command: Command, settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+    match command {
+        Command::Config { .. } => Ok(()),
+        Command::Run => Ok(app::run(settings).await?),
+        Command::SeedData { users, date, seed } => {
+            let date = date.unwrap_or_else(|| yesterday(&settings));
+            let app = App::connect(settings).await?;
+            let report =
+                score::seed_day(&app.store, date, app.settings.timezone, users, seed).await?;
+            println!(
+                "seeded {date}: {} users, {} events ({} earlier events of that day replaced)",
+                report.users, report.events, report.replaced
+            );
+            Ok(())
+        }
+        Command::Demo { users, date } => {
+            let date = date.unwrap_or_else(|| yesterday(&settings));
+            let app = App::connect(settings).await?;
+            let seeded = score::seed_day(&app.store, date, app.settings.timezone, users, 7).await?;
+            println!(
+                "seeded     {date}: {} users, {} events",
+                seeded.users, seeded.events
+            );
+            let report = app::process_day(&app, date, "demo", true).await?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::Rerun { date, purge } => {
+            let app = App::connect(settings).await?;
+            let report = app::process_day(&app, date, "rerun", purge).await?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::Naive { date } => {
+            let date = date.unwrap_or_else(|| yesterday(&settings));
+            let app = App::connect(settings).await?;
+            let tz = app.settings.timezone;
+            let users: Vec<String> = score::targets(&app.store, date, tz)
+                .await?
+                .try_collect()
+                .await?;
+            let report = score::run_naive(&app.store, date, tz, users).await;
+            println!(
+                "naive      {date}: {} users, {} written, {} failed, {} round trips, {:.2} s",
+                report.users,
+                report.written,
+                report.failed,
+                report.round_trips,
+                report.wall.as_secs_f64()
+            );
+            Ok(())
         }
     }
 }

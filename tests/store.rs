@@ -117,3 +117,22 @@ async fn an_unreachable_server_is_a_transient_failure() {
     let failure = results[0].clone().expect_err("unreachable");
     assert!(failure.transient, "{failure:?}");
 }
+
+#[tokio::test]
+async fn a_large_batch_modifying_existing_documents_completes() {
+    // FerretDB 1.24 never answers an update that modifies 100+ documents; the store splits.
+    let store = store(StoreOptions::default()).await;
+    let first: Vec<_> = (0..150).map(|i| upsert(&format!("u{i}"), 1)).collect();
+    let (results, _) = store.upsert_many("scores", &first).await;
+    assert!(results.iter().all(Result::is_ok));
+    let second: Vec<_> = (0..150).map(|i| upsert(&format!("u{i}"), 2)).collect();
+    let (results, summary) = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        store.upsert_many("scores", &second),
+    )
+    .await
+    .expect("the write must not hang");
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(summary.modified, 150);
+    store.database().drop().await.expect("drop");
+}
