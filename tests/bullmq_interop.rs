@@ -178,3 +178,89 @@ async fn bullmq_sees_tidegate_pause_and_delayed_jobs() {
     );
     assert_eq!(seen["jobs"][0]["state"], "waiting");
 }
+
+/// Fails a job the first time it runs, completes it after.
+struct FirstTryFails;
+
+impl Pipeline for FirstTryFails {
+    fn name(&self) -> &str {
+        "first-try-fails"
+    }
+    async fn process(&self, jobs: &[Job]) -> Vec<Outcome> {
+        jobs.iter()
+            .map(|job| match job.data::<Value>() {
+                Ok(data) if data["flaky"] == true && job.attempts_made == 0 => {
+                    Outcome::permanent("failed on the first try")
+                }
+                _ => Outcome::Completed(json!("done")),
+            })
+            .collect()
+    }
+}
+
+async fn work_until<F: Fn(&tidegate::queue::Counts) -> bool>(q: &Queue, what: &str, done: F) {
+    let stop = CancellationToken::new();
+    let options = WorkerOptions {
+        idle_block: Duration::from_millis(200),
+        ..WorkerOptions::default()
+    };
+    let worker = tokio::spawn(
+        Worker::new(q.clone(), &common::redis_url(), FirstTryFails, options).run(stop.clone()),
+    );
+    common::eventually(what, Duration::from_secs(30), || async {
+        let c = q.counts().await.expect("counts");
+        done(&c).then_some(())
+    })
+    .await;
+    stop.cancel();
+    worker.await.expect("join").expect("worker");
+}
+
+#[tokio::test]
+async fn failed_jobs_retried_from_bull_board_and_bullmq_run_again_in_tidegate() {
+    let name = common::unique("interop_retry");
+    let conn = connect(&common::redis_url()).await.expect("connect");
+    let q = Queue::new(conn, "bull", &name);
+    q.add_bulk(&[
+        NewJob::new("collect", json!({ "flaky": false })),
+        NewJob::new("collect", json!({ "flaky": true })),
+        NewJob::new("collect", json!({ "flaky": true })),
+    ])
+    .await
+    .expect("add");
+    work_until(&q, "one completed, two failed", |c| {
+        c.completed == 1 && c.failed == 2
+    })
+    .await;
+
+    // bull-board's adapter sees the failures and its retry button moves job 2 back to wait.
+    let board = bullmq(&["board", &name, "2"]);
+    assert_eq!(board["counts"]["failed"], 2, "{board}");
+    assert_eq!(board["counts"]["completed"], 1, "{board}");
+    let failed: Vec<_> = board["failed"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|j| j["id"].clone())
+        .collect();
+    assert!(
+        failed.contains(&json!("2")) && failed.contains(&json!("3")),
+        "{board}"
+    );
+    assert_eq!(
+        board["failed"][0]["failedReason"],
+        "failed on the first try"
+    );
+    assert_eq!(board["retried"], "2");
+    let counts = q.counts().await.expect("counts");
+    assert_eq!((counts.waiting, counts.failed), (1, 1));
+    work_until(&q, "the retried job completed", |c| c.completed == 2).await;
+
+    // BullMQ's Queue.retryJobs moves the rest back; tidegate completes them too.
+    let after = bullmq(&["retry-all", &name]);
+    assert_eq!(after["failed"], 0, "{after}");
+    work_until(&q, "every job completed", |c| {
+        c.completed == 3 && c.failed == 0
+    })
+    .await;
+}

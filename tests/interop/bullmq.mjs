@@ -2,6 +2,9 @@
 //   node bullmq.mjs add <queue> '<[{name, data, opts}]>'   prints the ids BullMQ assigned
 //   node bullmq.mjs consume <queue> <n>                     a BullMQ Worker takes n jobs, prints each
 //   node bullmq.mjs inspect <queue> <id>...                 counts and jobs as BullMQ reads them
+//   node bullmq.mjs board <queue> <id>                      bull-board's adapter: counts, failed jobs,
+//                                                           and its retry button on job <id>
+//   node bullmq.mjs retry-all <queue>                       Queue.retryJobs of every failed job
 import { Queue, Worker } from 'bullmq';
 
 const url = new URL(process.env.REDIS_URL || 'redis://127.0.0.1:6379');
@@ -39,6 +42,20 @@ if (cmd === 'add') {
     });
   }
   console.log(JSON.stringify({ counts, isPaused: await queue.isPaused(), jobs }));
+} else if (cmd === 'board') {
+  const { BullMQAdapter } = await import('@bull-board/api/bullMQAdapter');
+  const adapter = new BullMQAdapter(queue);
+  const counts = await adapter.getJobCounts();
+  const failed = await adapter.getJobs(['failed'], 0, 100);
+  const target = failed.find((j) => j.id === rest[0]);
+  // What bull-board's retry button does for a failed job.
+  if (target) await target.retry('failed');
+  console.log(JSON.stringify({
+    counts, failed: failed.map((j) => ({ id: j.id, failedReason: j.failedReason })), retried: target ? target.id : null,
+  }));
+} else if (cmd === 'retry-all') {
+  await queue.retryJobs({ state: 'failed' });
+  console.log(JSON.stringify(await queue.getJobCounts()));
 } else {
   console.error(`unknown command ${cmd}`);
   process.exit(2);
