@@ -1,0 +1,101 @@
+//! A worker process killed with SIGKILL mid-batch: its jobs stay active under expired locks,
+//! the next worker's stalled check hands them out again, every job completes, and the effects
+//! (upserts keyed by job) are each applied once.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use mongodb::bson::{Document, doc};
+use serde_json::json;
+use tidegate::queue::{NewJob, Queue, connect};
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn worker(queue: &str, database: &str) -> Running {
+    let child = Command::new(env!("CARGO_BIN_EXE_tidegate"))
+        .arg("run")
+        .env("TIDEGATE_QUEUE", queue)
+        .env("TIDEGATE_DATABASE", database)
+        .env("TIDEGATE_HTTP_ADDR", "127.0.0.1:0")
+        .env("TIDEGATE_WORKERS", "1")
+        .env("TIDEGATE_BATCH_DOCS", "50")
+        .env("TIDEGATE_LOCK_DURATION", "1s")
+        .env("TIDEGATE_STALLED_INTERVAL", "200ms")
+        .env("TIDEGATE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start tidegate");
+    Running(child)
+}
+
+#[tokio::test]
+async fn a_killed_worker_loses_no_job_and_applies_no_effect_twice() {
+    const JOBS: usize = 400;
+    let queue_name = common::unique("crash");
+    let database = common::unique("tidegate_crash");
+    let q = Queue::new(
+        connect(&common::redis_url()).await.expect("redis"),
+        "bull",
+        &queue_name,
+    );
+    let jobs: Vec<_> = (0..JOBS)
+        .map(|i| {
+            NewJob::new(
+                "upsert",
+                json!({
+                    "collection": "effects", "key": ["job"],
+                    "document": { "job": format!("j{i}"), "n": i }
+                }),
+            )
+        })
+        .collect();
+    q.add_bulk(&jobs).await.expect("add");
+
+    let mut first = worker(&queue_name, &database);
+    common::eventually(
+        "the first worker to be mid-run",
+        Duration::from_secs(60),
+        || async {
+            let c = q.counts().await.expect("counts");
+            (c.active > 0 && c.completed > 0).then_some(())
+        },
+    )
+    .await;
+    first.0.kill().expect("SIGKILL");
+    first.0.wait().expect("reap");
+    let at_kill = q.counts().await.expect("counts");
+    assert!(
+        at_kill.active > 0,
+        "the kill must leave jobs in flight: {at_kill:?}"
+    );
+
+    let _second = worker(&queue_name, &database);
+    common::eventually("every job to complete", Duration::from_secs(90), || async {
+        let c = q.counts().await.expect("counts");
+        (c.completed == JOBS as u64 && c.active == 0).then_some(())
+    })
+    .await;
+
+    let store =
+        tidegate::store::Store::connect(&common::mongodb_uri(), &database, Default::default())
+            .await
+            .expect("mongo");
+    let effects = store.database().collection::<Document>("effects");
+    assert_eq!(
+        effects.count_documents(doc! {}).await.expect("count"),
+        JOBS as u64
+    );
+    let distinct = effects.distinct("job", doc! {}).await.expect("distinct");
+    assert_eq!(distinct.len(), JOBS, "one effect per job");
+    store.database().drop().await.expect("drop");
+}
