@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -185,7 +185,7 @@ async fn run(ops: Vec<Op>) {
                     },
                 )
                 .await;
-                assert_eq!(requeued, [id.clone()]);
+                assert_eq!(requeued, std::slice::from_ref(&id));
                 // Recovered jobs go to the front of the line.
                 m.waiting.push_front(id);
             }
