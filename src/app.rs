@@ -2,6 +2,7 @@
 //! run`: HTTP, worker and schedule until SIGTERM/SIGINT) or process one day in this process and
 //! report it (`demo`, `rerun`).
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
@@ -189,6 +190,10 @@ pub struct DayReport {
     /// Documents in `daily_scores` for the date after the run.
     pub documents: u64,
     pub wall: Duration,
+    /// Database round trips of this process during the run: reads, writes, statements written.
+    pub reads: u64,
+    pub writes: u64,
+    pub statements: u64,
 }
 
 impl std::fmt::Display for DayReport {
@@ -210,6 +215,13 @@ impl std::fmt::Display for DayReport {
             f,
             "documents  {} in {DAILY_SCORES} for {}",
             self.documents, run.date
+        )?;
+        writeln!(
+            f,
+            "round trips {} reads + {} writes ({:.1} documents per write)",
+            self.reads,
+            self.writes,
+            self.statements as f64 / self.writes.max(1) as f64
         )?;
         writeln!(
             f,
@@ -238,6 +250,12 @@ pub async fn process_day(
     let server = app.serve(stop.clone()).await?;
     let worker = tokio::spawn(app.worker().run(stop.clone()));
     let started = Instant::now();
+    let traffic = app.store.traffic();
+    let before = (
+        traffic.reads.load(Ordering::Relaxed),
+        traffic.writes.load(Ordering::Relaxed),
+        traffic.statements.load(Ordering::Relaxed),
+    );
     let outcome = async {
         let run = app.planner.plan(date, trigger, purge).await?;
         tokio::select! {
@@ -262,6 +280,9 @@ pub async fn process_day(
         run,
         documents,
         wall,
+        reads: traffic.reads.load(Ordering::Relaxed) - before.0,
+        writes: traffic.writes.load(Ordering::Relaxed) - before.1,
+        statements: traffic.statements.load(Ordering::Relaxed) - before.2,
     })
 }
 

@@ -5,6 +5,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mongodb::bson::{Bson, Document, doc};
@@ -12,6 +13,8 @@ use mongodb::error::{Error as MongoError, ErrorKind};
 use mongodb::options::{ClientOptions, WriteConcern};
 use mongodb::{Client, Database};
 use tokio::sync::OnceCell;
+
+use crate::telemetry::names;
 
 /// How to connect and write; from the `TIDEGATE_MONGODB_*` settings.
 #[derive(Debug, Clone)]
@@ -66,6 +69,15 @@ pub struct Store {
     db: Database,
     options: Arc<StoreOptions>,
     limits: Arc<OnceCell<ServerLimits>>,
+    traffic: Arc<Traffic>,
+}
+
+/// Round trips this process made for the pipelines, for run reports and metrics.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub reads: AtomicU64,
+    pub writes: AtomicU64,
+    pub statements: AtomicU64,
 }
 
 /// One upsert: `update` (an update document such as `{$set: …}`) on the document matching
@@ -230,11 +242,22 @@ impl Store {
             db,
             options: Arc::new(options),
             limits: Arc::new(OnceCell::new()),
+            traffic: Arc::new(Traffic::default()),
         })
     }
 
     pub fn database(&self) -> &Database {
         &self.db
+    }
+
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
+    }
+
+    /// Counts one read round trip made for a pipeline.
+    pub fn count_read(&self) {
+        self.traffic.reads.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(names::DB_ROUND_TRIPS, "op" => "read").increment(1);
     }
 
     /// One `ping` round trip.
@@ -348,6 +371,12 @@ impl Store {
         {
             command.insert("writeConcern", wc);
         }
+        self.traffic.writes.fetch_add(1, Ordering::Relaxed);
+        self.traffic
+            .statements
+            .fetch_add(count as u64, Ordering::Relaxed);
+        metrics::counter!(names::DB_ROUND_TRIPS, "op" => "write").increment(1);
+        metrics::histogram!(names::WRITE_STATEMENTS).record(count as f64);
         let reply = match self.db.run_command(command).await {
             Ok(reply) => reply,
             Err(e) => {

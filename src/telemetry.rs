@@ -25,6 +25,8 @@ pub mod names {
     pub const JOB_LATENCY: &str = "tidegate_job_latency_seconds";
     pub const RUNS_ENDED: &str = "tidegate_runs_ended_total";
     pub const RUNS_PLANNED: &str = "tidegate_runs_planned_total";
+    pub const DB_ROUND_TRIPS: &str = "tidegate_db_round_trips_total";
+    pub const WRITE_STATEMENTS: &str = "tidegate_write_statements";
 }
 
 /// Histogram buckets per metric, chosen for the quantity measured.
@@ -57,6 +59,12 @@ pub fn metrics() -> &'static PrometheusHandle {
             .set_buckets_for_metric(Matcher::Full(names::BATCH_SIZE.into()), BATCH_BUCKETS)
             .and_then(|b| {
                 b.set_buckets_for_metric(Matcher::Full(names::JOB_LATENCY.into()), LATENCY_BUCKETS)
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(names::WRITE_STATEMENTS.into()),
+                    BATCH_BUCKETS,
+                )
             })
             .unwrap_or_else(|_| PrometheusBuilder::new())
             .build_recorder();
@@ -114,6 +122,14 @@ fn describe() {
     describe_counter!(
         names::RUNS_ENDED,
         "Runs whose every job finished, by outcome (succeeded, failed)"
+    );
+    describe_counter!(
+        names::DB_ROUND_TRIPS,
+        "Database round trips made by the pipelines, by op (read, write)"
+    );
+    describe_histogram!(
+        names::WRITE_STATEMENTS,
+        "Statements (documents) per bulk write command"
     );
     describe_histogram!(names::BATCH_SIZE, "Jobs taken per batch by a worker loop");
     describe_histogram!(

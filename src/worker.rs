@@ -239,44 +239,36 @@ async fn batch_loop<P: Pipeline>(mut l: BatchLoop<P>) -> WorkerStats {
             }
             continue;
         }
-        let taken = fill(&mut l, &token, taken).await;
+        let taken = fill(&l, &token, taken).await;
         stats += run_batch(&l, &token, taken).await;
     }
     stats
 }
 
-/// Tops a short batch up for at most `fill_wait`, so that a trickle of jobs still travels in
-/// few, large writes. Jobs taken here share the batch's lock token.
-async fn fill<P: Pipeline>(
-    l: &mut BatchLoop<P>,
-    token: &str,
-    mut taken: queue::Taken,
-) -> queue::Taken {
-    let deadline = tokio::time::Instant::now() + l.options.fill_wait;
-    loop {
-        let have = taken.jobs.len() + taken.malformed.len();
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if have >= l.options.batch_size || left.is_zero() || l.shutdown.is_cancelled() {
-            return taken;
-        }
-        let queue = l.queue.clone();
-        if queue.wait_for_work(&mut l.blocking, left).await.is_err() {
-            return taken;
-        }
-        match queue
-            .take(l.options.batch_size - have, token, l.options.lock_duration)
-            .await
-        {
-            Ok(more) => {
-                taken.jobs.extend(more.jobs);
-                taken.malformed.extend(more.malformed);
-            }
-            Err(e) => {
-                tracing::warn!(queue = queue.name(), error = %e, "cannot top up a batch");
-                return taken;
-            }
-        }
+/// Tops a short batch up once after `fill_wait`, so that a trickle of jobs still travels in
+/// few, large writes. A plain timer, not a blocking wait on the marker: Redis checks blocking
+/// timeouts only every ~100 ms, and an abandoned blocking pop could swallow another worker's
+/// wake-up. Jobs taken here share the batch's lock token.
+async fn fill<P: Pipeline>(l: &BatchLoop<P>, token: &str, mut taken: queue::Taken) -> queue::Taken {
+    let have = taken.jobs.len() + taken.malformed.len();
+    if have >= l.options.batch_size
+        || l.options.fill_wait.is_zero()
+        || !pause_unless_stopped(&l.shutdown, l.options.fill_wait).await
+    {
+        return taken;
     }
+    match l
+        .queue
+        .take(l.options.batch_size - have, token, l.options.lock_duration)
+        .await
+    {
+        Ok(more) => {
+            taken.jobs.extend(more.jobs);
+            taken.malformed.extend(more.malformed);
+        }
+        Err(e) => tracing::warn!(queue = l.queue.name(), error = %e, "cannot top up a batch"),
+    }
+    taken
 }
 
 async fn run_batch<P: Pipeline>(l: &BatchLoop<P>, token: &str, taken: queue::Taken) -> WorkerStats {

@@ -99,6 +99,7 @@ pub async fn read_tallies(
     date: NaiveDate,
     tz: Tz,
 ) -> Result<HashMap<String, Tally>, WriteFailure> {
+    store.count_read();
     let filter = doc! { "userId": { "$in": users }, "ts": day_filter(date, tz) };
     let projection = doc! { "_id": 0, "userId": 1, "kind": 1, "value": 1 };
     let mut cursor = store
