@@ -211,5 +211,10 @@ mod tests {
             .expect("time");
         let next = schedule.after(&now).next().expect("next");
         assert_eq!(next.to_rfc3339(), "2026-11-25T01:00:00+09:00");
+        assert_eq!(
+            next.with_timezone(&chrono::Utc).to_rfc3339(),
+            "2026-11-24T16:00:00+00:00",
+            "01:00 in Seoul is 16:00 UTC the day before"
+        );
     }
 }

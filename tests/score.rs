@@ -103,6 +103,48 @@ async fn scores(store: &Store) -> Vec<Document> {
         .expect("collect")
 }
 
+/// Score and event count per user, from every event of the day, summed here without the
+/// pipeline's code: view 1, click 3, purchase 10 per unit of value.
+async fn independent_scores(store: &Store) -> std::collections::HashMap<String, (f64, i64)> {
+    use futures::TryStreamExt;
+    let start = chrono::Utc
+        .with_ymd_and_hms(2026, 11, 23, 15, 0, 0)
+        .single()
+        .expect("start");
+    let end = chrono::Utc
+        .with_ymd_and_hms(2026, 11, 24, 15, 0, 0)
+        .single()
+        .expect("end");
+    let ms = |t: chrono::DateTime<chrono::Utc>| {
+        mongodb::bson::DateTime::from_millis(t.timestamp_millis())
+    };
+    let events: Vec<Document> = store
+        .database()
+        .collection::<Document>(score::EVENTS)
+        .find(doc! { "ts": { "$gte": ms(start), "$lt": ms(end) } })
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("collect");
+    let mut out = std::collections::HashMap::new();
+    for e in events {
+        let weight = match e.get_str("kind").expect("kind") {
+            "view" => 1.0,
+            "click" => 3.0,
+            "purchase" => 10.0,
+            _ => 0.0,
+        };
+        let value = f64::from(e.get_i32("value").expect("value"));
+        let entry = out
+            .entry(e.get_str("userId").expect("user").to_owned())
+            .or_insert((0.0, 0));
+        entry.0 += weight * value;
+        entry.1 += 1;
+    }
+    out
+}
+
 #[tokio::test]
 async fn a_day_runs_through_the_queue_into_daily_scores() {
     let w = world(120).await;
@@ -121,22 +163,17 @@ async fn a_day_runs_through_the_queue_into_daily_scores() {
 
     let written = scores(&w.store).await;
     assert_eq!(written.len(), 120);
-    // Each score is the one computed straight from that user's events.
-    let users: Vec<String> = written
-        .iter()
-        .take(5)
-        .map(|d| d.get_str("userId").expect("user").to_owned())
-        .collect();
-    let tallies = score::read_tallies(&w.store, &users, day(), TZ)
-        .await
-        .expect("tallies");
-    for doc in written.iter().take(5) {
+    // Every score equals one computed here, independently, from all the raw events.
+    let expected = independent_scores(&w.store).await;
+    assert_eq!(expected.len(), 120);
+    for doc in &written {
         let user = doc.get_str("userId").expect("user");
-        assert_eq!(
-            doc.get_f64("score").expect("score"),
-            tallies[user].score,
+        let (score, events) = expected[user];
+        assert!(
+            (doc.get_f64("score").expect("score") - score).abs() < 1e-9,
             "{user}"
         );
+        assert_eq!(doc.get_i64("events").expect("events"), events, "{user}");
         assert_eq!(doc.get_str("date").expect("date"), "2026-11-24");
         assert_eq!(doc.get_str("runId").expect("run"), run.id);
     }
@@ -162,6 +199,19 @@ async fn a_day_runs_through_the_queue_into_daily_scores() {
             .iter()
             .all(|d| d.get_str("runId").ok() == Some(again.id.as_str()))
     );
+    // Running the day twice leaves the same scores.
+    let values = |docs: &[Document]| {
+        docs.iter()
+            .map(|d| {
+                (
+                    d.get_str("_id").expect("id").to_owned(),
+                    d.get_f64("score").expect("s"),
+                    d.get_i64("events").expect("e"),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(values(&written), values(&rewritten));
 
     stop.cancel();
     worker.await.expect("join");
@@ -190,6 +240,16 @@ async fn the_schedule_plans_a_day_once() {
         "a second firing must not plan the day again"
     );
     assert_eq!(w.queue.counts().await.expect("counts").waiting, 20);
+    // Two replicas firing the next day at the same moment: exactly one plans it.
+    let next = fired + chrono::Duration::days(1);
+    let other = w.planner.clone();
+    let (a, b) = tokio::join!(w.planner.fire(next, lease), other.fire(next, lease));
+    let planned = [a.expect("replica a"), b.expect("replica b")];
+    assert_eq!(
+        planned.iter().filter(|r| r.is_some()).count(),
+        1,
+        "{planned:?}"
+    );
     w.store.database().drop().await.expect("drop");
 }
 
