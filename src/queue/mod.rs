@@ -20,13 +20,18 @@ pub use keys::Keys;
 
 use crate::telemetry::names;
 
-static ADD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/add.lua")));
-static TAKE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/take.lua")));
-static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/settle.lua")));
-static EXTEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/extend.lua")));
-static STALLED: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/stalled.lua")));
-static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/release.lua")));
-static PAUSE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/pause.lua")));
+static ADD: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/add.lua")));
+static TAKE: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/take.lua")));
+static SETTLE: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/settle.lua")));
+static EXTEND: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/extend.lua")));
+static STALLED: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/stalled.lua")));
+static RELEASE: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/release.lua")));
+static PAUSE: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/pause.lua")));
+
+/// Every script starts with the shared helpers of `lua/common.lua`.
+fn script(body: &str) -> Script {
+    Script::new(&format!("{}\n{body}", include_str!("lua/common.lua")))
+}
 
 /// Jobs per script call: large enough to amortise the round trip, small enough that one call
 /// never holds Redis (single-threaded) for long.

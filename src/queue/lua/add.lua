@@ -3,7 +3,6 @@ KEYS: 1 wait, 2 paused, 3 meta, 4 id, 5 delayed, 6 prioritized, 7 pc, 8 events, 
 ARGV: 1 key base, 2 now (ms), 3 job count, then per job 7 values:
       custom id ('' = generate), name, data (JSON), opts (JSON), delay ms, priority, lifo ('1'/'0')
 Returns {ids, duplicated flags (1 = a job with that custom id already existed; nothing written)} ]]
-local rcall = redis.call
 local base, now, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
 
 local maxEvents = rcall('HGET', KEYS[3], 'opts.maxLenEvents')
@@ -14,16 +13,6 @@ end
 local paused = rcall('HEXISTS', KEYS[3], 'paused') == 1
 local target = paused and KEYS[2] or KEYS[1]
 
--- Scores beyond 2^47 print inexactly with Lua's default number format; %.0f keeps every digit.
-local function int(x) return string.format('%.0f', x) end
-
--- Delayed score: due ms * 4096 plus a sequence within that millisecond.
-local function delayedScore(due)
-  local low = due * 4096
-  local top = rcall('ZREVRANGEBYSCORE', KEYS[5], int(low + 4095), int(low), 'WITHSCORES', 'LIMIT', 0, 1)
-  if top[2] then return int(math.min(tonumber(top[2]) + 1, low + 4095)) end
-  return int(low)
-end
 
 local ids, duplicated = {}, {}
 local ready = false
@@ -53,13 +42,12 @@ for i = 0, n - 1 do
     rcall('XADD', KEYS[8], '*', 'event', 'added', 'jobId', id, 'name', name)
     if delay > 0 then
       local due = tonumber(now) + delay
-      rcall('ZADD', KEYS[5], delayedScore(due), id)
+      rcall('ZADD', KEYS[5], delayedScore(KEYS[5], due), id)
       rcall('XADD', KEYS[8], 'MAXLEN', '~', maxEvents, '*', 'event', 'delayed', 'jobId', id, 'delay', int(due))
       anyDelayed = true
     else
       if priority > 0 then
-        local seq = rcall('INCR', KEYS[7]) % 4294967296
-        rcall('ZADD', KEYS[6], int(priority * 4294967296 + seq), id)
+        addPrioritized(KEYS[6], KEYS[7], priority, id)
       elseif ARGV[a + 6] == '1' then
         flushFifo()
         rcall('RPUSH', target, id)

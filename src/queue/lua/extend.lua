@@ -2,7 +2,6 @@
 KEYS: 1 stalled
 ARGV: 1 key base, 2 lock token, 3 lock ms, 4.. job ids
 Returns the ids whose lock is no longer this token's (lost: the job was recovered as stalled). ]]
-local rcall = redis.call
 local base, token, lockMs = ARGV[1], ARGV[2], ARGV[3]
 local lost = {}
 for i = 4, #ARGV do

@@ -2,7 +2,6 @@
 and paused lists, the meta hash's `paused` field says which, and the marker follows.
 KEYS: 1 wait, 2 paused, 3 meta, 4 marker, 5 events, 6 prioritized, 7 delayed
 ARGV: 1 'pause' or 'resume' ]]
-local rcall = redis.call
 if ARGV[1] == 'pause' then
   if rcall('HEXISTS', KEYS[3], 'paused') == 1 then return 0 end
   if rcall('EXISTS', KEYS[1]) == 1 then rcall('RENAME', KEYS[1], KEYS[2]) end

@@ -3,7 +3,6 @@ released, so another worker takes them next without waiting for the stalled chec
 KEYS: 1 active, 2 wait, 3 paused, 4 meta, 5 marker, 6 events
 ARGV: 1 key base, 2 lock token, 3.. job ids
 Returns the number released. ]]
-local rcall = redis.call
 local base, token = ARGV[1], ARGV[2]
 local paused = rcall('HEXISTS', KEYS[4], 'paused') == 1
 local target = paused and KEYS[3] or KEYS[2]

@@ -8,12 +8,10 @@ ARGV: 1 key base, 2 lock token, 3 now (ms), 4 job count, then per job 6 values:
   kind 'r' retry: value = reason; a = delay ms; b = '1' when lifo
 Returns one code per job: 1 settled, -2 lock missing, -6 lock held by another token (the job was
 recovered as stalled and may be running elsewhere: it is left alone). ]]
-local rcall = redis.call
 local base, token, now, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local paused = rcall('HEXISTS', KEYS[7], 'paused') == 1
 local target = paused and KEYS[6] or KEYS[5]
 local maxEvents = rcall('HGET', KEYS[7], 'opts.maxLenEvents') or 10000
-local function int(x) return string.format('%.0f', x) end
 
 -- A finished job holds no lock, so deleting ':lock' too is harmless and saves the settling job
 -- a call of its own.
@@ -21,13 +19,6 @@ local function int(x) return string.format('%.0f', x) end
 local function removeJobKeys(id)
   local key = base .. id
   rcall('DEL', key, key .. ':lock', key .. ':logs')
-end
-
-local function delayedScore(due)
-  local low = due * 4096
-  local top = rcall('ZREVRANGEBYSCORE', KEYS[4], int(low + 4095), int(low), 'WITHSCORES', 'LIMIT', 0, 1)
-  if top[2] then return int(math.min(tonumber(top[2]) + 1, low + 4095)) end
-  return int(low)
 end
 
 -- Retention is applied once per distinct policy after all moves: the same result as after each
@@ -95,14 +86,13 @@ for i = 0, n - 1 do
       if delay > 0 then
         local due = tonumber(now) + delay
         rcall('HSET', key, 'delay', delay)
-        rcall('ZADD', KEYS[4], delayedScore(due), id)
+        rcall('ZADD', KEYS[4], delayedScore(KEYS[4], due), id)
         rcall('XADD', KEYS[8], 'MAXLEN', '~', maxEvents, '*', 'event', 'delayed', 'jobId', id, 'delay', int(due))
         delayedAgain = true
       else
         local priority = tonumber(rcall('HGET', key, 'priority')) or 0
         if priority > 0 then
-          local seq = rcall('INCR', KEYS[12]) % 4294967296
-          rcall('ZADD', KEYS[11], int(priority * 4294967296 + seq), id)
+          addPrioritized(KEYS[11], KEYS[12], priority, id)
         else
           rcall(ARGV[a + 5] == '1' and 'RPUSH' or 'LPUSH', target, id)
         end

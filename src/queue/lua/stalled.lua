@@ -6,7 +6,6 @@ failure. Then every job now active is marked for the next check.
 KEYS: 1 stalled-check, 2 stalled, 3 active, 4 wait, 5 paused, 6 meta, 7 marker, 8 events
 ARGV: 1 key base, 2 now (ms), 3 interval ms, 4 max stalled count
 Returns {ran (1/0), requeued ids, ids past the maximum}. ]]
-local rcall = redis.call
 local base, now, interval, maxStalled = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 if rcall('EXISTS', KEYS[1]) == 1 then return {0, {}, {}} end
 rcall('SET', KEYS[1], now, 'PX', interval)

@@ -3,11 +3,9 @@ KEYS: 1 wait, 2 active, 3 prioritized, 4 delayed, 5 paused, 6 meta, 7 marker, 8 
 ARGV: 1 key base, 2 lock token, 3 lock ms, 4 max jobs, 5 now (ms)
 Returns {jobs, next delayed due ms (0 = none)}; each job is
 {id, name, data, opts, timestamp, attemptsMade, deferred failure} (missing fields are nil). ]]
-local rcall = redis.call
 local base, token, lockMs, max, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local paused = rcall('HEXISTS', KEYS[6], 'paused') == 1
 local target = paused and KEYS[5] or KEYS[1]
-local function int(x) return string.format('%.0f', x) end
 
 -- Due delayed jobs become waiting (at most 1000 per call, as BullMQ does).
 local due = rcall('ZRANGEBYSCORE', KEYS[4], 0, int((now + 1) * 4096 - 1), 'LIMIT', 0, 1000)
@@ -16,8 +14,7 @@ if #due > 0 then
   for _, id in ipairs(due) do
     local priority = tonumber(rcall('HGET', base .. id, 'priority')) or 0
     if priority > 0 then
-      local seq = rcall('INCR', KEYS[9]) % 4294967296
-      rcall('ZADD', KEYS[3], int(priority * 4294967296 + seq), id)
+      addPrioritized(KEYS[3], KEYS[9], priority, id)
     else
       rcall('LPUSH', target, id)
     end
