@@ -141,11 +141,6 @@ pub async fn run(settings: Settings) -> Result<(), AppError> {
             stop.cancel();
         }
     });
-    run_until(settings, stop).await
-}
-
-/// `tidegate run` until `stop` is cancelled; in-flight work then gets the shutdown timeout.
-pub async fn run_until(settings: Settings, stop: CancellationToken) -> Result<(), AppError> {
     let metrics = telemetry::metrics();
     let upkeep = tokio::spawn(telemetry::run_upkeep(metrics, Duration::from_secs(5)));
     let app = App::connect(settings).await?;

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use mongodb::bson::{self, Document, doc};
+use mongodb::bson::{self, doc};
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
@@ -259,17 +259,5 @@ impl Runs {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    }
-
-    /// The newest runs first.
-    pub async fn latest(&self, limit: i64) -> Result<Vec<RunRecord>, RunError> {
-        use futures::TryStreamExt;
-        let cursor = self
-            .collection()
-            .find(Document::new())
-            .sort(doc! { "startedAt": -1 })
-            .limit(limit)
-            .await?;
-        Ok(cursor.try_collect().await?)
     }
 }
