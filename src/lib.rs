@@ -20,6 +20,7 @@
 
 pub mod app;
 pub mod config;
+pub mod control;
 pub mod http;
 pub mod pipeline;
 pub mod queue;
