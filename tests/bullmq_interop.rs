@@ -50,28 +50,6 @@ impl Pipeline for Judge {
     }
 }
 
-async fn run_until_settled(q: &Queue, jobs: u64) {
-    let stop = CancellationToken::new();
-    let options = WorkerOptions {
-        idle_block: Duration::from_millis(200),
-        ..WorkerOptions::default()
-    };
-    let worker = tokio::spawn(
-        Worker::new(q.clone(), &common::redis_url(), Judge, options).run(stop.clone()),
-    );
-    common::eventually(
-        "tidegate to settle the jobs",
-        Duration::from_secs(30),
-        || async {
-            let c = q.counts().await.expect("counts");
-            (c.completed + c.failed == jobs).then_some(())
-        },
-    )
-    .await;
-    stop.cancel();
-    worker.await.expect("join").expect("worker");
-}
-
 #[tokio::test]
 async fn tidegate_processes_what_bullmq_adds() {
     let name = common::unique("interop_in");
@@ -87,7 +65,10 @@ async fn tidegate_processes_what_bullmq_adds() {
 
     let conn = connect(&common::redis_url()).await.expect("connect");
     let q = Queue::new(conn, "bull", &name);
-    run_until_settled(&q, 3).await;
+    work_until(&q, Judge, "tidegate to settle the jobs", |c| {
+        c.completed + c.failed == 3
+    })
+    .await;
 
     let seen = bullmq(&["inspect", &name, "1", "2", "score-2026-11-24-u3"]);
     let counts = &seen["counts"];
@@ -198,14 +179,20 @@ impl Pipeline for FirstTryFails {
     }
 }
 
-async fn work_until<F: Fn(&tidegate::queue::Counts) -> bool>(q: &Queue, what: &str, done: F) {
+/// Runs a tidegate worker with `pipeline` until the queue's counts satisfy `done`.
+async fn work_until<P: Pipeline>(
+    q: &Queue,
+    pipeline: P,
+    what: &str,
+    done: impl Fn(&tidegate::queue::Counts) -> bool,
+) {
     let stop = CancellationToken::new();
     let options = WorkerOptions {
         idle_block: Duration::from_millis(200),
         ..WorkerOptions::default()
     };
     let worker = tokio::spawn(
-        Worker::new(q.clone(), &common::redis_url(), FirstTryFails, options).run(stop.clone()),
+        Worker::new(q.clone(), &common::redis_url(), pipeline, options).run(stop.clone()),
     );
     common::eventually(what, Duration::from_secs(30), || async {
         let c = q.counts().await.expect("counts");
@@ -228,7 +215,7 @@ async fn failed_jobs_retried_from_bull_board_and_bullmq_run_again_in_tidegate() 
     ])
     .await
     .expect("add");
-    work_until(&q, "one completed, two failed", |c| {
+    work_until(&q, FirstTryFails, "one completed, two failed", |c| {
         c.completed == 1 && c.failed == 2
     })
     .await;
@@ -254,12 +241,15 @@ async fn failed_jobs_retried_from_bull_board_and_bullmq_run_again_in_tidegate() 
     assert_eq!(board["retried"], "2");
     let counts = q.counts().await.expect("counts");
     assert_eq!((counts.waiting, counts.failed), (1, 1));
-    work_until(&q, "the retried job completed", |c| c.completed == 2).await;
+    work_until(&q, FirstTryFails, "the retried job completed", |c| {
+        c.completed == 2
+    })
+    .await;
 
     // BullMQ's Queue.retryJobs moves the rest back; tidegate completes them too.
     let after = bullmq(&["retry-all", &name]);
     assert_eq!(after["failed"], 0, "{after}");
-    work_until(&q, "every job completed", |c| {
+    work_until(&q, FirstTryFails, "every job completed", |c| {
         c.completed == 3 && c.failed == 0
     })
     .await;
