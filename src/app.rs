@@ -108,26 +108,50 @@ impl App {
         )
     }
 
-    /// Serves /metrics, /healthz and /readyz until `stop`; the server stops accepting then and
-    /// finishes open requests.
-    async fn serve(
-        &self,
-        stop: CancellationToken,
-    ) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, AppError> {
+    /// Starts what every long-lived command runs until `stop`: the metrics upkeep, the HTTP
+    /// server (/metrics, /healthz, /readyz; it finishes open requests on stop) and the worker.
+    async fn start(&self, stop: &CancellationToken) -> Result<Running, AppError> {
         let addr = self.settings.http_addr;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| AppError::Listen { addr, source })?;
         tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+        let metrics = telemetry::metrics();
         let state = AppState {
             redis: self.redis.clone(),
             store: self.store.clone(),
-            metrics: telemetry::metrics(),
+            metrics,
             ready_timeout: self.settings.ready_timeout,
         };
-        Ok(tokio::spawn(http::serve(listener, state, async move {
-            stop.cancelled().await;
-        })))
+        let server_stop = stop.clone();
+        Ok(Running {
+            upkeep: tokio::spawn(telemetry::run_upkeep(metrics, Duration::from_secs(5))),
+            server: tokio::spawn(http::serve(listener, state, async move {
+                server_stop.cancelled().await;
+            })),
+            worker: tokio::spawn(self.worker().run(stop.clone())),
+        })
+    }
+}
+
+/// The tasks [`App::start`] runs.
+struct Running {
+    upkeep: tokio::task::JoinHandle<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    worker: tokio::task::JoinHandle<Result<crate::worker::WorkerStats, queue::QueueError>>,
+}
+
+impl Running {
+    /// Waits for the server and the worker to end (after `stop`), then ends the upkeep.
+    async fn join(self) -> Result<(), AppError> {
+        let worker = self.worker.await;
+        let server = self.server.await;
+        self.upkeep.abort();
+        match (worker, server) {
+            (Ok(Err(e)), _) => Err(e.into()),
+            (_, Ok(Err(e))) => Err(AppError::Serve(e)),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -141,11 +165,8 @@ pub async fn run(settings: Settings) -> Result<(), AppError> {
             stop.cancel();
         }
     });
-    let metrics = telemetry::metrics();
-    let upkeep = tokio::spawn(telemetry::run_upkeep(metrics, Duration::from_secs(5)));
     let app = App::connect(settings).await?;
-    let server = app.serve(stop.clone()).await?;
-    let worker = tokio::spawn(app.worker().run(stop.clone()));
+    let running = app.start(&stop).await?;
     let scheduler = tokio::spawn(schedule::run_schedule(
         app.planner.clone(),
         app.settings.schedule.clone(),
@@ -161,21 +182,13 @@ pub async fn run(settings: Settings) -> Result<(), AppError> {
     stop.cancelled().await;
     tracing::info!("shutting down");
     // The worker itself gives in-flight batches the shutdown timeout; this bounds the rest.
-    let limit = app.settings.shutdown_timeout + Duration::from_secs(5);
-    let finished = tokio::time::timeout(limit, async {
-        let worker = worker.await;
+    let grace = app.settings.worker.shutdown_timeout;
+    tokio::time::timeout(grace + Duration::from_secs(5), async {
         let _ = scheduler.await;
-        let server = server.await;
-        (worker, server)
+        running.join().await
     })
     .await
-    .map_err(|_| AppError::ShutdownTimeout(app.settings.shutdown_timeout))?;
-    upkeep.abort();
-    match finished {
-        (Ok(Err(e)), _) => Err(e.into()),
-        (_, Ok(Err(e))) => Err(AppError::Serve(e)),
-        _ => Ok(()),
-    }
+    .map_err(|_| AppError::ShutdownTimeout(grace))?
 }
 
 /// What processing one day produced.
@@ -239,11 +252,8 @@ pub async fn process_day(
     trigger: &str,
     purge: bool,
 ) -> Result<DayReport, AppError> {
-    let metrics = telemetry::metrics();
-    let upkeep = tokio::spawn(telemetry::run_upkeep(metrics, Duration::from_secs(5)));
     let stop = CancellationToken::new();
-    let server = app.serve(stop.clone()).await?;
-    let worker = tokio::spawn(app.worker().run(stop.clone()));
+    let running = app.start(&stop).await?;
     let started = Instant::now();
     let traffic = app.store.traffic();
     let before = (
@@ -261,10 +271,9 @@ pub async fn process_day(
     .await;
     let wall = started.elapsed();
     stop.cancel();
-    let _ = worker.await;
-    let _ = server.await;
-    upkeep.abort();
+    let stopped = running.join().await;
     let run = outcome?;
+    stopped?;
     let documents = app
         .store
         .database()

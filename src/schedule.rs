@@ -17,6 +17,13 @@ use crate::runs::{RunError, RunRecord, Runs};
 use crate::store::Store;
 use crate::telemetry::names;
 
+/// Deletes a lock only if it is still ours (it may have expired and been taken by now).
+static RELEASE_LOCK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+    )
+});
+
 /// Targets enqueued per round trip.
 const PLAN_CHUNK: usize = 1000;
 
@@ -141,11 +148,7 @@ impl Planner {
             self.plan(date, "schedule", false).await.map(Some)
         }
         .await;
-        // Release only our own lock (it may have expired and been taken by now).
-        let release = redis::Script::new(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-        );
-        let _: Result<i64, _> = release
+        let _: Result<i64, _> = RELEASE_LOCK
             .key(&lock)
             .arg(&token)
             .invoke_async(&mut self.redis.clone())

@@ -152,6 +152,17 @@ fn code_failure(code: i32, message: &str) -> WriteFailure {
     }
 }
 
+/// A write concern error: the statements that did not fail on their own happened but were not
+/// confirmed, so they are transient failures (repeating an idempotent write is harmless).
+fn fail_unconfirmed(results: &mut ItemResults, code: i32, message: &str) {
+    for slot in results.iter_mut().filter(|r| r.is_ok()) {
+        *slot = Err(WriteFailure {
+            transient: true,
+            message: format!("write concern: {message} (code {code})"),
+        });
+    }
+}
+
 /// Splits items of the given sizes into consecutive ranges of at most `max_docs` items and
 /// `max_bytes` bytes. An item larger than `max_bytes` travels alone (the server then rejects
 /// it, and only it).
@@ -211,12 +222,7 @@ pub fn parse_update_reply(reply: &Document, count: usize) -> (ItemResults, BulkS
         let message = wce
             .get_str("errmsg")
             .unwrap_or("write concern not satisfied");
-        for slot in results.iter_mut().filter(|r| r.is_ok()) {
-            *slot = Err(WriteFailure {
-                transient: true,
-                message: format!("write concern: {message} (code {code})"),
-            });
-        }
+        fail_unconfirmed(&mut results, code, message);
     }
     summary.failed = results.iter().filter(|r| r.is_err()).count() as u64;
     (results, summary)
@@ -433,15 +439,7 @@ impl Store {
                         }
                     }
                     if let Some(wce) = &many.write_concern_error {
-                        for slot in results.iter_mut().filter(|r| r.is_ok()) {
-                            *slot = Err(WriteFailure {
-                                transient: true,
-                                message: format!(
-                                    "write concern: {} (code {})",
-                                    wce.message, wce.code
-                                ),
-                            });
-                        }
+                        fail_unconfirmed(&mut results, wce.code, &wce.message);
                     }
                     results
                 }

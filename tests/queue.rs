@@ -38,6 +38,17 @@ fn complete(id: &str, keep: Retention) -> Settlement {
     }
 }
 
+/// Takes up to `n` jobs under `token` and returns their ids.
+async fn take_ids(q: &Queue, n: usize, token: &str) -> Vec<String> {
+    q.take(n, token, LOCK)
+        .await
+        .expect("take")
+        .jobs
+        .into_iter()
+        .map(|j| j.id)
+        .collect()
+}
+
 async fn hash(conn: &mut ConnectionManager, key: &str) -> HashMap<String, String> {
     redis::cmd("HGETALL")
         .arg(key)
@@ -256,14 +267,7 @@ async fn delayed_and_prioritized_jobs_take_their_turn() {
 async fn retention_by_count_by_age_and_immediate_removal() {
     let (q, mut conn) = queue().await;
     q.add_bulk(&jobs(10)).await.expect("add");
-    let ids: Vec<_> = q
-        .take(10, "t", LOCK)
-        .await
-        .expect("take")
-        .jobs
-        .into_iter()
-        .map(|j| j.id)
-        .collect();
+    let ids = take_ids(&q, 10, "t").await;
 
     // Removal on completion: the hash goes, the set never holds it.
     q.settle("t", &[complete(&ids[0], Retention::keep_last(0))])
@@ -374,14 +378,7 @@ async fn stalled_jobs_go_back_to_wait_and_fail_past_the_maximum() {
 async fn locks_extend_only_for_their_holder_and_release_returns_jobs() {
     let (q, _) = queue().await;
     q.add_bulk(&jobs(2)).await.expect("add");
-    let ids: Vec<_> = q
-        .take(2, "mine", LOCK)
-        .await
-        .expect("take")
-        .jobs
-        .into_iter()
-        .map(|j| j.id)
-        .collect();
+    let ids = take_ids(&q, 2, "mine").await;
     assert!(
         q.extend_locks("mine", &ids, LOCK)
             .await
@@ -402,14 +399,7 @@ async fn locks_extend_only_for_their_holder_and_release_returns_jobs() {
     assert_eq!(q.release("mine", &ids).await.expect("release"), 2);
     let counts = q.counts().await.expect("counts");
     assert_eq!((counts.active, counts.waiting), (0, 2));
-    let again: Vec<_> = q
-        .take(2, "next", LOCK)
-        .await
-        .expect("take")
-        .jobs
-        .into_iter()
-        .map(|j| j.id)
-        .collect();
+    let again = take_ids(&q, 2, "next").await;
     assert_eq!(again.len(), 2);
 }
 
