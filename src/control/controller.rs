@@ -6,8 +6,8 @@
 //! from the last rate change and what CPU did. Until it has an estimate it grows the rate by
 //! at most ×1.5 per interval from a low start. Each step changes the rate by at most ×2 or ÷2,
 //! so it never swings wildly. Guards come first: write latency above its target cuts the rate
-//! (×0.7, AIMD's multiplicative decrease); a blind probe drops it to the floor (fail safe, never
-//! open); with no CPU signal it runs AIMD on latency alone. Every decision says which signal
+//! (×0.7, AIMD's multiplicative decrease), and so do transient write errors; a blind probe drops
+//! it to the floor (fail safe, never open); with no CPU signal it runs AIMD on latency alone. Every decision says which signal
 //! limits it and why.
 
 /// One interval's observations. `None` means the server does not report that signal.
@@ -19,6 +19,9 @@ pub struct Sample {
     pub db_cpu: Option<f64>,
     /// Mean write latency over the interval, seconds.
     pub write_latency: Option<f64>,
+    /// Writes that failed transiently (timeouts, network, overload) this interval, as the
+    /// client saw them.
+    pub write_errors: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -51,6 +54,8 @@ pub enum Limiter {
     Cpu,
     /// Write latency above its target.
     Latency,
+    /// Writes failed transiently: back off.
+    Errors,
     /// The probe cannot see the database: the rate is at its floor.
     Blind,
     /// Still searching upwards (no sensitivity estimate yet).
@@ -95,6 +100,10 @@ impl Controller {
         if !sample.probe_ok {
             self.last = None;
             return self.set(c.floor, Limiter::Blind);
+        }
+        if sample.write_errors > 0 {
+            self.last = None;
+            return self.set(self.rate * 0.7, Limiter::Errors);
         }
         if let Some(latency) = sample.write_latency
             && latency > c.target_latency
@@ -239,6 +248,7 @@ mod tests {
                 probe_ok: true,
                 db_cpu: Some(50.0),
                 write_latency: Some(0.01),
+                write_errors: 0,
             });
         }
         let before = ctl.rate();
@@ -246,6 +256,7 @@ mod tests {
             probe_ok: true,
             db_cpu: Some(50.0),
             write_latency: Some(0.5),
+            write_errors: 0,
         });
         assert_eq!(d.limiter, Limiter::Latency);
         assert!((d.rate - before * 0.7).abs() < 1e-6);
@@ -272,14 +283,14 @@ mod tests {
         #[test]
         fn the_rate_never_leaves_its_bounds(
             samples in proptest::collection::vec(
-                (any::<bool>(), proptest::option::of(0.0f64..2000.0), proptest::option::of(0.0f64..2.0)),
+                (any::<bool>(), proptest::option::of(0.0f64..2000.0), proptest::option::of(0.0f64..2.0), 0u64..3),
                 1..200,
             ),
         ) {
             let config = Config { floor: 10.0, ceiling: 5000.0, ..Config::default() };
             let mut ctl = Controller::new(config);
-            for (probe_ok, db_cpu, write_latency) in samples {
-                let d = ctl.step(&Sample { probe_ok, db_cpu, write_latency });
+            for (probe_ok, db_cpu, write_latency, write_errors) in samples {
+                let d = ctl.step(&Sample { probe_ok, db_cpu, write_latency, write_errors });
                 prop_assert!(d.rate >= 10.0 && d.rate <= 5000.0, "{d:?}");
             }
         }

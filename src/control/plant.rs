@@ -39,6 +39,7 @@ impl Plant {
             probe_ok: true,
             db_cpu: Some(busy * 100.0),
             write_latency: Some(latency),
+            write_errors: 0,
         }
     }
 }
