@@ -11,6 +11,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::control::pacer::Pacer;
+use crate::control::probe::ProbeError;
 use crate::http::{self, AppState};
 use crate::pipeline::Pipelines;
 use crate::pipeline::score::{self, DAILY_SCORES, ScorePipeline};
@@ -43,6 +45,8 @@ pub enum AppError {
     Plan(#[from] PlanError),
     #[error("run: {0}")]
     Run(#[from] RunError),
+    #[error("load control: {0}")]
+    Probe(#[from] ProbeError),
     #[error("stopped by a signal before the run ended")]
     Interrupted,
 }
@@ -108,8 +112,26 @@ impl App {
         )
     }
 
+    /// The worker, paced by a load-control loop that shares the queue's write budget with every
+    /// other process working the queue; the loop runs until `stop`.
+    pub fn paced_worker(
+        &self,
+        stop: &CancellationToken,
+    ) -> Result<(Worker<Pipelines>, tokio::task::JoinHandle<()>), AppError> {
+        let (pacer, throttle) = Pacer::build(
+            self.settings.control.clone(),
+            self.redis.clone(),
+            &self.queue,
+            self.store.clone(),
+            self.settings.worker.batch_size,
+        )?;
+        let control = tokio::spawn(pacer.run(stop.clone()));
+        Ok((self.worker().with_throttle(throttle), control))
+    }
+
     /// Starts what every long-lived command runs until `stop`: the metrics upkeep, the HTTP
-    /// server (/metrics, /healthz, /readyz; it finishes open requests on stop) and the worker.
+    /// server (/metrics, /healthz, /readyz; it finishes open requests on stop) and the paced
+    /// worker.
     async fn start(&self, stop: &CancellationToken) -> Result<Running, AppError> {
         let addr = self.settings.http_addr;
         let listener = TcpListener::bind(addr)
@@ -124,18 +146,21 @@ impl App {
             ready_timeout: self.settings.ready_timeout,
         };
         let server_stop = stop.clone();
+        let (worker, control) = self.paced_worker(stop)?;
         Ok(Running {
+            control,
             upkeep: tokio::spawn(telemetry::run_upkeep(metrics, Duration::from_secs(5))),
             server: tokio::spawn(http::serve(listener, state, async move {
                 server_stop.cancelled().await;
             })),
-            worker: tokio::spawn(self.worker().run(stop.clone())),
+            worker: tokio::spawn(worker.run(stop.clone())),
         })
     }
 }
 
 /// The tasks [`App::start`] runs.
 struct Running {
+    control: tokio::task::JoinHandle<()>,
     upkeep: tokio::task::JoinHandle<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     worker: tokio::task::JoinHandle<Result<crate::worker::WorkerStats, queue::QueueError>>,
@@ -146,6 +171,7 @@ impl Running {
     async fn join(self) -> Result<(), AppError> {
         let worker = self.worker.await;
         let server = self.server.await;
+        let _ = self.control.await;
         self.upkeep.abort();
         match (worker, server) {
             (Ok(Err(e)), _) => Err(e.into()),

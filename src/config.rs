@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use mongodb::options::WriteConcern;
 
+use crate::control::controller;
+use crate::control::pacer::ControlOptions;
 use crate::queue::{Backoff, BackoffKind, Retention};
 use crate::store::StoreOptions;
 use crate::worker::WorkerOptions;
@@ -119,6 +121,42 @@ pub const RATE_CEILING: Var = var(
     "20000",
     "a number > 0 (documents/second)",
     "fastest write pace the controller may choose",
+);
+pub const TARGET_CPU: Var = var(
+    "TIDEGATE_TARGET_CPU",
+    "200",
+    "a number > 0: percent of one core (800 = 8 busy cores)",
+    "database CPU the controller holds while there is work",
+);
+pub const TARGET_LATENCY: Var = var(
+    "TIDEGATE_TARGET_LATENCY",
+    "50ms",
+    "a duration > 0 such as `50ms`",
+    "mean write latency (as the database reports it) above which the rate is cut",
+);
+pub const CONTROL_INTERVAL: Var = var(
+    "TIDEGATE_CONTROL_INTERVAL",
+    "5s",
+    "a duration of at least 100ms",
+    "how often the database is probed and the rate set",
+);
+pub const PROMETHEUS_URL: Var = var(
+    "TIDEGATE_PROMETHEUS_URL",
+    "",
+    "empty, or an http:// or https:// URL such as `http://prometheus:9090`",
+    "Prometheus to ask for the signals given as PromQL below",
+);
+pub const PROMETHEUS_CPU_QUERY: Var = var(
+    "TIDEGATE_PROMETHEUS_CPU_QUERY",
+    "",
+    "empty, or PromQL giving the database's CPU in percent of one core; needs TIDEGATE_PROMETHEUS_URL",
+    "CPU from Prometheus instead of serverStatus (e.g. FerretDB: `rate(process_cpu_seconds_total{job=\"ferretdb\"}[5s]) * 100`)",
+);
+pub const PROMETHEUS_LATENCY_QUERY: Var = var(
+    "TIDEGATE_PROMETHEUS_LATENCY_QUERY",
+    "",
+    "empty, or PromQL giving the database's mean write latency in seconds; needs TIDEGATE_PROMETHEUS_URL",
+    "write latency from Prometheus instead of serverStatus",
 );
 
 pub const QUEUE: Var = var(
@@ -238,6 +276,12 @@ pub const VARS: &[&Var] = &[
     &TIMEZONE,
     &RATE_FLOOR,
     &RATE_CEILING,
+    &TARGET_CPU,
+    &TARGET_LATENCY,
+    &CONTROL_INTERVAL,
+    &PROMETHEUS_URL,
+    &PROMETHEUS_CPU_QUERY,
+    &PROMETHEUS_LATENCY_QUERY,
     &QUEUE,
     &QUEUE_PREFIX,
     &WORKERS,
@@ -276,8 +320,7 @@ pub struct Settings {
     pub ready_timeout: Duration,
     pub schedule: cron::Schedule,
     pub timezone: chrono_tz::Tz,
-    pub rate_floor: f64,
-    pub rate_ceiling: f64,
+    pub control: ControlOptions,
     pub queue: String,
     pub queue_prefix: String,
     pub worker: WorkerOptions,
@@ -364,6 +407,34 @@ impl Settings {
                 ),
             });
         }
+        let target_cpu = r.read(&TARGET_CPU, positive_number);
+        let target_latency = r.read(&TARGET_LATENCY, |v| at_least(v, Duration::from_micros(1)));
+        let control_interval = r.read(&CONTROL_INTERVAL, |v| {
+            at_least(v, Duration::from_millis(100))
+        });
+        let prometheus_url = r.read(&PROMETHEUS_URL, |v| {
+            optional(v, |v| url_with_scheme(v, &["http", "https"]))
+        });
+        let prometheus_cpu = r.read(&PROMETHEUS_CPU_QUERY, |v| optional(v, |v| Ok(v.to_owned())));
+        let prometheus_latency = r.read(&PROMETHEUS_LATENCY_QUERY, |v| {
+            optional(v, |v| Ok(v.to_owned()))
+        });
+        if let Some(None) = prometheus_url {
+            for (var, query) in [
+                (&PROMETHEUS_CPU_QUERY, &prometheus_cpu),
+                (&PROMETHEUS_LATENCY_QUERY, &prometheus_latency),
+            ] {
+                if let Some(Some(_)) = query {
+                    r.errors.push(Invalid {
+                        var: var.name,
+                        message: format!(
+                            "is set but {} is empty; accepted: {}",
+                            PROMETHEUS_URL.name, var.accepted
+                        ),
+                    });
+                }
+            }
+        }
         let queue = r.read(&QUEUE, key_part);
         let queue_prefix = r.read(&QUEUE_PREFIX, key_part);
         let workers = r.read(&WORKERS, |v| integer(v, 1, 256));
@@ -396,8 +467,19 @@ impl Settings {
                 ready_timeout: ready_timeout?,
                 schedule: schedule?,
                 timezone: timezone?,
-                rate_floor: rate_floor?,
-                rate_ceiling: rate_ceiling?,
+                control: ControlOptions {
+                    interval: control_interval?,
+                    controller: controller::Config {
+                        target_cpu: target_cpu?,
+                        target_latency: target_latency?.as_secs_f64(),
+                        floor: rate_floor?,
+                        ceiling: rate_ceiling?,
+                        ..controller::Config::default()
+                    },
+                    prometheus_url: prometheus_url?,
+                    prometheus_cpu: prometheus_cpu?,
+                    prometheus_latency: prometheus_latency?,
+                },
                 queue: queue?,
                 queue_prefix: queue_prefix?,
                 worker: WorkerOptions {
@@ -600,6 +682,17 @@ fn write_concern(value: &str) -> Result<Option<WriteConcern>, String> {
             .map(|w| Some(WriteConcern::nodes(w)))
             .map_err(|_| "not `server`, `majority` or a number".into()),
     }
+}
+
+/// Empty means "not used"; anything else must parse.
+fn optional<T>(
+    value: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, String> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    parse(value).map(Some)
 }
 
 fn positive_number(value: &str) -> Result<f64, String> {

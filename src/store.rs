@@ -78,6 +78,10 @@ pub struct Traffic {
     pub reads: AtomicU64,
     pub writes: AtomicU64,
     pub statements: AtomicU64,
+    /// Summed round-trip time of the write commands, microseconds.
+    pub write_rtt_us: AtomicU64,
+    /// Write commands that failed transiently, or had a statement that did.
+    pub write_errors: AtomicU64,
 }
 
 /// One upsert: `update` (an update document such as `{$set: …}`) on the document matching
@@ -252,6 +256,10 @@ impl Store {
         })
     }
 
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     pub fn database(&self) -> &Database {
         &self.db
     }
@@ -264,6 +272,12 @@ impl Store {
     pub fn count_read(&self) {
         self.traffic.reads.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(names::DB_ROUND_TRIPS, "op" => "read").increment(1);
+    }
+
+    /// A write the load controller should hear about: the database pushed back.
+    fn count_write_error(&self) {
+        self.traffic.write_errors.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(names::WRITE_ERRORS).increment(1);
     }
 
     /// One `ping` round trip.
@@ -383,7 +397,14 @@ impl Store {
             .fetch_add(count as u64, Ordering::Relaxed);
         metrics::counter!(names::DB_ROUND_TRIPS, "op" => "write").increment(1);
         metrics::histogram!(names::WRITE_STATEMENTS).record(count as f64);
-        let reply = match self.db.run_command(command).await {
+        let sent = std::time::Instant::now();
+        let reply = self.db.run_command(command).await;
+        let rtt = sent.elapsed();
+        self.traffic
+            .write_rtt_us
+            .fetch_add(rtt.as_micros() as u64, Ordering::Relaxed);
+        metrics::histogram!(names::WRITE_RTT).record(rtt.as_secs_f64());
+        let reply = match reply {
             Ok(reply) => reply,
             Err(e) => {
                 let summary = BulkSummary {
@@ -391,12 +412,23 @@ impl Store {
                     round_trips: 1,
                     ..BulkSummary::default()
                 };
-                return (vec![Err(classify(&e)); count], summary);
+                let failure = classify(&e);
+                if failure.transient {
+                    self.count_write_error();
+                }
+                return (vec![Err(failure); count], summary);
             }
         };
         let ambiguous = count > 1 && reply.contains_key("writeErrors") && !reply.contains_key("n");
         if !ambiguous {
-            return parse_update_reply(&reply, count);
+            let (results, summary) = parse_update_reply(&reply, count);
+            if results
+                .iter()
+                .any(|r| r.as_ref().is_err_and(|f| f.transient))
+            {
+                self.count_write_error();
+            }
+            return (results, summary);
         }
         tracing::warn!(
             collection,

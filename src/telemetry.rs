@@ -27,11 +27,30 @@ pub mod names {
     pub const RUNS_PLANNED: &str = "tidegate_runs_planned_total";
     pub const DB_ROUND_TRIPS: &str = "tidegate_db_round_trips_total";
     pub const WRITE_STATEMENTS: &str = "tidegate_write_statements";
+    pub const WRITE_RTT: &str = "tidegate_db_write_rtt_seconds";
+    pub const WRITE_ERRORS: &str = "tidegate_db_write_errors_total";
+    // The load-control loop.
+    pub const DB_CPU: &str = "tidegate_db_cpu_percent";
+    pub const DB_WRITE_LATENCY: &str = "tidegate_db_write_latency_seconds";
+    pub const DB_QUEUED_OPS: &str = "tidegate_db_queued_operations";
+    pub const DB_WRITE_TICKETS: &str = "tidegate_db_write_tickets_available";
+    pub const SIGNAL_AVAILABLE: &str = "tidegate_signal_available";
+    pub const PROBE_ERRORS: &str = "tidegate_probe_errors_total";
+    pub const RATE: &str = "tidegate_rate_documents_per_second";
+    pub const TARGET: &str = "tidegate_target";
+    pub const LIMITER: &str = "tidegate_limiting_signal";
+    pub const CONTROL_MEMBERS: &str = "tidegate_control_members";
+    pub const CONTROL_LEADER: &str = "tidegate_control_leader";
+    pub const THROTTLE_WAIT: &str = "tidegate_throttle_wait_seconds";
 }
 
 /// Histogram buckets per metric, chosen for the quantity measured.
 const BATCH_BUCKETS: &[f64] = &[
     1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0,
+];
+/// Round trips and throttle waits: a millisecond to a long wait at the floor rate.
+const WAIT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 /// Added → settled: from a busy moment's milliseconds to a whole night's run.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -65,6 +84,12 @@ pub fn metrics() -> &'static PrometheusHandle {
                     Matcher::Full(names::WRITE_STATEMENTS.into()),
                     BATCH_BUCKETS,
                 )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(names::WRITE_RTT.into()), WAIT_BUCKETS)
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(names::THROTTLE_WAIT.into()), WAIT_BUCKETS)
             })
             .unwrap_or_else(|_| PrometheusBuilder::new())
             .build_recorder();
@@ -130,6 +155,65 @@ fn describe() {
     describe_histogram!(
         names::WRITE_STATEMENTS,
         "Statements (documents) per bulk write command"
+    );
+    describe_histogram!(
+        names::WRITE_RTT,
+        Unit::Seconds,
+        "Round-trip time of each bulk write command, as the client saw it"
+    );
+    describe_counter!(
+        names::WRITE_ERRORS,
+        "Bulk write commands that failed transiently (network, timeout, overload, conflict)"
+    );
+    describe_gauge!(
+        names::DB_CPU,
+        "Database CPU over the last control interval, percent of one core (800 = 8 busy cores)"
+    );
+    describe_gauge!(
+        names::DB_WRITE_LATENCY,
+        Unit::Seconds,
+        "Mean write latency the database reported over the last control interval"
+    );
+    describe_gauge!(
+        names::DB_QUEUED_OPS,
+        "Operations queued for locks on the database (globalLock.currentQueue.total)"
+    );
+    describe_gauge!(
+        names::DB_WRITE_TICKETS,
+        "Write tickets the database's admission control had free"
+    );
+    describe_gauge!(
+        names::SIGNAL_AVAILABLE,
+        "1 when the probes report the signal (cpu, write_latency, queued_ops, write_tickets), 0 when the server does not"
+    );
+    describe_counter!(
+        names::PROBE_ERRORS,
+        "Probe samples that failed, by probe (serverstatus, prometheus)"
+    );
+    describe_gauge!(
+        names::RATE,
+        "Write budget in documents/second: scope=total for all workers of the queue, scope=local for this process"
+    );
+    describe_gauge!(
+        names::TARGET,
+        "The controller's targets, by signal (cpu in percent, write_latency in seconds)"
+    );
+    describe_gauge!(
+        names::LIMITER,
+        "1 for the signal that set the rate in the last interval (cpu, latency, errors, blind, probing, floor, ceiling), else 0"
+    );
+    describe_gauge!(
+        names::CONTROL_MEMBERS,
+        "Worker processes sharing the queue's write budget"
+    );
+    describe_gauge!(
+        names::CONTROL_LEADER,
+        "1 when this process runs the queue's controller, else 0"
+    );
+    describe_histogram!(
+        names::THROTTLE_WAIT,
+        Unit::Seconds,
+        "Time a batch waited for the throttle before its writes"
     );
     describe_histogram!(names::BATCH_SIZE, "Jobs taken per batch by a worker loop");
     describe_histogram!(

@@ -1,6 +1,7 @@
 //! The worker: concurrent batch loops that take jobs from a queue, hand each batch to a
 //! [`Pipeline`], and settle every job by its own outcome; plus the upkeep every worker shares
-//! (stalled-job recovery, queue depth sampling). Locks are extended while a batch is in flight.
+//! (stalled-job recovery, queue depth sampling). A throttle, when given, paces each batch before
+//! it runs. Locks are extended while a batch is in flight or waiting for the throttle.
 //! On shutdown the loops stop taking jobs, give in-flight batches a grace period, and release
 //! what is still unfinished back to wait.
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::control::throttle::Throttle;
 use crate::pipeline::{Outcome, Pipeline};
 use crate::queue::{self, Job, Queue, QueueError, Retention, Settled, Settlement};
 use crate::telemetry::names;
@@ -105,6 +107,7 @@ pub struct Worker<P> {
     redis_url: String,
     pipeline: Arc<P>,
     options: WorkerOptions,
+    throttle: Option<Throttle>,
 }
 
 /// Jobs settled by a worker over its life.
@@ -136,7 +139,15 @@ impl<P: Pipeline> Worker<P> {
             redis_url: redis_url.to_owned(),
             pipeline: Arc::new(pipeline),
             options,
+            throttle: None,
         }
+    }
+
+    /// Paces batches through `throttle`: a batch of n jobs waits for n documents' worth (one
+    /// document written per job), with its locks kept alive meanwhile. Unpaced without one.
+    pub fn with_throttle(mut self, throttle: Throttle) -> Self {
+        self.throttle = Some(throttle);
+        self
     }
 
     /// Runs until `shutdown` is cancelled and in-flight batches are settled or released.
@@ -157,6 +168,7 @@ impl<P: Pipeline> Worker<P> {
                 queue: self.queue.clone(),
                 pipeline: self.pipeline.clone(),
                 options: options.clone(),
+                throttle: self.throttle.clone(),
                 token_base: format!("{worker_id}-{n}"),
                 blocking,
                 shutdown: shutdown.clone(),
@@ -187,6 +199,7 @@ struct BatchLoop<P> {
     queue: Queue,
     pipeline: Arc<P>,
     options: Arc<WorkerOptions>,
+    throttle: Option<Throttle>,
     token_base: String,
     blocking: redis::aio::MultiplexedConnection,
     shutdown: CancellationToken,
@@ -354,7 +367,12 @@ async fn process_with_locks<P: Pipeline>(
         return Some(Vec::new());
     }
     let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
-    let processing = l.pipeline.process(jobs);
+    let processing = async {
+        if let Some(throttle) = &l.throttle {
+            throttle.acquire(jobs.len()).await;
+        }
+        l.pipeline.process(jobs).await
+    };
     tokio::pin!(processing);
     let grace = async {
         l.shutdown.cancelled().await;

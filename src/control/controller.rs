@@ -62,6 +62,8 @@ pub enum Limiter {
     Probing,
     Floor,
     Ceiling,
+    /// A new leader holding the rate it took over while its probes prime.
+    Resuming,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -87,6 +89,21 @@ impl Controller {
             config,
             last: None,
             sensitivity: None,
+        }
+    }
+
+    /// Goes on from `rate` (within bounds), e.g. the rate another process last published.
+    pub fn resume(config: Config, rate: f64) -> Self {
+        let mut controller = Self::new(config);
+        controller.set(rate, Limiter::Resuming);
+        controller
+    }
+
+    /// Keeps the current rate for one interval.
+    pub fn hold(&self) -> Decision {
+        Decision {
+            rate: self.rate,
+            limiter: Limiter::Resuming,
         }
     }
 

@@ -1,6 +1,11 @@
-//! Load control: a pure controller that turns database signals into a write rate, and a
-//! simulated database (the plant) to run it against in virtual time. Probes and the governor
-//! throttle that connect them to a real database come next.
+//! Load control: probes read the database's load, a pure controller turns it into a write rate,
+//! the shared budget splits that rate among the processes working a queue, and a throttle paces
+//! each process's writes. The plant is a simulated database for virtual-time runs.
 
+pub mod budget;
 pub mod controller;
+pub mod pacer;
 pub mod plant;
+pub mod probe;
+pub mod server_status;
+pub mod throttle;

@@ -79,6 +79,16 @@ impl Keys {
     pub fn stalled_check(&self) -> String {
         self.key("stalled-check")
     }
+    /// HASH of the queue's shared write budget (tidegate's own, beside BullMQ's keys so that a
+    /// hash-tagged prefix keeps it in the queue's slot): `leader`, `leader_until`, `rate`,
+    /// `rate_until`, `errors`.
+    pub fn budget(&self) -> String {
+        self.key("tidegate-budget")
+    }
+    /// ZSET of the processes sharing the budget; score = when their membership lapses (ms).
+    pub fn budget_members(&self) -> String {
+        self.key("tidegate-members")
+    }
     pub fn job(&self, id: &str) -> String {
         self.key(id)
     }

@@ -1,0 +1,10 @@
+-- The leader publishes the queue's total rate, if it is still the leader.
+-- KEYS[1] budget hash; ARGV[1] process id, ARGV[2] rate (documents/s), ARGV[3] ttl (ms)
+-- Returns 1 when published, 0 when the lease had passed to another process.
+if redis.call('HGET', KEYS[1], 'leader') ~= ARGV[1] then
+  return 0
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], 'rate', ARGV[2], 'rate_until', now + tonumber(ARGV[3]))
+return 1

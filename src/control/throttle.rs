@@ -1,0 +1,189 @@
+//! The throttle: a `governor` token bucket that paces documents. A batch of n documents takes
+//! n cells; the burst is the largest batch, so one batch can always pass, and no more than one
+//! batch's worth can ever pass at once.
+//!
+//! governor cannot change a quota in place, so a new rate means a new limiter, swapped in with
+//! `arc-swap`. A fresh limiter starts full; it is drained before it is published, so a rate
+//! change never lets a whole burst through. Waiters wake on a swap and wait again at the new
+//! rate, so a slow old rate cannot hold a batch after the rate went up.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::Notify;
+
+use crate::telemetry::names;
+
+/// A shared handle: clones pace against the same bucket.
+#[derive(Clone)]
+pub struct Throttle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    current: ArcSwap<Paced>,
+    burst: NonZeroU32,
+    swapped: Notify,
+    clock: DefaultClock,
+}
+
+struct Paced {
+    rate: f64,
+    limiter: DefaultDirectRateLimiter,
+}
+
+impl std::fmt::Debug for Throttle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Throttle")
+            .field("rate", &self.rate())
+            .field("burst", &self.inner.burst)
+            .finish()
+    }
+}
+
+/// Slowest rate a limiter is built for: governor needs a finite period, and a rate this low
+/// already means "stopped" for a batch processor.
+const MIN_RATE: f64 = 0.001;
+
+impl Throttle {
+    /// `rate` documents/second; `burst` the largest batch (at least 1).
+    pub fn new(rate: f64, burst: usize) -> Self {
+        let burst =
+            NonZeroU32::new(u32::try_from(burst).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        let clock = DefaultClock::default();
+        let current = ArcSwap::from_pointee(Paced::new(rate, burst, &clock));
+        Self {
+            inner: Arc::new(Inner {
+                current,
+                burst,
+                swapped: Notify::new(),
+                clock,
+            }),
+        }
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.inner.current.load().rate
+    }
+
+    /// Paces from now on at `rate`. Unchanged rates keep the current bucket (and its credit).
+    pub fn set_rate(&self, rate: f64) {
+        let rate = rate.max(MIN_RATE);
+        if (self.rate() - rate).abs() <= f64::EPSILON * rate {
+            return;
+        }
+        let paced = Paced::new(rate, self.inner.burst, &self.inner.clock);
+        self.inner.current.store(Arc::new(paced));
+        self.inner.swapped.notify_waiters();
+    }
+
+    /// Waits until `documents` may be written; returns how long it waited.
+    pub async fn acquire(&self, documents: usize) -> Duration {
+        let started = Instant::now();
+        let mut left = documents;
+        while left > 0 {
+            let chunk = left.min(self.inner.burst.get() as usize);
+            self.acquire_chunk(chunk).await;
+            left -= chunk;
+        }
+        let waited = started.elapsed();
+        metrics::histogram!(names::THROTTLE_WAIT).record(waited.as_secs_f64());
+        waited
+    }
+
+    async fn acquire_chunk(&self, n: usize) {
+        let Some(n) = u32::try_from(n).ok().and_then(NonZeroU32::new) else {
+            return;
+        };
+        loop {
+            // Registered before looking at the limiter, so a swap in between still wakes us.
+            let swapped = self.inner.swapped.notified();
+            tokio::pin!(swapped);
+            swapped.as_mut().enable();
+            let wait = match self.inner.current.load().limiter.check_n(n) {
+                Ok(Ok(())) | Err(_) => return, // Err: n > burst, impossible by construction
+                Ok(Err(not_until)) => not_until.wait_time_from(self.inner.clock.now()),
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = &mut swapped => {}
+            }
+        }
+    }
+}
+
+impl Paced {
+    fn new(rate: f64, burst: NonZeroU32, clock: &DefaultClock) -> Self {
+        let rate = rate.max(MIN_RATE);
+        let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
+        let quota = Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(burst);
+        let limiter = RateLimiter::direct_with_clock(quota, clock.clone());
+        // Drain the fresh bucket: credit is earned at the new rate from now on, never given.
+        let _ = limiter.check_n(burst);
+        Self { rate, limiter }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_new_rate_does_not_release_a_burst() {
+        let throttle = Throttle::new(1.0, 100);
+        // A fresh throttle starts empty, and so does every swapped-in limiter.
+        let limiter = throttle.inner.current.load();
+        assert!(
+            limiter
+                .limiter
+                .check_n(NonZeroU32::MIN)
+                .is_ok_and(|r| r.is_err())
+        );
+        throttle.set_rate(2.0);
+        let limiter = throttle.inner.current.load();
+        assert!(
+            limiter
+                .limiter
+                .check_n(NonZeroU32::MIN)
+                .is_ok_and(|r| r.is_err())
+        );
+        assert_eq!(throttle.rate(), 2.0);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_moves_to_a_faster_rate() {
+        // At 0.01 documents/s a batch of 10 would wait 1000 s; the swap must free it.
+        let throttle = Throttle::new(0.01, 10);
+        let waiter = tokio::spawn({
+            let throttle = throttle.clone();
+            async move { throttle.acquire(10).await }
+        });
+        // Keep raising until the waiter is through; a raise that lands before the waiter
+        // registered is caught by the next one.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut rate = 1_000.0;
+        while !waiter.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "the waiter never moved to the new rate"
+            );
+            throttle.set_rate(rate);
+            rate += 1.0;
+            tokio::task::yield_now().await;
+        }
+        assert!(waiter.await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn batches_larger_than_the_burst_pass_in_pieces() {
+        let throttle = Throttle::new(1_000_000.0, 4);
+        throttle.acquire(10).await;
+        throttle.acquire(0).await;
+    }
+}
