@@ -1,5 +1,6 @@
 //! The `tidegate` command line: thin wrappers over the library.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use chrono::NaiveDate;
@@ -7,6 +8,7 @@ use clap::{Parser, Subcommand};
 use futures::TryStreamExt;
 use tidegate::app::{self, App};
 use tidegate::config::{self, Settings};
+use tidegate::control::{controller, simulate};
 use tidegate::pipeline::score;
 
 #[derive(Parser)]
@@ -62,6 +64,18 @@ enum Command {
         #[arg(long)]
         date: Option<NaiveDate>,
     },
+    /// A SIMULATION, not a measurement: the seed's day in virtual time on a modelled M50 (naive,
+    /// Bull's fixed 5 jobs/s, tidegate's controller). Writes simulation.csv and simulation.svg;
+    /// needs no services and reads no settings.
+    Simulate {
+        #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
+        users: u64,
+        /// Database CPU to hold, percent of one core (800 = all 8 cores).
+        #[arg(long, default_value_t = controller::Config::default().target_cpu)]
+        target_cpu: f64,
+        #[arg(long, default_value = "target/simulate")]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -69,6 +83,15 @@ fn main() -> ExitCode {
     if let Command::Config { markdown: true } = cli.command {
         print!("{}", config::markdown_table());
         return ExitCode::SUCCESS;
+    }
+    // Pure virtual time: it must run where no service or setting exists.
+    if let Command::Simulate {
+        users,
+        target_cpu,
+        out,
+    } = &cli.command
+    {
+        return run_simulation(*users, *target_cpu, out);
     }
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
@@ -105,13 +128,39 @@ fn main() -> ExitCode {
     }
 }
 
+fn run_simulation(users: u64, target_cpu: f64, out: &Path) -> ExitCode {
+    let cores = simulate::Model::m50().cores;
+    if !(target_cpu > 0.0 && target_cpu < cores * 100.0) {
+        eprintln!(
+            "tidegate: --target-cpu {target_cpu} is invalid (accepted: more than 0 and less than {})",
+            cores * 100.0
+        );
+        return ExitCode::from(2);
+    }
+    let series = simulate::day(users, target_cpu);
+    match simulate::write_files(&series, out) {
+        Ok(paths) => {
+            print!("{}", simulate::table(&series));
+            for path in paths {
+                println!("wrote {}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tidegate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn yesterday(settings: &Settings) -> NaiveDate {
     tidegate::schedule::day_for(chrono::Utc::now().with_timezone(&settings.timezone))
 }
 
 async fn execute(command: Command, settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     match command {
-        Command::Config { .. } => Ok(()),
+        // Handled before settings are read.
+        Command::Config { .. } | Command::Simulate { .. } => Ok(()),
         Command::Run => Ok(app::run(settings).await?),
         Command::SeedData { users, date, seed } => {
             let date = date.unwrap_or_else(|| yesterday(&settings));

@@ -71,3 +71,38 @@ fn readme_settings_table_is_generated_from_the_code() {
         "README's settings table is stale; regenerate it with `tidegate config --markdown`:\n{table}"
     );
 }
+
+#[test]
+fn simulate_needs_no_services_or_settings_and_writes_its_files() {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .subsec_nanos();
+    let dir = std::env::temp_dir().join(format!(
+        "tidegate-simulate-cli-{}-{nanos}",
+        std::process::id()
+    ));
+    let out = tidegate()
+        .args(["simulate", "--users", "2000", "--out"])
+        .arg(&dir)
+        // Settings that stop every other command: simulate must not read them.
+        .env("TIDEGATE_TIMEZONE", "Asia/Seol")
+        .env("REDIS_URL", "redis://127.0.0.1:1")
+        .output()
+        .expect("run tidegate");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("SIMULATION"), "{stdout}");
+    for strategy in ["naive", "fixed", "tidegate"] {
+        assert!(stdout.lines().any(|l| l.starts_with(strategy)), "{stdout}");
+    }
+    let csv = std::fs::read_to_string(dir.join("simulation.csv")).expect("csv written");
+    assert!(csv.starts_with("t_seconds,strategy,"), "{csv}");
+    let svg = std::fs::read_to_string(dir.join("simulation.svg")).expect("svg written");
+    assert!(svg.contains("simulat"));
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}

@@ -1,6 +1,7 @@
 //! Load control: probes read the database's load, a pure controller turns it into a write rate,
 //! the shared budget splits that rate among the processes working a queue, and a throttle paces
-//! each process's writes. The plant is a simulated database for virtual-time runs.
+//! each process's writes. The plant and the simulation are models of a database, for
+//! virtual-time tests and `tidegate simulate`.
 
 pub mod budget;
 pub mod controller;
@@ -8,4 +9,5 @@ pub mod pacer;
 pub mod plant;
 pub mod probe;
 pub mod server_status;
+pub mod simulate;
 pub mod throttle;
