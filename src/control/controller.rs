@@ -66,6 +66,33 @@ pub enum Limiter {
     Resuming,
 }
 
+impl Limiter {
+    pub const ALL: [Limiter; 8] = [
+        Limiter::Cpu,
+        Limiter::Latency,
+        Limiter::Errors,
+        Limiter::Blind,
+        Limiter::Probing,
+        Limiter::Floor,
+        Limiter::Ceiling,
+        Limiter::Resuming,
+    ];
+
+    /// The name metrics, logs and the simulation's CSV use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limiter::Cpu => "cpu",
+            Limiter::Latency => "latency",
+            Limiter::Errors => "errors",
+            Limiter::Blind => "blind",
+            Limiter::Probing => "probing",
+            Limiter::Floor => "floor",
+            Limiter::Ceiling => "ceiling",
+            Limiter::Resuming => "resuming",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Decision {
     pub rate: f64,

@@ -43,24 +43,6 @@ impl Default for ControlOptions {
     }
 }
 
-const LIMITERS: [(Limiter, &str); 8] = [
-    (Limiter::Cpu, "cpu"),
-    (Limiter::Latency, "latency"),
-    (Limiter::Errors, "errors"),
-    (Limiter::Blind, "blind"),
-    (Limiter::Probing, "probing"),
-    (Limiter::Floor, "floor"),
-    (Limiter::Ceiling, "ceiling"),
-    (Limiter::Resuming, "resuming"),
-];
-
-fn limiter_name(limiter: Limiter) -> &'static str {
-    LIMITERS
-        .iter()
-        .find(|(l, _)| *l == limiter)
-        .map_or("unknown", |(_, name)| name)
-}
-
 pub struct Pacer {
     options: ControlOptions,
     budget: Budget,
@@ -223,17 +205,17 @@ impl Pacer {
                 decision
             }
         };
-        for (limiter, name) in LIMITERS {
+        for limiter in Limiter::ALL {
             let on = if limiter == decision.limiter {
                 1.0
             } else {
                 0.0
             };
-            metrics::gauge!(names::LIMITER, "signal" => name).set(on);
+            metrics::gauge!(names::LIMITER, "signal" => limiter.name()).set(on);
         }
         if self.last_limiter != Some(decision.limiter) {
             tracing::info!(
-                limiter = limiter_name(decision.limiter),
+                limiter = decision.limiter.name(),
                 rate = decision.rate,
                 cpu = sample.db_cpu,
                 write_latency = sample.write_latency,

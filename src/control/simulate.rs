@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
-use crate::control::controller::{Config, Controller, Limiter, Sample};
+use crate::control::controller::{Config, Controller, Sample};
 
 /// Seconds per step: one control interval.
 const DT: f64 = 1.0;
@@ -299,7 +299,7 @@ fn run(model: &Model, users: u64, config: Config, strategy: Strategy) -> (Vec<Ro
                     write_latency: Some(write_latency),
                     write_errors: 0,
                 });
-                limiter_name(decision.limiter)
+                decision.limiter.name()
             }
         };
         rows.push(Row {
@@ -348,18 +348,6 @@ fn summarise(
         peak_cpu: rows.iter().map(|r| r.cpu_percent).fold(0.0, f64::max),
         peak_latency: rows.iter().map(|r| r.write_latency).fold(0.0, f64::max),
         held,
-    }
-}
-
-fn limiter_name(limiter: Limiter) -> &'static str {
-    match limiter {
-        Limiter::Cpu => "cpu",
-        Limiter::Latency => "latency",
-        Limiter::Errors => "errors",
-        Limiter::Blind => "blind",
-        Limiter::Probing => "probing",
-        Limiter::Floor => "floor",
-        Limiter::Ceiling => "ceiling",
     }
 }
 
