@@ -118,6 +118,7 @@ impl App {
         &self,
         stop: &CancellationToken,
     ) -> Result<(Worker<Pipelines>, tokio::task::JoinHandle<()>), AppError> {
+        let span = self.settings.control.interval;
         let (pacer, throttle) = Pacer::build(
             self.settings.control.clone(),
             self.redis.clone(),
@@ -126,7 +127,7 @@ impl App {
             self.settings.worker.batch_size,
         )?;
         let control = tokio::spawn(pacer.run(stop.clone()));
-        Ok((self.worker().with_throttle(throttle), control))
+        Ok((self.worker().with_throttle(throttle, span), control))
     }
 
     /// Starts what every long-lived command runs until `stop`: the metrics upkeep, the HTTP

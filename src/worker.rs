@@ -1,7 +1,7 @@
 //! The worker: concurrent batch loops that take jobs from a queue, hand each batch to a
 //! [`Pipeline`], and settle every job by its own outcome; plus the upkeep every worker shares
-//! (stalled-job recovery, queue depth sampling). A throttle, when given, paces each batch before
-//! it runs. Locks are extended while a batch is in flight or waiting for the throttle.
+//! (stalled-job recovery, queue depth sampling). A throttle, when given, paces the batches: each
+//! is paid for before it is taken. Locks are extended while a batch is in flight.
 //! On shutdown the loops stop taking jobs, give in-flight batches a grace period, and release
 //! what is still unfinished back to wait.
 
@@ -107,7 +107,7 @@ pub struct Worker<P> {
     redis_url: String,
     pipeline: Arc<P>,
     options: WorkerOptions,
-    throttle: Option<Throttle>,
+    throttle: Option<(Throttle, Duration)>,
 }
 
 /// Jobs settled by a worker over its life.
@@ -143,10 +143,13 @@ impl<P: Pipeline> Worker<P> {
         }
     }
 
-    /// Paces batches through `throttle`: a batch of n jobs waits for n documents' worth (one
-    /// document written per job), with its locks kept alive meanwhile. Unpaced without one.
-    pub fn with_throttle(mut self, throttle: Throttle) -> Self {
-        self.throttle = Some(throttle);
+    /// Paces batches through `throttle`: each loop pays for a batch of n jobs (one document
+    /// written per job) before it takes them, and a batch carries at most
+    /// `span` of the budget (the control interval: each interval the probes see sees about a
+    /// batch's load, while batches stay as large as the pace allows, since each round trip
+    /// costs the database more than a document does). Unpaced without a throttle.
+    pub fn with_throttle(mut self, throttle: Throttle, span: Duration) -> Self {
+        self.throttle = Some((throttle, span));
         self
     }
 
@@ -199,10 +202,21 @@ struct BatchLoop<P> {
     queue: Queue,
     pipeline: Arc<P>,
     options: Arc<WorkerOptions>,
-    throttle: Option<Throttle>,
+    throttle: Option<(Throttle, Duration)>,
     token_base: String,
     blocking: redis::aio::MultiplexedConnection,
     shutdown: CancellationToken,
+}
+
+impl<P> BatchLoop<P> {
+    /// Jobs to take now: the batch size, or less when the throttle's pace asks for smaller
+    /// batches.
+    fn batch_size(&self) -> usize {
+        let max = self.options.batch_size.max(1);
+        self.throttle
+            .as_ref()
+            .map_or(max, |(t, span)| t.batch_hint(*span).min(max))
+    }
 }
 
 /// Waits `delay` unless shutdown comes first; returns false on shutdown.
@@ -219,9 +233,18 @@ async fn batch_loop<P: Pipeline>(mut l: BatchLoop<P>) -> WorkerStats {
     while !l.shutdown.is_cancelled() {
         batch_no += 1;
         let token = format!("{}:{batch_no}", l.token_base);
+        let want = l.batch_size();
+        // Paid before taking, so a batch never sits locked waiting for a budget that has
+        // shrunk meanwhile; budget paid for jobs that were not there is simply not used.
+        if let Some((throttle, _)) = &l.throttle {
+            tokio::select! {
+                () = l.shutdown.cancelled() => break,
+                _ = throttle.acquire(want) => {}
+            }
+        }
         let taken = match l
             .queue
-            .take(l.options.batch_size, &token, l.options.lock_duration)
+            .take(want, &token, l.options.lock_duration)
             .await
         {
             Ok(taken) => taken,
@@ -252,7 +275,10 @@ async fn batch_loop<P: Pipeline>(mut l: BatchLoop<P>) -> WorkerStats {
             }
             continue;
         }
-        let taken = fill(&l, &token, taken).await;
+        let taken = fill(&l, &token, taken, want).await;
+        if let Some((throttle, _)) = &l.throttle {
+            throttle.record_used(taken.jobs.len() + taken.malformed.len());
+        }
         stats += run_batch(&l, &token, taken).await;
     }
     stats
@@ -262,9 +288,14 @@ async fn batch_loop<P: Pipeline>(mut l: BatchLoop<P>) -> WorkerStats {
 /// few, large writes. A plain timer, not a blocking wait on the marker: Redis checks blocking
 /// timeouts only every ~100 ms, and an abandoned blocking pop could swallow another worker's
 /// wake-up. Jobs taken here share the batch's lock token.
-async fn fill<P: Pipeline>(l: &BatchLoop<P>, token: &str, mut taken: queue::Taken) -> queue::Taken {
+async fn fill<P: Pipeline>(
+    l: &BatchLoop<P>,
+    token: &str,
+    mut taken: queue::Taken,
+    want: usize,
+) -> queue::Taken {
     let have = taken.jobs.len() + taken.malformed.len();
-    if have >= l.options.batch_size
+    if have >= want
         || l.options.fill_wait.is_zero()
         || !pause_unless_stopped(&l.shutdown, l.options.fill_wait).await
     {
@@ -272,7 +303,7 @@ async fn fill<P: Pipeline>(l: &BatchLoop<P>, token: &str, mut taken: queue::Take
     }
     match l
         .queue
-        .take(l.options.batch_size - have, token, l.options.lock_duration)
+        .take(want - have, token, l.options.lock_duration)
         .await
     {
         Ok(more) => {
@@ -367,12 +398,7 @@ async fn process_with_locks<P: Pipeline>(
         return Some(Vec::new());
     }
     let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
-    let processing = async {
-        if let Some(throttle) = &l.throttle {
-            throttle.acquire(jobs.len()).await;
-        }
-        l.pipeline.process(jobs).await
-    };
+    let processing = l.pipeline.process(jobs);
     tokio::pin!(processing);
     let grace = async {
         l.shutdown.cancelled().await;

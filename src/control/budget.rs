@@ -26,6 +26,8 @@ pub struct Tick {
     pub rate: Option<f64>,
     /// Transient write errors all members have reported, ever (a counter).
     pub errors: u64,
+    /// Documents all members have taken under the budget, ever (a counter): the demand.
+    pub used: u64,
 }
 
 impl Tick {
@@ -60,14 +62,16 @@ impl Budget {
         &self.id
     }
 
-    /// Renews membership, reports `new_errors`, takes or keeps the lease, reads the rate.
-    pub async fn tick(&mut self, new_errors: u64) -> redis::RedisResult<Tick> {
-        let (leader, members, rate, errors): (u8, u64, String, u64) = TICK
+    /// Renews membership, reports `new_errors` and the documents `used` since the last tick,
+    /// takes or keeps the lease, reads the rate.
+    pub async fn tick(&mut self, new_errors: u64, used: u64) -> redis::RedisResult<Tick> {
+        let (leader, members, rate, errors, used): (u8, u64, String, u64, u64) = TICK
             .key(&self.budget)
             .key(&self.members)
             .arg(&self.id)
             .arg(self.ttl.as_millis() as u64)
             .arg(new_errors)
+            .arg(used)
             .invoke_async(&mut self.conn)
             .await?;
         Ok(Tick {
@@ -75,6 +79,7 @@ impl Budget {
             members,
             rate: rate.parse().ok(),
             errors,
+            used,
         })
     }
 

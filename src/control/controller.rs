@@ -7,7 +7,9 @@
 //! at most ×1.5 per interval from a low start. Each step changes the rate by at most ×2 or ÷2,
 //! so it never swings wildly. Guards come first: write latency above its target cuts the rate
 //! (×0.7, AIMD's multiplicative decrease), and so do transient write errors; a blind probe drops
-//! it to the floor (fail safe, never open); with no CPU signal it runs AIMD on latency alone. Every decision says which signal
+//! it to the floor (fail safe, never open); with no CPU signal it runs AIMD on latency alone.
+//! It never raises a rate the workers use less than half of (anti-windup: an idle queue must
+//! not wind the rate up to a burst). Every decision says which signal
 //! limits it and why.
 
 /// One interval's observations. `None` means the server does not report that signal.
@@ -22,6 +24,8 @@ pub struct Sample {
     /// Writes that failed transiently (timeouts, network, overload) this interval, as the
     /// client saw them.
     pub write_errors: u64,
+    /// Documents/second the workers actually took this interval; `None` when unknown.
+    pub demand: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,10 +68,12 @@ pub enum Limiter {
     Ceiling,
     /// A new leader holding the rate it took over while its probes prime.
     Resuming,
+    /// The workers use under half the budget: raising it would only store up a burst.
+    Demand,
 }
 
 impl Limiter {
-    pub const ALL: [Limiter; 8] = [
+    pub const ALL: [Limiter; 9] = [
         Limiter::Cpu,
         Limiter::Latency,
         Limiter::Errors,
@@ -76,6 +82,7 @@ impl Limiter {
         Limiter::Floor,
         Limiter::Ceiling,
         Limiter::Resuming,
+        Limiter::Demand,
     ];
 
     /// The name metrics, logs and the simulation's CSV use.
@@ -89,6 +96,7 @@ impl Limiter {
             Limiter::Floor => "floor",
             Limiter::Ceiling => "ceiling",
             Limiter::Resuming => "resuming",
+            Limiter::Demand => "demand",
         }
     }
 }
@@ -155,7 +163,13 @@ impl Controller {
             self.last = None;
             return self.set(self.rate * 0.7, Limiter::Latency);
         }
+        // Anti-windup: a rate the workers do not use says nothing about load, and would be let
+        // loose at once when work arrives.
+        let idle = sample.demand.is_some_and(|d| d < 0.5 * self.rate);
         let Some(cpu) = sample.db_cpu else {
+            if idle {
+                return self.set(self.rate, Limiter::Demand);
+            }
             // No CPU signal: additive increase while latency is fine.
             return self.set(self.rate + (c.floor).max(self.rate * 0.1), Limiter::Probing);
         };
@@ -183,6 +197,9 @@ impl Controller {
         };
         // Never more than ×2 or ÷2 in one interval.
         let bounded = wanted.clamp(self.rate * 0.5, self.rate * 2.0);
+        if bounded > self.rate && idle {
+            return self.set(self.rate, Limiter::Demand);
+        }
         self.set(bounded, limiter)
     }
 
@@ -293,6 +310,7 @@ mod tests {
                 db_cpu: Some(50.0),
                 write_latency: Some(0.01),
                 write_errors: 0,
+                demand: None,
             });
         }
         let before = ctl.rate();
@@ -301,6 +319,7 @@ mod tests {
             db_cpu: Some(50.0),
             write_latency: Some(0.5),
             write_errors: 0,
+            demand: None,
         });
         assert_eq!(d.limiter, Limiter::Latency);
         assert!((d.rate - before * 0.7).abs() < 1e-6);
@@ -323,6 +342,37 @@ mod tests {
         assert!(over <= 40, "latency over target in {over} of 200 intervals");
     }
 
+    #[test]
+    fn an_unused_budget_is_not_wound_up() {
+        let mut ctl = Controller::resume(Config::default(), 1000.0);
+        // Low CPU, but the workers take only a tenth of the budget: no reason to raise it.
+        for _ in 0..20 {
+            let d = ctl.step(&Sample {
+                probe_ok: true,
+                db_cpu: Some(10.0),
+                demand: Some(ctl.rate() * 0.1),
+                ..Sample::default()
+            });
+            assert_eq!(d.limiter, Limiter::Demand);
+        }
+        assert_eq!(ctl.rate(), 1000.0);
+        // Over target, it still cuts, whatever the demand.
+        let d = ctl.step(&Sample {
+            probe_ok: true,
+            db_cpu: Some(400.0),
+            demand: Some(0.0),
+            ..Sample::default()
+        });
+        assert!(d.rate < 1000.0, "{d:?}");
+        let d = ctl.step(&Sample {
+            probe_ok: true,
+            db_cpu: Some(10.0),
+            demand: Some(ctl.rate()),
+            ..Sample::default()
+        });
+        assert!(d.rate > 700.0, "used in full, it grows: {d:?}");
+    }
+
     proptest! {
         #[test]
         fn the_rate_never_leaves_its_bounds(
@@ -334,7 +384,7 @@ mod tests {
             let config = Config { floor: 10.0, ceiling: 5000.0, ..Config::default() };
             let mut ctl = Controller::new(config);
             for (probe_ok, db_cpu, write_latency, write_errors) in samples {
-                let d = ctl.step(&Sample { probe_ok, db_cpu, write_latency, write_errors });
+                let d = ctl.step(&Sample { probe_ok, db_cpu, write_latency, write_errors, demand: None });
                 prop_assert!(d.rate >= 10.0 && d.rate <= 5000.0, "{d:?}");
             }
         }

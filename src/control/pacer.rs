@@ -5,12 +5,12 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
-use crate::control::budget::Budget;
+use crate::control::budget::{Budget, Tick};
 use crate::control::controller::{Config, Controller, Limiter, Sample};
 use crate::control::probe::{
     Probe, ProbeError, Probes, PrometheusProbe, SIGNALS, ServerStatusProbe,
@@ -53,8 +53,8 @@ pub struct Pacer {
     controller: Option<Controller>,
     /// Own write errors already reported to the budget.
     reported_errors: u64,
-    /// The budget's error total at the leader's last tick.
-    seen_errors: Option<u64>,
+    /// The budget's error and used totals at the leader's last tick, and when.
+    seen: Option<(Instant, u64, u64)>,
     members: u64,
     warned_unreported: HashSet<&'static str>,
     blind_streak: bool,
@@ -81,7 +81,7 @@ impl Pacer {
             store,
             controller: None,
             reported_errors: 0,
-            seen_errors: None,
+            seen: None,
             members: 1,
             warned_unreported: HashSet::new(),
             blind_streak: false,
@@ -145,9 +145,10 @@ impl Pacer {
     pub async fn tick(&mut self) {
         let floor = self.options.controller.floor;
         let own_errors = self.store.traffic().write_errors.load(Ordering::Relaxed);
+        let used = self.throttle.take_used();
         let tick = match self
             .budget
-            .tick(own_errors.saturating_sub(self.reported_errors))
+            .tick(own_errors.saturating_sub(self.reported_errors), used)
             .await
         {
             Ok(tick) => tick,
@@ -165,10 +166,10 @@ impl Pacer {
         metrics::gauge!(names::CONTROL_LEADER).set(if tick.leader { 1.0 } else { 0.0 });
 
         let total = if tick.leader {
-            self.lead(tick.rate, tick.errors).await
+            self.lead(&tick).await
         } else {
             self.controller = None;
-            self.seen_errors = None;
+            self.seen = None;
             tick.rate.unwrap_or(floor)
         };
         let local = tick.share(total);
@@ -178,10 +179,19 @@ impl Pacer {
     }
 
     /// The leader's part: sample, decide, publish. Returns the total rate.
-    async fn lead(&mut self, published: Option<f64>, errors_total: u64) -> f64 {
-        let new_errors = errors_total.saturating_sub(self.seen_errors.unwrap_or(errors_total));
-        self.seen_errors = Some(errors_total);
-        let sample = self.sample(new_errors).await;
+    async fn lead(&mut self, tick: &Tick) -> f64 {
+        let published = tick.rate;
+        let now = Instant::now();
+        let (new_errors, demand) = match self.seen {
+            Some((then, errors, used)) => (
+                tick.errors.saturating_sub(errors),
+                Some(tick.used.saturating_sub(used) as f64 / (now - then).as_secs_f64().max(1e-3)),
+            ),
+            None => (0, None),
+        };
+        self.seen = Some((now, tick.errors, tick.used));
+        let mut sample = self.sample(new_errors).await;
+        sample.demand = demand;
         let decision = match &mut self.controller {
             Some(controller) => controller.step(&sample),
             None => {
@@ -284,6 +294,7 @@ impl Pacer {
             db_cpu: reading.cpu_percent,
             write_latency: reading.write_latency,
             write_errors,
+            demand: None,
         }
     }
 }

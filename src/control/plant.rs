@@ -40,6 +40,7 @@ impl Plant {
             db_cpu: Some(busy * 100.0),
             write_latency: Some(latency),
             write_errors: 0,
+            demand: None,
         }
     }
 }

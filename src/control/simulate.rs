@@ -298,6 +298,7 @@ fn run(model: &Model, users: u64, config: Config, strategy: Strategy) -> (Vec<Ro
                     db_cpu: Some(cpu_percent),
                     write_latency: Some(write_latency),
                     write_errors: 0,
+                    demand: None,
                 });
                 decision.limiter.name()
             }

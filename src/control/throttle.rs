@@ -9,6 +9,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -26,6 +27,9 @@ pub struct Throttle {
 
 struct Inner {
     current: ArcSwap<Paced>,
+    /// Documents actually taken since the pacer last looked: the demand, as opposed to the
+    /// budget.
+    used: AtomicU64,
     burst: NonZeroU32,
     swapped: Notify,
     clock: DefaultClock,
@@ -59,6 +63,7 @@ impl Throttle {
         Self {
             inner: Arc::new(Inner {
                 current,
+                used: AtomicU64::new(0),
                 burst,
                 swapped: Notify::new(),
                 clock,
@@ -70,6 +75,14 @@ impl Throttle {
         self.inner.current.load().rate
     }
 
+    /// How many documents a batch should carry at the current rate: at most `span`'s worth of
+    /// the budget, so that paced writes come as a stream the probes can see, not a lump per
+    /// burst; at least one; at most the burst.
+    pub fn batch_hint(&self, span: Duration) -> usize {
+        let span = self.rate() * span.as_secs_f64();
+        (span.ceil() as usize).clamp(1, self.inner.burst.get() as usize)
+    }
+
     /// Paces from now on at `rate`. Unchanged rates keep the current bucket (and its credit).
     pub fn set_rate(&self, rate: f64) {
         let rate = rate.max(MIN_RATE);
@@ -79,6 +92,18 @@ impl Throttle {
         let paced = Paced::new(rate, self.inner.burst, &self.inner.clock);
         self.inner.current.store(Arc::new(paced));
         self.inner.swapped.notify_waiters();
+    }
+
+    /// Counts documents the worker actually took under this budget.
+    pub fn record_used(&self, documents: usize) {
+        self.inner
+            .used
+            .fetch_add(documents as u64, Ordering::Relaxed);
+    }
+
+    /// Documents taken since the last call.
+    pub fn take_used(&self) -> u64 {
+        self.inner.used.swap(0, Ordering::Relaxed)
     }
 
     /// Waits until `documents` may be written; returns how long it waited.
@@ -178,6 +203,17 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert!(waiter.await.is_ok());
+    }
+
+    #[test]
+    fn batches_carry_a_span_of_budget_within_one_and_the_burst() {
+        let span = Duration::from_millis(500);
+        let throttle = Throttle::new(100.0, 500);
+        assert_eq!(throttle.batch_hint(span), 50);
+        throttle.set_rate(0.5);
+        assert_eq!(throttle.batch_hint(span), 1);
+        throttle.set_rate(1e6);
+        assert_eq!(throttle.batch_hint(span), 500);
     }
 
     #[tokio::test]
