@@ -229,6 +229,8 @@ pub struct DayReport {
     pub reads: u64,
     pub writes: u64,
     pub statements: u64,
+    /// Mean round-trip time of the write commands, as the client saw it.
+    pub write_rtt: Duration,
 }
 
 impl std::fmt::Display for DayReport {
@@ -260,6 +262,11 @@ impl std::fmt::Display for DayReport {
         )?;
         writeln!(
             f,
+            "write rtt  {:.1} ms mean per write command",
+            self.write_rtt.as_secs_f64() * 1e3
+        )?;
+        writeln!(
+            f,
             "wall time  {secs:.2} s ({:.0} jobs/s)",
             jobs as f64 / secs.max(1e-9)
         )?;
@@ -287,6 +294,7 @@ pub async fn process_day(
         traffic.reads.load(Ordering::Relaxed),
         traffic.writes.load(Ordering::Relaxed),
         traffic.statements.load(Ordering::Relaxed),
+        traffic.write_rtt_us.load(Ordering::Relaxed),
     );
     let outcome = async {
         let run = app.planner.plan(date, trigger, purge).await?;
@@ -314,6 +322,10 @@ pub async fn process_day(
         reads: traffic.reads.load(Ordering::Relaxed) - before.0,
         writes: traffic.writes.load(Ordering::Relaxed) - before.1,
         statements: traffic.statements.load(Ordering::Relaxed) - before.2,
+        write_rtt: Duration::from_micros(
+            (traffic.write_rtt_us.load(Ordering::Relaxed) - before.3)
+                / (traffic.writes.load(Ordering::Relaxed) - before.1).max(1),
+        ),
     })
 }
 

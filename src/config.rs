@@ -150,7 +150,7 @@ pub const PROMETHEUS_CPU_QUERY: Var = var(
     "TIDEGATE_PROMETHEUS_CPU_QUERY",
     "",
     "empty, or PromQL giving the database's CPU in percent of one core; needs TIDEGATE_PROMETHEUS_URL",
-    "CPU from Prometheus instead of serverStatus (e.g. FerretDB: `rate(process_cpu_seconds_total{job=\"ferretdb\"}[5s]) * 100`)",
+    "CPU from Prometheus instead of serverStatus (e.g. FerretDB: `irate(process_cpu_seconds_total{job=\"ferretdb\"}[3s]) * 100`)",
 );
 pub const PROMETHEUS_LATENCY_QUERY: Var = var(
     "TIDEGATE_PROMETHEUS_LATENCY_QUERY",

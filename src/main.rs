@@ -201,12 +201,13 @@ async fn execute(command: Command, settings: Settings) -> Result<(), Box<dyn std
                 .await?;
             let report = score::run_naive(&app.store, date, tz, users).await;
             println!(
-                "naive      {date}: {} users, {} written, {} failed, {} round trips, {:.2} s",
+                "naive      {date}: {} users, {} written, {} failed, {} round trips, {:.2} s, mean write round trip {:.1} ms",
                 report.users,
                 report.written,
                 report.failed,
                 report.round_trips,
-                report.wall.as_secs_f64()
+                report.wall.as_secs_f64(),
+                report.write_rtt.as_secs_f64() * 1e3
             );
             Ok(())
         }

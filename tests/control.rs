@@ -75,6 +75,38 @@ async fn one_leader_sets_the_rate_and_every_member_takes_an_equal_share() {
     assert_eq!(tick.share(900.0), 450.0);
 }
 
+#[tokio::test]
+async fn an_unreachable_database_drops_the_rate_to_the_floor_within_one_interval() {
+    let redis = connect(&common::redis_url()).await.expect("redis");
+    let queue = Queue::new(redis.clone(), "bull", &common::unique("blind"));
+    let interval = Duration::from_millis(500);
+    // Another process was writing at 1,000 documents/s, then went away.
+    let mut before = Budget::new(redis.clone(), queue.keys(), interval);
+    before.tick(0, 0).await.expect("tick");
+    assert!(before.publish(1000.0).await.expect("publish"));
+    before.leave().await.expect("leave");
+
+    // Nothing listens on port 1: every serverStatus fails.
+    let store = Store::connect("mongodb://127.0.0.1:1", "blind", StoreOptions::default())
+        .await
+        .expect("a client connects lazily");
+    let options = ControlOptions {
+        interval,
+        controller: Config {
+            floor: 7.0,
+            ..Config::default()
+        },
+        ..ControlOptions::default()
+    };
+    let (mut pacer, throttle) =
+        Pacer::build(options, redis.clone(), &queue, store, 100).expect("pacer");
+    pacer.tick().await;
+    assert_eq!(throttle.rate(), 7.0, "blind: the floor, at the first interval");
+    let mut reader = Budget::new(redis, queue.keys(), interval);
+    let tick = reader.tick(0, 0).await.expect("tick");
+    assert_eq!(tick.rate, Some(7.0), "and the floor is what the others are told");
+}
+
 struct World {
     store: Store,
     planner: Planner,

@@ -293,6 +293,8 @@ pub struct NaiveReport {
     pub failed: u64,
     pub round_trips: u64,
     pub wall: Duration,
+    /// Mean round-trip time of the writes, as the client saw it.
+    pub write_rtt: Duration,
 }
 
 /// The seed's original script on the same code: every user at once (no limit of its own; the
@@ -318,22 +320,25 @@ pub async fn run_naive(store: &Store, date: NaiveDate, tz: Tz, users: Vec<String
                 );
             }
             let upsert = score_upsert(&user, date, tally, None);
+            let sent = Instant::now();
             scores
                 .update_one(upsert.filter, upsert.update)
                 .upsert(true)
                 .await
-                .map(drop)
+                .map(|_| sent.elapsed())
         }
     };
-    let results: Vec<mongodb::error::Result<()>> =
+    let results: Vec<mongodb::error::Result<Duration>> =
         futures::future::join_all(users.into_iter().map(one_user)).await;
-    let written = results.iter().filter(|r| r.is_ok()).count() as u64;
+    let rtts: Vec<Duration> = results.iter().filter_map(|r| r.as_ref().ok()).copied().collect();
+    let written = rtts.len() as u64;
     NaiveReport {
         users: results.len() as u64,
         written,
         failed: results.len() as u64 - written,
         round_trips: results.len() as u64 * 2,
         wall: started.elapsed(),
+        write_rtt: rtts.iter().sum::<Duration>() / (written.max(1) as u32),
     }
 }
 
