@@ -144,10 +144,9 @@ impl<P: Pipeline> Worker<P> {
     }
 
     /// Paces batches through `throttle`: each loop pays for a batch of n jobs (one document
-    /// written per job) before it takes them, and a batch carries at most
-    /// `span` of the budget (the control interval: each interval the probes see sees about a
-    /// batch's load, while batches stay as large as the pace allows, since each round trip
-    /// costs the database more than a document does). Unpaced without a throttle.
+    /// written per job) before it takes them, and a batch carries at most `span` of the
+    /// queue's total budget (see [`Throttle::batch_hint`]; the control interval, so that each
+    /// interval the probes see holds about a batch's load). Unpaced without a throttle.
     pub fn with_throttle(mut self, throttle: Throttle, span: Duration) -> Self {
         self.throttle = Some((throttle, span));
         self
@@ -242,11 +241,7 @@ async fn batch_loop<P: Pipeline>(mut l: BatchLoop<P>) -> WorkerStats {
                 _ = throttle.acquire(want) => {}
             }
         }
-        let taken = match l
-            .queue
-            .take(want, &token, l.options.lock_duration)
-            .await
-        {
+        let taken = match l.queue.take(want, &token, l.options.lock_duration).await {
             Ok(taken) => taken,
             Err(e) => {
                 tracing::warn!(queue = l.queue.name(), error = %e, "cannot take jobs; retrying in 1 s");

@@ -101,10 +101,18 @@ async fn an_unreachable_database_drops_the_rate_to_the_floor_within_one_interval
     let (mut pacer, throttle) =
         Pacer::build(options, redis.clone(), &queue, store, 100).expect("pacer");
     pacer.tick().await;
-    assert_eq!(throttle.rate(), 7.0, "blind: the floor, at the first interval");
+    assert_eq!(
+        throttle.rate(),
+        7.0,
+        "blind: the floor, at the first interval"
+    );
     let mut reader = Budget::new(redis, queue.keys(), interval);
     let tick = reader.tick(0, 0).await.expect("tick");
-    assert_eq!(tick.rate, Some(7.0), "and the floor is what the others are told");
+    assert_eq!(
+        tick.rate,
+        Some(7.0),
+        "and the floor is what the others are told"
+    );
 }
 
 struct World {
@@ -209,14 +217,8 @@ fn median(values: &mut [f64]) -> f64 {
 
 /// The naive mode on `users` users, CPU sampled every second while it runs.
 async fn naive_cpu(w: &World, users: usize, gauge: &mut CpuGauge) -> Vec<f64> {
-    let targets = score::targets(&w.store, day(), TZ)
-        .await
-        .expect("targets");
-    let some: Vec<String> = targets
-        .take(users)
-        .try_collect()
-        .await
-        .expect("targets");
+    let targets = score::targets(&w.store, day(), TZ).await.expect("targets");
+    let some: Vec<String> = targets.take(users).try_collect().await.expect("targets");
     let naive = tokio::spawn({
         let store = w.store.clone();
         async move { score::run_naive(&store, day(), TZ, some).await }

@@ -156,7 +156,7 @@ impl Pacer {
                 // Without the budget no process knows the others' pace: the floor is safe.
                 tracing::warn!(error = %e, "cannot reach the shared write budget; pacing at the floor");
                 self.controller = None;
-                self.throttle.set_rate(floor / self.members as f64);
+                self.throttle.set_share(floor, self.members);
                 return;
             }
         };
@@ -173,7 +173,7 @@ impl Pacer {
             tick.rate.unwrap_or(floor)
         };
         let local = tick.share(total);
-        self.throttle.set_rate(local);
+        self.throttle.set_share(total, self.members);
         metrics::gauge!(names::RATE, "scope" => "total").set(total);
         metrics::gauge!(names::RATE, "scope" => "local").set(local);
     }

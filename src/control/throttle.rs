@@ -3,9 +3,9 @@
 //! batch's worth can ever pass at once.
 //!
 //! governor cannot change a quota in place, so a new rate means a new limiter, swapped in with
-//! `arc-swap`. A fresh limiter starts full; it is drained before it is published, so a rate
-//! change never lets a whole burst through. Waiters wake on a swap and wait again at the new
-//! rate, so a slow old rate cannot hold a batch after the rate went up.
+//! `arc-swap`. A fresh limiter starts full; it is drained down to the credit the old one had
+//! earned before it is published, so a rate change never lets a fresh burst through, and never
+//! throws away what waiters have waited for. Waiters wake on a swap and go on at the new rate.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -30,6 +30,8 @@ struct Inner {
     /// Documents actually taken since the pacer last looked: the demand, as opposed to the
     /// budget.
     used: AtomicU64,
+    /// Processes sharing the total rate (this one included), for sizing batches.
+    members: AtomicU64,
     burst: NonZeroU32,
     swapped: Notify,
     clock: DefaultClock,
@@ -59,11 +61,12 @@ impl Throttle {
         let burst =
             NonZeroU32::new(u32::try_from(burst).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
         let clock = DefaultClock::default();
-        let current = ArcSwap::from_pointee(Paced::new(rate, burst, &clock));
+        let current = ArcSwap::from_pointee(Paced::new(rate, burst, &clock, 0));
         Self {
             inner: Arc::new(Inner {
                 current,
                 used: AtomicU64::new(0),
+                members: AtomicU64::new(1),
                 burst,
                 swapped: Notify::new(),
                 clock,
@@ -75,12 +78,22 @@ impl Throttle {
         self.inner.current.load().rate
     }
 
-    /// How many documents a batch should carry at the current rate: at most `span`'s worth of
-    /// the budget, so that paced writes come as a stream the probes can see, not a lump per
-    /// burst; at least one; at most the burst.
+    /// How many documents a batch should carry: `span`'s worth of the queue's total rate (this
+    /// process's share times the members), so that the writes come as a stream the probes can
+    /// see, not a lump per burst, while batches stay as large with three processes as with one
+    /// (each round trip costs the database more than a document does); at least one; at most
+    /// the burst. Paid at this process's share, a batch then takes `span` × members.
     pub fn batch_hint(&self, span: Duration) -> usize {
-        let span = self.rate() * span.as_secs_f64();
+        let members = self.inner.members.load(Ordering::Relaxed).max(1) as f64;
+        let span = self.rate() * members * span.as_secs_f64();
         (span.ceil() as usize).clamp(1, self.inner.burst.get() as usize)
+    }
+
+    /// Paces at `total / members`: this process's share of the queue's budget.
+    pub fn set_share(&self, total: f64, members: u64) {
+        let members = members.max(1);
+        self.inner.members.store(members, Ordering::Relaxed);
+        self.set_rate(total / members as f64);
     }
 
     /// Paces from now on at `rate`. Unchanged rates keep the current bucket (and its credit).
@@ -89,7 +102,12 @@ impl Throttle {
         if (self.rate() - rate).abs() <= f64::EPSILON * rate {
             return;
         }
-        let paced = Paced::new(rate, self.inner.burst, &self.inner.clock);
+        let credit = self
+            .inner
+            .current
+            .load()
+            .take_credit(self.inner.burst, &self.inner.clock);
+        let paced = Paced::new(rate, self.inner.burst, &self.inner.clock, credit);
         self.inner.current.store(Arc::new(paced));
         self.inner.swapped.notify_waiters();
     }
@@ -142,16 +160,34 @@ impl Throttle {
 }
 
 impl Paced {
-    fn new(rate: f64, burst: NonZeroU32, clock: &DefaultClock) -> Self {
+    /// A limiter at `rate` holding `credit` cells: what the old one had earned, never a fresh
+    /// burst.
+    fn new(rate: f64, burst: NonZeroU32, clock: &DefaultClock, credit: u32) -> Self {
         let rate = rate.max(MIN_RATE);
         let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
         let quota = Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(burst);
         let limiter = RateLimiter::direct_with_clock(quota, clock.clone());
-        // Drain the fresh bucket: credit is earned at the new rate from now on, never given.
-        let _ = limiter.check_n(burst);
+        // A fresh bucket is full: drain it down to the credit carried over.
+        if let Some(drain) = NonZeroU32::new(burst.get().saturating_sub(credit)) {
+            let _ = limiter.check_n(drain);
+        }
         Self { rate, limiter }
+    }
+
+    /// Empties this limiter and returns the cells it held. Carried into the next limiter, they
+    /// keep waiters' progress across a rate change: otherwise a waiter for a batch that needs a
+    /// whole interval's budget would start over at every change and could wait forever.
+    fn take_credit(&self, burst: NonZeroU32, clock: &DefaultClock) -> u32 {
+        match self.limiter.check_n(burst) {
+            Ok(Ok(())) => burst.get(),
+            Ok(Err(not_until)) => {
+                let missing = not_until.wait_time_from(clock.now()).as_secs_f64() * self.rate;
+                burst.get().saturating_sub(missing.ceil() as u32)
+            }
+            Err(_) => 0,
+        }
     }
 }
 
@@ -162,7 +198,7 @@ mod tests {
     #[tokio::test]
     async fn a_new_rate_does_not_release_a_burst() {
         let throttle = Throttle::new(1.0, 100);
-        // A fresh throttle starts empty, and so does every swapped-in limiter.
+        // A fresh throttle starts empty, and a swapped-in limiter holds only what was earned.
         let limiter = throttle.inner.current.load();
         assert!(
             limiter
@@ -206,6 +242,20 @@ mod tests {
     }
 
     #[test]
+    fn credit_earned_survives_a_rate_change() {
+        let throttle = Throttle::new(1_000.0, 100);
+        let (burst, clock) = (throttle.inner.burst, &throttle.inner.clock);
+        // A limiter holding 60 cells, as if 60 ms had passed unused at 1,000/s.
+        throttle
+            .inner
+            .current
+            .store(Arc::new(Paced::new(1_000.0, burst, clock, 60)));
+        throttle.set_rate(0.001);
+        let credit = throttle.inner.current.load().take_credit(burst, clock);
+        assert!((60..=62).contains(&credit), "carried over: {credit}");
+    }
+
+    #[test]
     fn batches_carry_a_span_of_budget_within_one_and_the_burst() {
         let span = Duration::from_millis(500);
         let throttle = Throttle::new(100.0, 500);
@@ -214,6 +264,10 @@ mod tests {
         assert_eq!(throttle.batch_hint(span), 1);
         throttle.set_rate(1e6);
         assert_eq!(throttle.batch_hint(span), 500);
+        // Three processes at a third each: batches as large as one process's, paid slower.
+        throttle.set_share(300.0, 3);
+        assert_eq!(throttle.rate(), 100.0);
+        assert_eq!(throttle.batch_hint(span), 150);
     }
 
     #[tokio::test]

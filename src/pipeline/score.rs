@@ -330,7 +330,11 @@ pub async fn run_naive(store: &Store, date: NaiveDate, tz: Tz, users: Vec<String
     };
     let results: Vec<mongodb::error::Result<Duration>> =
         futures::future::join_all(users.into_iter().map(one_user)).await;
-    let rtts: Vec<Duration> = results.iter().filter_map(|r| r.as_ref().ok()).copied().collect();
+    let rtts: Vec<Duration> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .copied()
+        .collect();
     let written = rtts.len() as u64;
     NaiveReport {
         users: results.len() as u64,
