@@ -32,6 +32,9 @@ enum Command {
         #[arg(long)]
         markdown: bool,
     },
+    /// Print every metric tidegate exports (name, type, unit, labels, meaning) as the Markdown
+    /// table METRICS.md shows.
+    Metrics,
     /// Write a realistic day of events (skewed: a few heavy users, many light ones).
     SeedData {
         #[arg(long, default_value_t = 50_000)]
@@ -82,6 +85,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Config { markdown: true } = cli.command {
         print!("{}", config::markdown_table());
+        return ExitCode::SUCCESS;
+    }
+    if let Command::Metrics = cli.command {
+        print!("{}", tidegate::telemetry::markdown_catalogue());
         return ExitCode::SUCCESS;
     }
     // Pure virtual time: it must run where no service or setting exists.
@@ -160,7 +167,7 @@ fn yesterday(settings: &Settings) -> NaiveDate {
 async fn execute(command: Command, settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
     match command {
         // Handled before settings are read.
-        Command::Config { .. } | Command::Simulate { .. } => Ok(()),
+        Command::Config { .. } | Command::Metrics | Command::Simulate { .. } => Ok(()),
         Command::Run => Ok(app::run(settings).await?),
         Command::SeedData { users, date, seed } => {
             let date = date.unwrap_or_else(|| yesterday(&settings));

@@ -113,112 +113,275 @@ pub async fn run_upkeep(handle: &'static PrometheusHandle, every: Duration) {
     }
 }
 
-fn describe() {
-    describe_gauge!(
+/// What kind of series a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One exported metric, as `/metrics`, `tidegate metrics` and METRICS.md describe it.
+#[derive(Debug)]
+pub struct Metric {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// `None`: a plain count or ratio.
+    pub unit: Option<Unit>,
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+}
+
+const fn metric(
+    name: &'static str,
+    kind: Kind,
+    unit: Option<Unit>,
+    labels: &'static [&'static str],
+    help: &'static str,
+) -> Metric {
+    Metric {
+        name,
+        kind,
+        unit,
+        labels,
+        help,
+    }
+}
+
+use Kind::{Counter, Gauge, Histogram};
+
+/// Every metric tidegate exports, in the order METRICS.md lists them.
+pub const CATALOGUE: &[Metric] = &[
+    metric(
         names::BUILD_INFO,
-        "Always 1; the label carries the tidegate version"
-    );
-    describe_gauge!(
+        Gauge,
+        None,
+        &["version"],
+        "Always 1; the label carries the tidegate version",
+    ),
+    metric(
         names::DEPENDENCY_UP,
-        "1 when the last readiness check reached the dependency (redis, mongodb), else 0"
-    );
-    describe_counter!(
+        Gauge,
+        None,
+        &["dependency"],
+        "1 when the last readiness check reached the dependency (redis, mongodb), else 0",
+    ),
+    metric(
         names::JOBS_ADDED,
-        "Jobs added to a queue (duplicates of an existing id not counted)"
-    );
-    describe_counter!(names::JOBS_COMPLETED, "Jobs that completed");
-    describe_counter!(
+        Counter,
+        None,
+        &["queue"],
+        "Jobs added to a queue (duplicates of an existing id not counted)",
+    ),
+    metric(
+        names::JOBS_COMPLETED,
+        Counter,
+        None,
+        &["queue"],
+        "Jobs that completed",
+    ),
+    metric(
         names::JOBS_FAILED,
-        "Jobs that failed for good (no attempt left, or a permanent error)"
-    );
-    describe_counter!(
+        Counter,
+        None,
+        &["queue"],
+        "Jobs that failed for good (no attempt left, or a permanent error)",
+    ),
+    metric(
         names::JOBS_RETRIED,
-        "Failed attempts that were scheduled for another try"
-    );
-    describe_counter!(
+        Counter,
+        None,
+        &["queue"],
+        "Failed attempts that were scheduled for another try",
+    ),
+    metric(
         names::JOBS_STALLED,
-        "Jobs whose worker lost them (lock expired), moved back to wait"
-    );
-    describe_gauge!(names::QUEUE_JOBS, "Jobs in each state of a queue, sampled");
-    describe_counter!(
-        names::RUNS_PLANNED,
-        "Runs planned, by trigger (schedule, rerun, demo)"
-    );
-    describe_counter!(
-        names::RUNS_ENDED,
-        "Runs whose every job finished, by outcome (succeeded, failed)"
-    );
-    describe_counter!(
-        names::DB_ROUND_TRIPS,
-        "Database round trips made by the pipelines, by op (read, write)"
-    );
-    describe_histogram!(
-        names::WRITE_STATEMENTS,
-        "Statements (documents) per bulk write command"
-    );
-    describe_histogram!(
-        names::WRITE_RTT,
-        Unit::Seconds,
-        "Round-trip time of each bulk write command, as the client saw it"
-    );
-    describe_counter!(
-        names::WRITE_ERRORS,
-        "Bulk write commands that failed transiently (network, timeout, overload, conflict)"
-    );
-    describe_gauge!(
-        names::DB_CPU,
-        "Database CPU over the last control interval, percent of one core (800 = 8 busy cores)"
-    );
-    describe_gauge!(
-        names::DB_WRITE_LATENCY,
-        Unit::Seconds,
-        "Mean write latency the database reported over the last control interval"
-    );
-    describe_gauge!(
-        names::DB_QUEUED_OPS,
-        "Operations queued for locks on the database (globalLock.currentQueue.total)"
-    );
-    describe_gauge!(
-        names::DB_WRITE_TICKETS,
-        "Write tickets the database's admission control had free"
-    );
-    describe_gauge!(
-        names::SIGNAL_AVAILABLE,
-        "1 when the probes report the signal (cpu, write_latency, queued_ops, write_tickets), 0 when the server does not"
-    );
-    describe_counter!(
-        names::PROBE_ERRORS,
-        "Probe samples that failed, by probe (serverstatus, prometheus)"
-    );
-    describe_gauge!(
-        names::RATE,
-        "Write budget in documents/second: scope=total for all workers of the queue, scope=local for this process"
-    );
-    describe_gauge!(
-        names::TARGET,
-        "The controller's targets, by signal (cpu in percent, write_latency in seconds)"
-    );
-    describe_gauge!(
-        names::LIMITER,
-        "1 for the signal that set the rate in the last interval (cpu, latency, errors, blind, probing, floor, ceiling), else 0"
-    );
-    describe_gauge!(
-        names::CONTROL_MEMBERS,
-        "Worker processes sharing the queue's write budget"
-    );
-    describe_gauge!(
-        names::CONTROL_LEADER,
-        "1 when this process runs the queue's controller, else 0"
-    );
-    describe_histogram!(
-        names::THROTTLE_WAIT,
-        Unit::Seconds,
-        "Time a batch waited for the throttle before its writes"
-    );
-    describe_histogram!(names::BATCH_SIZE, "Jobs taken per batch by a worker loop");
-    describe_histogram!(
+        Counter,
+        None,
+        &["queue"],
+        "Jobs whose worker lost them (lock expired), moved back to wait",
+    ),
+    metric(
+        names::QUEUE_JOBS,
+        Gauge,
+        None,
+        &["queue", "state"],
+        "Jobs in each state of a queue, sampled",
+    ),
+    metric(
+        names::BATCH_SIZE,
+        Histogram,
+        None,
+        &["queue"],
+        "Jobs taken per batch by a worker loop",
+    ),
+    metric(
         names::JOB_LATENCY,
-        Unit::Seconds,
-        "Time from a job being added to it being settled (completed or failed for good)"
-    );
+        Histogram,
+        Some(Unit::Seconds),
+        &["queue"],
+        "Time from a job being added to it being settled (completed or failed for good)",
+    ),
+    metric(
+        names::RUNS_PLANNED,
+        Counter,
+        None,
+        &["trigger"],
+        "Runs planned, by trigger (schedule, rerun, demo)",
+    ),
+    metric(
+        names::RUNS_ENDED,
+        Counter,
+        None,
+        &["outcome"],
+        "Runs whose every job finished, by outcome (succeeded, failed)",
+    ),
+    metric(
+        names::DB_ROUND_TRIPS,
+        Counter,
+        None,
+        &["op"],
+        "Database round trips made by the pipelines, by op (read, write)",
+    ),
+    metric(
+        names::WRITE_STATEMENTS,
+        Histogram,
+        None,
+        &[],
+        "Statements (documents) per bulk write command",
+    ),
+    metric(
+        names::WRITE_RTT,
+        Histogram,
+        Some(Unit::Seconds),
+        &[],
+        "Round-trip time of each bulk write command, as the client saw it",
+    ),
+    metric(
+        names::WRITE_ERRORS,
+        Counter,
+        None,
+        &[],
+        "Bulk write commands that failed transiently (network, timeout, overload, conflict)",
+    ),
+    metric(
+        names::DB_CPU,
+        Gauge,
+        Some(Unit::Percent),
+        &[],
+        "Database CPU over the last control interval, percent of one core (800 = 8 busy cores)",
+    ),
+    metric(
+        names::DB_WRITE_LATENCY,
+        Gauge,
+        Some(Unit::Seconds),
+        &[],
+        "Mean write latency the database reported over the last control interval",
+    ),
+    metric(
+        names::DB_QUEUED_OPS,
+        Gauge,
+        None,
+        &[],
+        "Operations queued for locks on the database (globalLock.currentQueue.total)",
+    ),
+    metric(
+        names::DB_WRITE_TICKETS,
+        Gauge,
+        None,
+        &[],
+        "Write tickets the database's admission control had free",
+    ),
+    metric(
+        names::SIGNAL_AVAILABLE,
+        Gauge,
+        None,
+        &["signal"],
+        "1 when the probes report the signal (cpu, write_latency, queued_ops, write_tickets), 0 when the server does not",
+    ),
+    metric(
+        names::PROBE_ERRORS,
+        Counter,
+        None,
+        &["probe"],
+        "Probe samples that failed, by probe (serverstatus, prometheus)",
+    ),
+    metric(
+        names::RATE,
+        Gauge,
+        None,
+        &["scope"],
+        "Write budget in documents/second: scope=total for all workers of the queue, scope=local for this process",
+    ),
+    metric(
+        names::TARGET,
+        Gauge,
+        None,
+        &["signal"],
+        "The controller's targets, by signal (cpu in percent, write_latency in seconds)",
+    ),
+    metric(
+        names::LIMITER,
+        Gauge,
+        None,
+        &["signal"],
+        "1 for the signal that set the rate in the last interval (cpu, latency, errors, blind, probing, demand, floor, ceiling, resuming), else 0",
+    ),
+    metric(
+        names::CONTROL_MEMBERS,
+        Gauge,
+        None,
+        &[],
+        "Worker processes sharing the queue's write budget",
+    ),
+    metric(
+        names::CONTROL_LEADER,
+        Gauge,
+        None,
+        &[],
+        "1 when this process runs the queue's controller, else 0",
+    ),
+    metric(
+        names::THROTTLE_WAIT,
+        Histogram,
+        Some(Unit::Seconds),
+        &[],
+        "Time a batch loop waited for the throttle before taking its batch",
+    ),
+];
+
+fn describe() {
+    for m in CATALOGUE {
+        let (name, help) = (m.name, m.help);
+        match (m.kind, m.unit) {
+            (Counter, Some(unit)) => describe_counter!(name, unit, help),
+            (Counter, None) => describe_counter!(name, help),
+            (Gauge, Some(unit)) => describe_gauge!(name, unit, help),
+            (Gauge, None) => describe_gauge!(name, help),
+            (Histogram, Some(unit)) => describe_histogram!(name, unit, help),
+            (Histogram, None) => describe_histogram!(name, help),
+        }
+    }
+}
+
+/// METRICS.md's table, generated so that it cannot drift from [`CATALOGUE`].
+pub fn markdown_catalogue() -> String {
+    let mut out =
+        String::from("| Metric | Type | Unit | Labels | Meaning |\n|---|---|---|---|---|\n");
+    for m in CATALOGUE {
+        let kind = match m.kind {
+            Counter => "counter",
+            Gauge => "gauge",
+            Histogram => "histogram",
+        };
+        let unit = m.unit.map_or("", |u| u.as_str());
+        let labels: Vec<String> = m.labels.iter().map(|l| format!("`{l}`")).collect();
+        out.push_str(&format!(
+            "| `{}` | {kind} | {unit} | {} | {} |\n",
+            m.name,
+            labels.join(", "),
+            m.help
+        ));
+    }
+    out
 }

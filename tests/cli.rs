@@ -73,6 +73,53 @@ fn readme_settings_table_is_generated_from_the_code() {
 }
 
 #[test]
+fn metrics_md_lists_every_metric_and_every_panel_uses_known_metrics() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let doc = std::fs::read_to_string(format!("{root}/METRICS.md")).expect("METRICS.md");
+    let table = tidegate::telemetry::markdown_catalogue();
+    assert!(
+        doc.contains(&table),
+        "METRICS.md's table is stale; regenerate it with `tidegate metrics`:\n{table}"
+    );
+    let known: Vec<&str> = tidegate::telemetry::CATALOGUE
+        .iter()
+        .map(|m| m.name)
+        .collect();
+    let dashboards = std::fs::read_dir(format!("{root}/dashboards")).expect("dashboards/");
+    for entry in dashboards {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("dashboard");
+        let dashboard: serde_json::Value = serde_json::from_str(&text).expect("dashboard JSON");
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            let title = panel["title"].as_str().expect("title");
+            assert!(
+                doc.contains(&format!("**{title}**")),
+                "METRICS.md does not list the panel {title:?} of {path:?}"
+            );
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().expect("expr");
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if !word.starts_with("tidegate_") {
+                        continue;
+                    }
+                    let base = ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .find_map(|s| word.strip_suffix(s))
+                        .unwrap_or(word);
+                    assert!(
+                        known.contains(&base),
+                        "panel {title:?} uses {word}, which tidegate does not export"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn simulate_needs_no_services_or_settings_and_writes_its_files() {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -57,6 +58,34 @@ async fn prometheus_scrapes_tidegate_and_sigterm_stops_it() {
         },
     )
     .await;
+
+    // The live exposition passes Prometheus' own linter (naming, suffixes, units, help).
+    let exposition = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package) on PATH");
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(exposition.as_bytes())
+        .expect("feed promtool");
+    let linted = promtool.wait_with_output().expect("promtool");
+    assert!(
+        linted.status.success(),
+        "promtool check metrics: {}{}\n{exposition}",
+        String::from_utf8_lossy(&linted.stdout),
+        String::from_utf8_lossy(&linted.stderr)
+    );
 
     // A sample of tidegate's own metric stamped after this test began proves a fresh scrape.
     let query = r#"timestamp(tidegate_build_info{job="tidegate"})"#;
