@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::control::pacer::Pacer;
 use crate::control::probe::ProbeError;
 use crate::http::{self, AppState};
+use crate::notify::Notifier;
 use crate::pipeline::Pipelines;
 use crate::pipeline::score::{self, DAILY_SCORES, ScorePipeline};
 use crate::pipeline::upsert::UpsertPipeline;
@@ -45,6 +46,8 @@ pub enum AppError {
     Plan(#[from] PlanError),
     #[error("run: {0}")]
     Run(#[from] RunError),
+    #[error("run reports: {0}")]
+    Notify(reqwest::Error),
     #[error("load control: {0}")]
     Probe(#[from] ProbeError),
     #[error("stopped by a signal before the run ended")]
@@ -75,7 +78,10 @@ impl App {
         .await?;
         score::ensure_indexes(&store).await?;
         let queue = Queue::new(redis.clone(), &settings.queue_prefix, &settings.queue);
-        let runs = Runs::new(redis.clone(), store.clone());
+        let mut runs = Runs::new(redis.clone(), store.clone());
+        if let Some(url) = &settings.slack_webhook_url {
+            runs = runs.with_notifier(Notifier::new(url.clone()).map_err(AppError::Notify)?);
+        }
         let planner = Planner {
             queue: queue.clone(),
             store: store.clone(),

@@ -25,8 +25,17 @@ pub struct Var {
     pub default: &'static str,
     pub accepted: &'static str,
     pub meaning: &'static str,
-    /// Secret values (or the credentials inside them) are never printed or logged.
-    pub secret: bool,
+    /// What of the value must never be printed or logged.
+    pub secret: Secret,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secret {
+    No,
+    /// A URL whose userinfo (a password) is secret.
+    Credentials,
+    /// A URL that is itself the credential (a webhook): only its scheme and host are shown.
+    Url,
 }
 
 const fn var(
@@ -40,12 +49,12 @@ const fn var(
         default,
         accepted,
         meaning,
-        secret: false,
+        secret: Secret::No,
     }
 }
 
 pub const REDIS_URL: Var = Var {
-    secret: true,
+    secret: Secret::Credentials,
     ..var(
         "REDIS_URL",
         "redis://127.0.0.1:6379",
@@ -54,7 +63,7 @@ pub const REDIS_URL: Var = Var {
     )
 };
 pub const MONGODB_URI: Var = Var {
-    secret: true,
+    secret: Secret::Credentials,
     ..var(
         "MONGODB_URI",
         "mongodb://127.0.0.1:27017",
@@ -158,6 +167,16 @@ pub const PROMETHEUS_LATENCY_QUERY: Var = var(
     "empty, or PromQL giving the database's mean write latency in seconds; needs TIDEGATE_PROMETHEUS_URL",
     "write latency from Prometheus instead of serverStatus",
 );
+
+pub const SLACK_WEBHOOK_URL: Var = Var {
+    secret: Secret::Url,
+    ..var(
+        "TIDEGATE_SLACK_WEBHOOK_URL",
+        "",
+        "empty (no reports), or the https:// URL of a Slack-compatible incoming webhook",
+        "where each run's end is reported (a secret: never printed or logged)",
+    )
+};
 
 pub const QUEUE: Var = var(
     "TIDEGATE_QUEUE",
@@ -282,6 +301,7 @@ pub const VARS: &[&Var] = &[
     &PROMETHEUS_URL,
     &PROMETHEUS_CPU_QUERY,
     &PROMETHEUS_LATENCY_QUERY,
+    &SLACK_WEBHOOK_URL,
     &QUEUE,
     &QUEUE_PREFIX,
     &WORKERS,
@@ -321,6 +341,7 @@ pub struct Settings {
     pub schedule: cron::Schedule,
     pub timezone: chrono_tz::Tz,
     pub control: ControlOptions,
+    pub slack_webhook_url: Option<String>,
     pub queue: String,
     pub queue_prefix: String,
     pub worker: WorkerOptions,
@@ -435,6 +456,9 @@ impl Settings {
                 }
             }
         }
+        let slack_webhook_url = r.read(&SLACK_WEBHOOK_URL, |v| {
+            optional(v, |v| url_with_scheme(v, &["https", "http"]))
+        });
         let queue = r.read(&QUEUE, key_part);
         let queue_prefix = r.read(&QUEUE_PREFIX, key_part);
         let workers = r.read(&WORKERS, |v| integer(v, 1, 256));
@@ -480,6 +504,7 @@ impl Settings {
                     prometheus_cpu: prometheus_cpu?,
                     prometheus_latency: prometheus_latency?,
                 },
+                slack_webhook_url: slack_webhook_url?,
                 queue: queue?,
                 queue_prefix: queue_prefix?,
                 worker: WorkerOptions {
@@ -550,19 +575,18 @@ impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
         let text = value.as_deref().unwrap_or(var.default).trim();
         match parse(text) {
             Ok(parsed) => {
-                let shown = if var.secret {
-                    redact_url(text)
-                } else {
-                    text.to_owned()
+                let shown = match var.secret {
+                    Secret::No => text.to_owned(),
+                    Secret::Credentials => redact_url(text),
+                    Secret::Url => redact_path(text),
                 };
                 self.effective.push((var, shown));
                 Some(parsed)
             }
             Err(reason) => {
-                let shown = if var.secret {
-                    "<redacted>".to_owned()
-                } else {
-                    format!("{text:?}")
+                let shown = match var.secret {
+                    Secret::No => format!("{text:?}"),
+                    Secret::Credentials | Secret::Url => "<redacted>".to_owned(),
                 };
                 self.errors.push(Invalid {
                     var: var.name,
@@ -716,6 +740,20 @@ pub fn cron_schedule(value: &str) -> Result<cron::Schedule, String> {
 
 /// Hides the password in a URL's user info (`scheme://user:pass@host` → `scheme://user:****@host`).
 /// Written by hand because a MongoDB seed list (`h1:1,h2:2`) is not a URL the `url` crate parses.
+/// `https://hooks.example.com/****`: a webhook's path is its key.
+pub fn redact_path(value: &str) -> String {
+    let Some((scheme, rest)) = value.split_once("://") else {
+        return if value.is_empty() {
+            String::new()
+        } else {
+            "****".to_owned()
+        };
+    };
+    let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let host = rest[..host_end].rsplit('@').next().unwrap_or_default();
+    format!("{scheme}://{host}/****")
+}
+
 pub fn redact_url(value: &str) -> String {
     let Some((scheme, rest)) = value.split_once("://") else {
         return value.to_owned();
@@ -738,6 +776,22 @@ pub fn redact_url(value: &str) -> String {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn a_webhook_url_shows_only_its_host() {
+        let s = read(&[(
+            "TIDEGATE_SLACK_WEBHOOK_URL",
+            "https://hooks.slack.com/services/T0/B0/secretkey",
+        )])
+        .expect("valid");
+        let shown = s
+            .effective()
+            .iter()
+            .find(|(v, _)| v.name == "TIDEGATE_SLACK_WEBHOOK_URL")
+            .map(|(_, shown)| shown.clone());
+        assert_eq!(shown.as_deref(), Some("https://hooks.slack.com/****"));
+        assert_eq!(redact_path(""), "");
+    }
 
     fn read(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let env: HashMap<String, String> = pairs

@@ -14,14 +14,16 @@
 //!                                    └──── controller ◀── probe ──┘
 //! ```
 //!
-//! Modules, in the order data moves: [`config`] (settings), [`queue`] (Redis), [`store`]
-//! (MongoDB), [`http`] (metrics and health), [`telemetry`] (logs and metric names), [`app`]
-//! (process life cycle).
+//! Modules, in the order data moves: [`config`] (settings), [`queue`] (Redis), [`worker`],
+//! [`pipeline`], [`store`] (MongoDB), [`control`] (load control), [`runs`] and [`schedule`],
+//! [`notify`] (run reports), [`http`] (metrics and health), [`telemetry`] (logs and the metric
+//! catalogue), [`app`] (process life cycle).
 
 pub mod app;
 pub mod config;
 pub mod control;
 pub mod http;
+pub mod notify;
 pub mod pipeline;
 pub mod queue;
 pub mod runs;

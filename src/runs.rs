@@ -7,9 +7,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use mongodb::bson::{self, doc};
+use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
+use crate::control::budget;
+use crate::notify::{self, Notifier, RunReport};
 use crate::queue::{Job, Settlement};
 use crate::store::Store;
 use crate::telemetry::names;
@@ -75,11 +78,22 @@ struct RunRef {
 pub struct Runs {
     redis: ConnectionManager,
     store: Store,
+    notifier: Option<Notifier>,
 }
 
 fn counters_key(id: &str) -> String {
     format!("tidegate:run:{id}")
 }
+
+/// HASH of failure reason → count, for the run's report.
+fn reasons_key(id: &str) -> String {
+    format!("tidegate:run:{id}:reasons")
+}
+
+/// Reasons are counted by their first characters: enough to tell them apart, bounded in size.
+const REASON_CHARS: usize = 160;
+/// Reasons a run report lists.
+const TOP_REASONS: usize = 3;
 
 fn ended_key(id: &str) -> String {
     format!("tidegate:run:{id}:ended")
@@ -91,7 +105,17 @@ fn sequence_key(date: &str) -> String {
 
 impl Runs {
     pub fn new(redis: ConnectionManager, store: Store) -> Self {
-        Self { redis, store }
+        Self {
+            redis,
+            store,
+            notifier: None,
+        }
+    }
+
+    /// Reports each run's end to `notifier` (from the process that records the end).
+    pub fn with_notifier(mut self, notifier: Notifier) -> Self {
+        self.notifier = Some(notifier);
+        self
     }
 
     fn collection(&self) -> mongodb::Collection<RunRecord> {
@@ -149,21 +173,28 @@ impl Runs {
     /// jobs themselves are already settled.
     pub async fn record_finished(&self, jobs: &[(&Job, &Settlement)]) {
         let mut per_run: HashMap<String, (u64, u64)> = HashMap::new();
+        let mut pipe = redis::pipe();
         for (job, settlement) in jobs {
             let Ok(RunRef { run_id: Some(run) }) = job.data::<RunRef>() else {
                 continue;
             };
-            let counts = per_run.entry(run).or_default();
+            let counts = per_run.entry(run.clone()).or_default();
             match settlement {
                 Settlement::Completed { .. } => counts.0 += 1,
-                Settlement::Failed { .. } => counts.1 += 1,
+                Settlement::Failed { reason, .. } => {
+                    counts.1 += 1;
+                    let reason: String = reason.chars().take(REASON_CHARS).collect();
+                    pipe.hincr(reasons_key(&run), reason, 1)
+                        .ignore()
+                        .expire(reasons_key(&run), COUNTER_TTL.as_secs() as i64)
+                        .ignore();
+                }
                 Settlement::Retry { .. } => {}
             }
         }
         if per_run.is_empty() {
             return;
         }
-        let mut pipe = redis::pipe();
         for (run, (completed, failed)) in &per_run {
             pipe.hincr(counters_key(run), "completed", *completed)
                 .ignore()
@@ -225,8 +256,29 @@ impl Runs {
                 wall_ms = run.wall().map_or(0, |w| w.as_millis() as u64),
                 "run ended"
             );
+            if let Some(notifier) = &self.notifier {
+                let report = self.report(run).await?;
+                notifier.send(&notify::payload(&report)).await;
+            }
         }
         Ok(())
+    }
+
+    /// What a run's report says: its record, the database's CPU over it, its commonest
+    /// failure reasons.
+    pub async fn report(&self, run: RunRecord) -> Result<RunReport, RunError> {
+        let mut redis = self.redis.clone();
+        let reasons: HashMap<String, u64> = redis.hgetall(reasons_key(&run.id)).await?;
+        let mut reasons: Vec<(String, u64)> = reasons.into_iter().collect();
+        reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        reasons.truncate(TOP_REASONS);
+        let from = u64::try_from(run.started_at.timestamp_millis()).unwrap_or(0);
+        let to = run
+            .ended_at
+            .and_then(|t| u64::try_from(t.timestamp_millis()).ok())
+            .unwrap_or_else(crate::queue::now_ms);
+        let cpu = budget::cpu_between(&mut redis, from, to).await?;
+        Ok(RunReport { run, cpu, reasons })
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<RunRecord>, RunError> {

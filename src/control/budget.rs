@@ -37,6 +37,51 @@ impl Tick {
     }
 }
 
+/// ZSET of the database CPU the leaders saw, one member per control interval (score = ms),
+/// kept two weeks: run reports read the mean and peak over a run from it. One per Redis, since
+/// the processes of every queue watch the same database.
+const DB_CPU_KEY: &str = "tidegate:db-cpu";
+const DB_CPU_KEEP_MS: u64 = 14 * 86_400_000;
+
+/// Records one interval's database CPU (percent) seen at `at_ms`.
+pub async fn record_cpu(
+    conn: &mut ConnectionManager,
+    at_ms: u64,
+    cpu: f64,
+) -> redis::RedisResult<()> {
+    redis::pipe()
+        .zadd(DB_CPU_KEY, format!("{at_ms}:{cpu:.3}"), at_ms)
+        .ignore()
+        .zrembyscore(DB_CPU_KEY, 0, at_ms.saturating_sub(DB_CPU_KEEP_MS))
+        .ignore()
+        .query_async(conn)
+        .await
+}
+
+/// Mean and peak database CPU recorded in `[from_ms, to_ms]`; `None` when nothing was.
+pub async fn cpu_between(
+    conn: &mut ConnectionManager,
+    from_ms: u64,
+    to_ms: u64,
+) -> redis::RedisResult<Option<(f64, f64)>> {
+    let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+        .arg(DB_CPU_KEY)
+        .arg(from_ms)
+        .arg(to_ms)
+        .query_async(conn)
+        .await?;
+    let values: Vec<f64> = members
+        .iter()
+        .filter_map(|m| m.split_once(':').and_then(|(_, v)| v.parse().ok()))
+        .collect();
+    if values.is_empty() {
+        return Ok(None);
+    }
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let peak = values.iter().copied().fold(f64::MIN, f64::max);
+    Ok(Some((mean, peak)))
+}
+
 #[derive(Clone)]
 pub struct Budget {
     conn: ConnectionManager,
@@ -56,6 +101,11 @@ impl Budget {
             id: format!("{:016x}", rand::random::<u64>()),
             ttl: (interval * 3).max(Duration::from_millis(300)),
         }
+    }
+
+    /// The connection, for what the leader records beside the budget.
+    pub fn connection(&mut self) -> &mut ConnectionManager {
+        &mut self.conn
     }
 
     pub fn id(&self) -> &str {

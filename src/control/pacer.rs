@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
-use crate::control::budget::{Budget, Tick};
+use crate::control::budget::{self, Budget, Tick};
 use crate::control::controller::{Config, Controller, Limiter, Sample};
 use crate::control::probe::{
     Probe, ProbeError, Probes, PrometheusProbe, SIGNALS, ServerStatusProbe,
@@ -279,6 +279,10 @@ impl Pacer {
         }
         if let Some(cpu) = reading.cpu_percent {
             metrics::gauge!(names::DB_CPU).set(cpu);
+            let now = crate::queue::now_ms();
+            if let Err(e) = budget::record_cpu(self.budget.connection(), now, cpu).await {
+                tracing::debug!(error = %e, "cannot record the database's CPU for run reports");
+            }
         }
         if let Some(latency) = reading.write_latency {
             metrics::gauge!(names::DB_WRITE_LATENCY).set(latency);
