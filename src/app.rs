@@ -18,6 +18,7 @@ use crate::notify::Notifier;
 use crate::pipeline::Pipelines;
 use crate::pipeline::score::{self, DAILY_SCORES, ScorePipeline};
 use crate::pipeline::upsert::UpsertPipeline;
+use crate::progress::Progress;
 use crate::queue::{self, Queue};
 use crate::runs::{RunError, RunRecord, Runs};
 use crate::schedule::{self, PlanError, Planner};
@@ -304,10 +305,28 @@ pub async fn process_day(
     );
     let outcome = async {
         let run = app.planner.plan(date, trigger, purge).await?;
-        tokio::select! {
-            ended = app.runs.wait_for_end(&run.id, Duration::from_secs(24 * 3600)) => Ok(ended?),
-            () = shutdown_signal() => Err(AppError::Interrupted),
-        }
+        let planned = u64::try_from(run.planned.unwrap_or(0)).unwrap_or(0);
+        let mut progress = Progress::new(&format!("run {}", run.id), planned);
+        let mut every = tokio::time::interval(Duration::from_millis(500));
+        let ended = app
+            .runs
+            .wait_for_end(&run.id, Duration::from_secs(24 * 3600));
+        tokio::pin!(ended);
+        let signal = shutdown_signal();
+        tokio::pin!(signal);
+        let outcome = loop {
+            tokio::select! {
+                ended = &mut ended => break Ok(ended?),
+                () = &mut signal => break Err(AppError::Interrupted),
+                _ = every.tick() => {
+                    if let Ok(done) = app.runs.finished(&run.id).await {
+                        progress.set(done);
+                    }
+                }
+            }
+        };
+        progress.finish();
+        outcome
     }
     .await;
     let wall = started.elapsed();

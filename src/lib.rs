@@ -25,6 +25,7 @@ pub mod control;
 pub mod http;
 pub mod notify;
 pub mod pipeline;
+pub mod progress;
 pub mod queue;
 pub mod runs;
 pub mod schedule;

@@ -264,6 +264,16 @@ impl Runs {
         Ok(())
     }
 
+    /// Jobs of the run that finished so far (completed or failed for good).
+    pub async fn finished(&self, id: &str) -> Result<u64, RunError> {
+        let (completed, failed): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
+            .arg(counters_key(id))
+            .arg(&["completed", "failed"])
+            .query_async(&mut self.redis.clone())
+            .await?;
+        Ok(completed.unwrap_or(0) + failed.unwrap_or(0))
+    }
+
     /// What a run's report says: its record, the database's CPU over it, its commonest
     /// failure reasons.
     pub async fn report(&self, run: RunRecord) -> Result<RunReport, RunError> {
