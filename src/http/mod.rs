@@ -45,7 +45,10 @@ pub async fn serve(
         .await
 }
 
+/// Checks the dependencies first, so that `tidegate_dependency_up` is as fresh as the scrape
+/// (nothing else calls /readyz in most deployments).
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    readiness(&state).await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
@@ -72,25 +75,26 @@ pub struct Check {
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let readiness = readiness(&state).await;
+    let status = if readiness.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(readiness))
+}
+
+async fn readiness(state: &AppState) -> Readiness {
     let mut redis = state.redis.clone();
     let limit = state.ready_timeout;
     let (redis, mongodb) = tokio::join!(
         check("redis", limit, crate::queue::ping(&mut redis)),
         check("mongodb", limit, state.store.ping()),
     );
-    let ready = redis.ok && mongodb.ok;
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(Readiness {
-            ready,
-            checks: Checks { redis, mongodb },
-        }),
-    )
+    Readiness {
+        ready: redis.ok && mongodb.ok,
+        checks: Checks { redis, mongodb },
+    }
 }
 
 async fn check<E: std::fmt::Display>(
