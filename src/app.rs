@@ -211,6 +211,8 @@ pub async fn run(settings: Settings) -> Result<(), AppError> {
         queue = %app.settings.queue,
         schedule = %app.settings.schedule.source(),
         timezone = %app.settings.timezone,
+        metrics = %format!("http://{}/metrics", app.settings.http_addr),
+        prometheus = app.settings.control.prometheus_url.as_deref().unwrap_or("(not configured: set TIDEGATE_PROMETHEUS_URL)"),
         "tidegate running"
     );
     stop.cancelled().await;
