@@ -207,6 +207,11 @@ pub async fn run(settings: Settings) -> Result<(), AppError> {
         app.settings.plan_lease,
         stop.clone(),
     ));
+    let watchdog = tokio::spawn(watch_for_stalls(
+        app.runs.clone(),
+        app.settings.run_stall_after,
+        stop.clone(),
+    ));
     tracing::info!(
         queue = %app.settings.queue,
         schedule = %app.settings.schedule.source(),
@@ -221,10 +226,27 @@ pub async fn run(settings: Settings) -> Result<(), AppError> {
     let grace = app.settings.worker.shutdown_timeout;
     tokio::time::timeout(grace + Duration::from_secs(5), async {
         let _ = scheduler.await;
+        let _ = watchdog.await;
         running.join().await
     })
     .await
     .map_err(|_| AppError::ShutdownTimeout(grace))?
+}
+
+/// Looks for stalled runs a few times per stall period, until `stop`.
+async fn watch_for_stalls(runs: Runs, after: Duration, stop: CancellationToken) {
+    let mut every =
+        tokio::time::interval((after / 4).clamp(Duration::from_secs(1), Duration::from_secs(60)));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = every.tick() => {
+                if let Err(e) = runs.check_stalled(after).await {
+                    tracing::warn!(error = %e, "cannot check runs for stalls");
+                }
+            }
+        }
+    }
 }
 
 /// What processing one day produced.

@@ -280,6 +280,12 @@ pub const PLAN_LEASE: Var = var(
     "a duration",
     "how long one replica holds the right to plan a scheduled run",
 );
+pub const RUN_STALL_AFTER: Var = var(
+    "TIDEGATE_RUN_STALL_AFTER",
+    "30m",
+    "a duration of at least 1s",
+    "an unfinished run with no job finishing for this long is reported as stalled (once)",
+);
 
 /// Every variable, in the order the README and `tidegate config` list them.
 pub const VARS: &[&Var] = &[
@@ -319,6 +325,7 @@ pub const VARS: &[&Var] = &[
     &MONGODB_TIMEOUT,
     &WRITE_CONCERN,
     &PLAN_LEASE,
+    &RUN_STALL_AFTER,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -350,6 +357,7 @@ pub struct Settings {
     pub job_attempts: u32,
     pub job_backoff: Backoff,
     pub plan_lease: Duration,
+    pub run_stall_after: Duration,
     /// Each variable's effective text, secrets redacted, for `tidegate config`.
     effective: Vec<(&'static Var, String)>,
 }
@@ -478,6 +486,7 @@ impl Settings {
         let mongodb_timeout = r.read(&MONGODB_TIMEOUT, duration);
         let write_concern = r.read(&WRITE_CONCERN, write_concern);
         let plan_lease = r.read(&PLAN_LEASE, duration);
+        let run_stall_after = r.read(&RUN_STALL_AFTER, |v| at_least(v, Duration::from_secs(1)));
 
         // Every field is Some exactly when its variable was valid.
         let settings = (|| {
@@ -529,6 +538,7 @@ impl Settings {
                 job_attempts: attempts? as u32,
                 job_backoff: backoff?,
                 plan_lease: plan_lease?,
+                run_stall_after: run_stall_after?,
                 effective: std::mem::take(&mut r.effective),
             })
         })();

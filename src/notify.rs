@@ -1,6 +1,6 @@
 //! Run reports to a Slack-compatible incoming webhook: one message when a run ends (pipeline,
 //! date, jobs, succeeded, failed, wall time, the database's CPU over the run, the commonest
-//! failure reasons), flagged as an alert when jobs failed. Sent with retries and backoff; the
+//! failure reasons), flagged as an alert when jobs failed, and an alert when a run stalls. Sent with retries and backoff; the
 //! webhook URL is a secret and never reaches a log line (request errors are logged without it).
 
 use std::time::Duration;
@@ -59,6 +59,18 @@ pub fn payload(report: &RunReport) -> Value {
         }
     }
     json!({ "text": lines.join("\n") })
+}
+
+/// The alert for a run that stopped moving: `finished` of its jobs done, none for `idle`.
+pub fn stall_payload(run: &RunRecord, finished: u64, idle: Duration) -> Value {
+    let jobs = run.planned.unwrap_or(0);
+    json!({ "text": format!(
+        ":warning: tidegate run {} STALLED: {finished} of {jobs} jobs finished, none in the last {}\n\
+         pipeline *{}*, date *{}*, trigger {}; check the workers, the queue (paused?) and the limiting signal",
+        run.id,
+        humantime::format_duration(Duration::from_secs(idle.as_secs())),
+        run.pipeline, run.date, run.trigger
+    ) })
 }
 
 /// Posts reports to one webhook.

@@ -95,6 +95,16 @@ const REASON_CHARS: usize = 160;
 /// Reasons a run report lists.
 const TOP_REASONS: usize = 3;
 
+/// HASH `done`, `since` (ms): the run's finished count and since when it has not changed.
+fn progress_key(id: &str) -> String {
+    format!("tidegate:run:{id}:progress")
+}
+
+/// Set once a run's stall has been reported.
+fn stalled_key(id: &str) -> String {
+    format!("tidegate:run:{id}:stalled")
+}
+
 fn ended_key(id: &str) -> String {
     format!("tidegate:run:{id}:ended")
 }
@@ -262,6 +272,69 @@ impl Runs {
             }
         }
         Ok(())
+    }
+
+    /// Reports, once each, the unfinished runs in which no job finished for `after`; returns
+    /// their ids. Any number of processes may call it: each looks at the shared counters, and
+    /// only the first to see a stall reports it.
+    pub async fn check_stalled(&self, after: Duration) -> Result<Vec<String>, RunError> {
+        use futures::TryStreamExt;
+        let now = crate::queue::now_ms();
+        let since = bson::DateTime::from_millis(
+            i64::try_from(now.saturating_sub(COUNTER_TTL.as_millis() as u64)).unwrap_or(0),
+        );
+        let open: Vec<RunRecord> = self
+            .collection()
+            .find(doc! { "endedAt": null, "planned": { "$ne": null }, "startedAt": { "$gte": since } })
+            .await?
+            .try_collect()
+            .await?;
+        let mut stalled = Vec::new();
+        let mut redis = self.redis.clone();
+        for run in open {
+            let done = self.finished(&run.id).await?;
+            let key = progress_key(&run.id);
+            let (seen, since): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
+                .arg(&key)
+                .arg(&["done", "since"])
+                .query_async(&mut redis)
+                .await?;
+            if seen != Some(done) || since.is_none() {
+                let _: () = redis::pipe()
+                    .hset(&key, "done", done)
+                    .ignore()
+                    .hset(&key, "since", now)
+                    .ignore()
+                    .expire(&key, COUNTER_TTL.as_secs() as i64)
+                    .ignore()
+                    .query_async(&mut redis)
+                    .await?;
+                continue;
+            }
+            let idle = Duration::from_millis(now.saturating_sub(since.unwrap_or(now)));
+            if idle < after {
+                continue;
+            }
+            let first: Option<String> = redis::cmd("SET")
+                .arg(stalled_key(&run.id))
+                .arg(1)
+                .arg("NX")
+                .arg("EX")
+                .arg(COUNTER_TTL.as_secs())
+                .query_async(&mut redis)
+                .await?;
+            if first.is_none() {
+                continue;
+            }
+            tracing::warn!(run = %run.id, finished = done, idle = ?idle, "run stalled: no job finished");
+            if let Some(notifier) = &self.notifier {
+                notifier
+                    .send(&notify::stall_payload(&run, done, idle))
+                    .await;
+            }
+            stalled.push(run.id);
+        }
+        Ok(stalled)
     }
 
     /// Jobs of the run that finished so far (completed or failed for good).

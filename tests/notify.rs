@@ -54,9 +54,8 @@ fn failed(id: &str, reason: &str) -> Settlement {
     }
 }
 
-#[tokio::test]
-async fn a_run_that_ends_is_reported_once_with_its_numbers_and_reasons() {
-    let receiver = Receiver::default();
+/// A webhook receiver on a free port; returns its URL.
+async fn start_receiver(receiver: &Receiver) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -65,6 +64,64 @@ async fn a_run_that_ends_is_reported_once_with_its_numbers_and_reasons() {
         .route("/hook", post(receive))
         .with_state(receiver.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test]
+async fn a_run_that_stops_moving_is_reported_as_stalled_once() {
+    let receiver = Receiver::default();
+    let url = start_receiver(&receiver).await;
+    let redis = connect(&common::redis_url()).await.expect("redis");
+    let store = Store::connect(
+        &common::mongodb_uri(),
+        &common::unique("tidegate_stall"),
+        StoreOptions::default(),
+    )
+    .await
+    .expect("mongodb");
+    let notifier = Notifier::with_backoff(url, Duration::from_millis(10)).expect("notifier");
+    let runs = Runs::new(redis, store).with_notifier(notifier);
+    let date = format!("2032-{}", &common::unique("s")[..8]);
+    let run = runs.start("score", &date, "test").await.expect("start");
+    runs.planned(&run.id, 5, 0).await.expect("planned");
+
+    let after = Duration::from_millis(300);
+    assert!(
+        runs.check_stalled(after).await.expect("check").is_empty(),
+        "the first look only notes where the run is"
+    );
+    let stalled = common::eventually(
+        "the stall to be reported",
+        Duration::from_secs(10),
+        || async {
+            let stalled = runs.check_stalled(after).await.expect("check");
+            (!stalled.is_empty()).then_some(stalled)
+        },
+    )
+    .await;
+    assert_eq!(stalled, vec![run.id.clone()]);
+    assert!(
+        runs.check_stalled(after).await.expect("check").is_empty(),
+        "reported once"
+    );
+    let posts = receiver.posts.lock().expect("posts").clone();
+    let text = posts
+        .last()
+        .and_then(|p| p["text"].as_str())
+        .expect("a report");
+    assert!(
+        text.starts_with(&format!(
+            ":warning: tidegate run {} STALLED: 0 of 5 jobs finished",
+            run.id
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_run_that_ends_is_reported_once_with_its_numbers_and_reasons() {
+    let receiver = Receiver::default();
+    let url = start_receiver(&receiver).await;
 
     let mut redis = connect(&common::redis_url()).await.expect("redis");
     let store = Store::connect(
