@@ -10,6 +10,7 @@ use tidegate::app::{self, App};
 use tidegate::config::{self, Settings};
 use tidegate::control::{controller, simulate};
 use tidegate::pipeline::score;
+use tidegate::progress::Progress;
 
 #[derive(Parser)]
 #[command(
@@ -160,6 +161,27 @@ fn run_simulation(users: u64, target_cpu: f64, out: &Path) -> ExitCode {
     }
 }
 
+/// Seeds a day of events, showing progress in users.
+async fn seed_events(
+    app: &App,
+    date: NaiveDate,
+    users: u64,
+    seed: u64,
+) -> Result<score::SeedReport, tidegate::store::WriteFailure> {
+    let mut progress = Progress::new(&format!("seeding {date}"), users);
+    let report = score::seed_day(
+        &app.store,
+        date,
+        app.settings.timezone,
+        users,
+        seed,
+        |done| progress.set(done),
+    )
+    .await;
+    progress.finish();
+    report
+}
+
 fn yesterday(settings: &Settings) -> NaiveDate {
     tidegate::schedule::day_for(chrono::Utc::now().with_timezone(&settings.timezone))
 }
@@ -172,8 +194,7 @@ async fn execute(command: Command, settings: Settings) -> Result<(), Box<dyn std
         Command::SeedData { users, date, seed } => {
             let date = date.unwrap_or_else(|| yesterday(&settings));
             let app = App::connect(settings).await?;
-            let report =
-                score::seed_day(&app.store, date, app.settings.timezone, users, seed).await?;
+            let report = seed_events(&app, date, users, seed).await?;
             println!(
                 "seeded {date}: {} users, {} events ({} earlier events of that day replaced)",
                 report.users, report.events, report.replaced
@@ -183,7 +204,7 @@ async fn execute(command: Command, settings: Settings) -> Result<(), Box<dyn std
         Command::Demo { users, date } => {
             let date = date.unwrap_or_else(|| yesterday(&settings));
             let app = App::connect(settings).await?;
-            let seeded = score::seed_day(&app.store, date, app.settings.timezone, users, 7).await?;
+            let seeded = seed_events(&app, date, users, 7).await?;
             println!(
                 "seeded     {date}: {} users, {} events",
                 seeded.users, seeded.events

@@ -133,7 +133,7 @@ async fn world(users: u64) -> World {
     .await
     .expect("connect");
     score::ensure_indexes(&store).await.expect("indexes");
-    score::seed_day(&store, day(), TZ, users, 11)
+    score::seed_day(&store, day(), TZ, users, 11, |_| {})
         .await
         .expect("seed");
     let build = store

@@ -41,7 +41,7 @@ async fn world(users: u64) -> World {
     .await
     .expect("connect");
     score::ensure_indexes(&store).await.expect("indexes");
-    score::seed_day(&store, day(), TZ, users, 7)
+    score::seed_day(&store, day(), TZ, users, 7, |_| {})
         .await
         .expect("seed");
     let redis = connect(&common::redis_url()).await.expect("redis");

@@ -223,16 +223,19 @@ impl Pacer {
             };
             metrics::gauge!(names::LIMITER, "signal" => limiter.name()).set(on);
         }
-        if self.last_limiter != Some(decision.limiter) {
-            tracing::info!(
-                limiter = decision.limiter.name(),
-                rate = decision.rate,
-                cpu = sample.db_cpu,
-                write_latency = sample.write_latency,
-                "the limiting signal changed"
-            );
-            self.last_limiter = Some(decision.limiter);
-        }
+        // One line per decision (one per interval, from the leader only), so the log alone
+        // tells the load story.
+        tracing::info!(
+            limiter = decision.limiter.name(),
+            changed = self.last_limiter != Some(decision.limiter),
+            rate = format!("{:.1}", decision.rate),
+            cpu = sample.db_cpu.map(|c| format!("{c:.0}")),
+            write_latency_ms = sample.write_latency.map(|l| format!("{:.1}", l * 1e3)),
+            demand = sample.demand.map(|d| format!("{d:.1}")),
+            write_errors = sample.write_errors,
+            "write rate set"
+        );
+        self.last_limiter = Some(decision.limiter);
         match self.budget.publish(decision.rate).await {
             Ok(true) => {}
             Ok(false) => self.controller = None,

@@ -364,6 +364,7 @@ pub async fn seed_day(
     tz: Tz,
     users: u64,
     seed: u64,
+    mut on_progress: impl FnMut(u64),
 ) -> Result<SeedReport, WriteFailure> {
     let events = store.database().collection::<Document>(EVENTS);
     let replaced = events
@@ -403,10 +404,12 @@ pub async fn seed_day(
             if chunk.len() == chunk.capacity() {
                 report.events += insert_all(store, std::mem::take(&mut chunk)).await?;
                 chunk.reserve(10_000);
+                on_progress(n);
             }
         }
     }
     report.events += insert_all(store, chunk).await?;
+    on_progress(users);
     Ok(report)
 }
 
