@@ -343,6 +343,12 @@ async fn run_paced(w: &World, processes: usize, gauge: &mut CpuGauge) -> Held {
 async fn holds_the_target(processes: usize, users: u64) {
     let _serial = SERIAL.lock().await;
     let w = world(users).await;
+    if !w.ferretdb {
+        // The day is sized so that FerretDB (every query a scan) feels it on two cores; a real
+        // MongoDB with its indexes would not, and the naive mode could stay under the target.
+        eprintln!("skipped: calibrated for FerretDB; MONGODB_URI points at another server");
+        return;
+    }
     let mut gauge = CpuGauge::new(&w).await;
 
     let mut naive = naive_cpu(&w, 100, &mut gauge).await;
