@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::control::pacer::Pacer;
 use crate::control::probe::ProbeError;
+use crate::http::admin::AdminState;
 use crate::http::{self, AppState};
 use crate::notify::Notifier;
 use crate::pipeline::Pipelines;
@@ -154,8 +155,31 @@ impl App {
             ready_timeout: self.settings.ready_timeout,
         };
         let server_stop = stop.clone();
+        let admin = match &self.settings.admin_token {
+            Some(token) => {
+                let addr = self.settings.admin_addr;
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| AppError::Listen { addr, source })?;
+                tracing::info!(%addr, "serving the back-office API at /api");
+                let router = http::admin::router(AdminState {
+                    token: token.clone(),
+                    queue: self.queue.clone(),
+                    runs: self.runs.clone(),
+                    planner: self.planner.clone(),
+                });
+                let admin_stop = stop.clone();
+                Some(tokio::spawn(async move {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(async move { admin_stop.cancelled().await })
+                        .await
+                }))
+            }
+            None => None,
+        };
         let (worker, control) = self.paced_worker(stop)?;
         Ok(Running {
+            admin,
             control,
             upkeep: tokio::spawn(telemetry::run_upkeep(metrics, Duration::from_secs(5))),
             server: tokio::spawn(http::serve(listener, state, async move {
@@ -168,6 +192,7 @@ impl App {
 
 /// The tasks [`App::start`] runs.
 struct Running {
+    admin: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     control: tokio::task::JoinHandle<()>,
     upkeep: tokio::task::JoinHandle<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -179,6 +204,9 @@ impl Running {
     async fn join(self) -> Result<(), AppError> {
         let worker = self.worker.await;
         let server = self.server.await;
+        if let Some(admin) = self.admin {
+            let _ = admin.await;
+        }
         let _ = self.control.await;
         self.upkeep.abort();
         match (worker, server) {

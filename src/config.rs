@@ -36,6 +36,8 @@ pub enum Secret {
     Credentials,
     /// A URL that is itself the credential (a webhook): only its scheme and host are shown.
     Url,
+    /// A token: nothing of it is shown.
+    Whole,
 }
 
 const fn var(
@@ -178,6 +180,22 @@ pub const SLACK_WEBHOOK_URL: Var = Var {
     )
 };
 
+pub const ADMIN_TOKEN: Var = Var {
+    secret: Secret::Whole,
+    ..var(
+        "TIDEGATE_ADMIN_TOKEN",
+        "",
+        "empty (the back-office is off), or a token of at least 16 characters",
+        "bearer token of the back-office API at TIDEGATE_ADMIN_ADDR (a secret: never printed or logged)",
+    )
+};
+pub const ADMIN_ADDR: Var = var(
+    "TIDEGATE_ADMIN_ADDR",
+    "127.0.0.1:9841",
+    "an IP:port socket address",
+    "where the back-office API (/api) is served when TIDEGATE_ADMIN_TOKEN is set",
+);
+
 pub const QUEUE: Var = var(
     "TIDEGATE_QUEUE",
     "scoreCollect",
@@ -308,6 +326,8 @@ pub const VARS: &[&Var] = &[
     &PROMETHEUS_CPU_QUERY,
     &PROMETHEUS_LATENCY_QUERY,
     &SLACK_WEBHOOK_URL,
+    &ADMIN_TOKEN,
+    &ADMIN_ADDR,
     &QUEUE,
     &QUEUE_PREFIX,
     &WORKERS,
@@ -349,6 +369,9 @@ pub struct Settings {
     pub timezone: chrono_tz::Tz,
     pub control: ControlOptions,
     pub slack_webhook_url: Option<String>,
+    /// The back-office: its token (off when `None`) and address.
+    pub admin_token: Option<String>,
+    pub admin_addr: SocketAddr,
     pub queue: String,
     pub queue_prefix: String,
     pub worker: WorkerOptions,
@@ -467,6 +490,18 @@ impl Settings {
         let slack_webhook_url = r.read(&SLACK_WEBHOOK_URL, |v| {
             optional(v, |v| url_with_scheme(v, &["https", "http"]))
         });
+        let admin_token = r.read(&ADMIN_TOKEN, |v| {
+            optional(v, |v| {
+                if v.chars().count() < 16 {
+                    Err("shorter than 16 characters".into())
+                } else {
+                    Ok(v.to_owned())
+                }
+            })
+        });
+        let admin_addr = r.read(&ADMIN_ADDR, |v| {
+            SocketAddr::from_str(v).map_err(|e| e.to_string())
+        });
         let queue = r.read(&QUEUE, key_part);
         let queue_prefix = r.read(&QUEUE_PREFIX, key_part);
         let workers = r.read(&WORKERS, |v| integer(v, 1, 256));
@@ -514,6 +549,8 @@ impl Settings {
                     prometheus_latency: prometheus_latency?,
                 },
                 slack_webhook_url: slack_webhook_url?,
+                admin_token: admin_token?,
+                admin_addr: admin_addr?,
                 queue: queue?,
                 queue_prefix: queue_prefix?,
                 worker: WorkerOptions {
@@ -589,6 +626,8 @@ impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
                     Secret::No => text.to_owned(),
                     Secret::Credentials => redact_url(text),
                     Secret::Url => redact_path(text),
+                    Secret::Whole if text.is_empty() => String::new(),
+                    Secret::Whole => "****".to_owned(),
                 };
                 self.effective.push((var, shown));
                 Some(parsed)
@@ -596,7 +635,7 @@ impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
             Err(reason) => {
                 let shown = match var.secret {
                     Secret::No => format!("{text:?}"),
-                    Secret::Credentials | Secret::Url => "<redacted>".to_owned(),
+                    Secret::Credentials | Secret::Url | Secret::Whole => "<redacted>".to_owned(),
                 };
                 self.errors.push(Invalid {
                     var: var.name,

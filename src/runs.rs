@@ -378,6 +378,19 @@ impl Runs {
         Ok(cursor.try_collect().await?)
     }
 
+    /// Every run of `date`, oldest first.
+    pub async fn on_date(&self, date: &str) -> Result<Vec<RunRecord>, RunError> {
+        use futures::TryStreamExt;
+        let mut runs: Vec<RunRecord> = self
+            .collection()
+            .find(doc! { "date": date })
+            .await?
+            .try_collect()
+            .await?;
+        runs.sort_by_key(|r| r.started_at);
+        Ok(runs)
+    }
+
     /// Waits until the run has ended, checking its record with a deadline.
     pub async fn wait_for_end(&self, id: &str, limit: Duration) -> Result<RunRecord, RunError> {
         let deadline = tokio::time::Instant::now() + limit;

@@ -1,6 +1,8 @@
 //! The HTTP surface: `/metrics` (Prometheus text), `/healthz` (the process is up) and `/readyz`
 //! (Redis and MongoDB answer, with a JSON body naming what does not).
 
+pub mod admin;
+
 use std::future::Future;
 use std::time::Duration;
 

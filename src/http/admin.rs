@@ -1,0 +1,209 @@
+//! The back-office API under `/api`, served on its own listener (`TIDEGATE_ADMIN_ADDR`) only
+//! when `TIDEGATE_ADMIN_TOKEN` is set. Every request needs `Authorization: Bearer <token>`,
+//! compared in constant time; there are no cookies, so no CSRF surface. Inputs are validated
+//! into 4xx answers with a message; answers never carry connection strings or secrets.
+//!
+//! So far: the queue (counts per state, paused; pause, resume) and runs (list by date, one run,
+//! start one for a date, optionally purging that date's results first).
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::NaiveDate;
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::queue::Queue;
+use crate::runs::Runs;
+use crate::schedule::Planner;
+
+/// What the admin handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    pub token: String,
+    pub queue: Queue,
+    pub runs: Runs,
+    pub planner: Planner,
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/api/queues", get(queues))
+        .route("/api/queues/{name}/pause", post(pause))
+        .route("/api/queues/{name}/resume", post(resume))
+        .route("/api/runs", get(runs).post(start_run))
+        .route("/api/runs/{id}", get(run))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state)
+}
+
+/// A 4xx or 5xx answer with a message, as JSON.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message.into())
+}
+
+/// Dependencies failing is the server's trouble, but their errors can name hosts: the answer
+/// says only what failed; the log has the rest.
+fn unavailable(what: &str, error: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(%error, "admin API: {what} failed");
+    ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("{what} failed; see tidegate's log"),
+    )
+}
+
+async fn authorize(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(state.token.as_bytes())) {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(json!({ "error": "missing or wrong bearer token" })),
+        )
+            .into_response()
+    }
+}
+
+fn known_queue(state: &AdminState, name: &str) -> Result<(), ApiError> {
+    if name == state.queue.name() {
+        Ok(())
+    } else {
+        Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no queue {name:?}; this tidegate works {:?}",
+                state.queue.name()
+            ),
+        ))
+    }
+}
+
+async fn queues(State(state): State<AdminState>) -> Result<impl IntoResponse, ApiError> {
+    let counts = state
+        .queue
+        .counts()
+        .await
+        .map_err(|e| unavailable("reading the queue", e))?;
+    let paused = state
+        .queue
+        .is_paused()
+        .await
+        .map_err(|e| unavailable("reading the queue", e))?;
+    Ok(Json(
+        json!([{ "name": state.queue.name(), "paused": paused, "counts": counts }]),
+    ))
+}
+
+async fn pause(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    known_queue(&state, &name)?;
+    state
+        .queue
+        .pause()
+        .await
+        .map_err(|e| unavailable("pausing the queue", e))?;
+    Ok(Json(json!({ "name": name, "paused": true })))
+}
+
+async fn resume(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    known_queue(&state, &name)?;
+    state
+        .queue
+        .resume()
+        .await
+        .map_err(|e| unavailable("resuming the queue", e))?;
+    Ok(Json(json!({ "name": name, "paused": false })))
+}
+
+fn parse_date(text: &str) -> Result<NaiveDate, ApiError> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| bad_request(format!("{text:?} is not a date: use YYYY-MM-DD")))
+}
+
+#[derive(Deserialize)]
+struct RunsQuery {
+    date: Option<String>,
+}
+
+async fn runs(
+    State(state): State<AdminState>,
+    Query(query): Query<RunsQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Some(date) = query.date else {
+        return Err(bad_request("give a date: /api/runs?date=YYYY-MM-DD"));
+    };
+    let date = parse_date(&date)?;
+    let runs = state
+        .runs
+        .on_date(&date.to_string())
+        .await
+        .map_err(|e| unavailable("reading runs", e))?;
+    Ok(Json(runs))
+}
+
+async fn run(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    // Run ids are `<date>-r<n>`: anything else cannot exist.
+    let valid = id
+        .split_once("-r")
+        .is_some_and(|(date, n)| parse_date(date).is_ok() && n.parse::<u64>().is_ok());
+    if !valid {
+        return Err(bad_request(format!(
+            "{id:?} is not a run id (YYYY-MM-DD-r<n>)"
+        )));
+    }
+    match state.runs.get(&id).await {
+        Ok(Some(run)) => Ok(Json(run)),
+        Ok(None) => Err(ApiError(StatusCode::NOT_FOUND, format!("no run {id:?}"))),
+        Err(e) => Err(unavailable("reading the run", e)),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartRun {
+    date: String,
+    #[serde(default)]
+    purge: bool,
+}
+
+async fn start_run(
+    State(state): State<AdminState>,
+    body: Result<Json<StartRun>, axum::extract::rejection::JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Json(body) = body.map_err(|e| bad_request(format!("body: {}", e.body_text())))?;
+    let date = parse_date(&body.date)?;
+    let run = state
+        .planner
+        .plan(date, "admin", body.purge)
+        .await
+        .map_err(|e| unavailable("planning the run", e))?;
+    Ok((StatusCode::CREATED, Json(run)))
+}
