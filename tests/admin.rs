@@ -105,6 +105,8 @@ async fn every_route_needs_the_token() {
         ("GET", "/api/runs?date=2026-11-24".to_owned()),
         ("POST", "/api/runs".to_owned()),
         ("GET", "/api/runs/2026-11-24-r1".to_owned()),
+        ("GET", format!("/api/queues/{q}/jobs?state=waiting")),
+        ("GET", format!("/api/queues/{q}/jobs/1")),
     ];
     for (method, path) in &routes {
         for token in [None, Some("wrong"), Some("0123456789abcdef-test-tokeN")] {
@@ -204,4 +206,49 @@ async fn runs_are_started_listed_and_shown_and_bad_inputs_are_refused() {
     assert_eq!(shown["_id"], id.as_str());
     let (status, _) = admin.ok("GET", "/api/runs/2026-11-24-r999999", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The run's jobs, paged, and one in full.
+    let q = admin.queue.name().to_owned();
+    let (status, page) = admin
+        .ok(
+            "GET",
+            &format!("/api/queues/{q}/jobs?state=waiting&page=1&size=3"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["total"], 10);
+    assert_eq!(page["jobs"].as_array().map(Vec::len), Some(3));
+    let (_, last) = admin
+        .ok(
+            "GET",
+            &format!("/api/queues/{q}/jobs?state=waiting&page=4&size=3"),
+            None,
+        )
+        .await;
+    assert_eq!(last["jobs"].as_array().map(Vec::len), Some(1));
+    let first = page["jobs"][0]["id"].as_str().expect("job id").to_owned();
+    let (status, job) = admin
+        .ok("GET", &format!("/api/queues/{q}/jobs/{first}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(job["data"]["runId"], id.as_str());
+    assert!(job["data"]["userId"].is_string());
+    assert_eq!(job["attemptsMade"], 0);
+    let (status, _) = admin
+        .ok("GET", &format!("/api/queues/{q}/jobs/no-such-job"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for bad in [
+        format!("/api/queues/{q}/jobs"),
+        format!("/api/queues/{q}/jobs?state=done"),
+        format!("/api/queues/{q}/jobs?state=failed&size=0"),
+        format!("/api/queues/{q}/jobs?state=failed&size=501"),
+        format!("/api/queues/{q}/jobs?state=failed&page=x"),
+        format!("/api/queues/{q}/jobs/a:b"),
+    ] {
+        let (status, reply) = admin.ok("GET", &bad, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {reply}");
+        assert!(reply["error"].is_string());
+    }
 }

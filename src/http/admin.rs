@@ -3,8 +3,9 @@
 //! compared in constant time; there are no cookies, so no CSRF surface. Inputs are validated
 //! into 4xx answers with a message; answers never carry connection strings or secrets.
 //!
-//! So far: the queue (counts per state, paused; pause, resume) and runs (list by date, one run,
-//! start one for a date, optionally purging that date's results first).
+//! So far: the queue (counts per state, paused; pause, resume; jobs by state, paged; one job in
+//! full) and runs (list by date, one run, start one for a date, optionally purging that date's
+//! results first).
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
@@ -17,7 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::queue::Queue;
+use crate::queue::{JobState, Queue};
 use crate::runs::Runs;
 use crate::schedule::Planner;
 
@@ -35,6 +36,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/queues", get(queues))
         .route("/api/queues/{name}/pause", post(pause))
         .route("/api/queues/{name}/resume", post(resume))
+        .route("/api/queues/{name}/jobs", get(jobs))
+        .route("/api/queues/{name}/jobs/{id}", get(job))
         .route("/api/runs", get(runs).post(start_run))
         .route("/api/runs/{id}", get(run))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
@@ -138,6 +141,72 @@ async fn resume(
         .await
         .map_err(|e| unavailable("resuming the queue", e))?;
     Ok(Json(json!({ "name": name, "paused": false })))
+}
+
+/// Most jobs one page may hold.
+const MAX_PAGE_SIZE: usize = 500;
+
+#[derive(Deserialize)]
+struct JobsQuery {
+    state: Option<String>,
+    page: Option<String>,
+    size: Option<String>,
+}
+
+fn number_in(
+    name: &str,
+    text: Option<&str>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    let Some(text) = text else { return Ok(default) };
+    match text.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(bad_request(format!(
+            "{name} {text:?} is not a whole number from 1 to {max}"
+        ))),
+    }
+}
+
+async fn jobs(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    Query(query): Query<JobsQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    known_queue(&state, &name)?;
+    let Some(job_state) = query.state else {
+        return Err(bad_request(
+            "give a state: ?state=failed (or waiting, paused, prioritized, active, delayed, completed)",
+        ));
+    };
+    let job_state: JobState = job_state.parse().map_err(bad_request)?;
+    let page = number_in("page", query.page.as_deref(), 1, 1_000_000)?;
+    let size = number_in("size", query.size.as_deref(), 50, MAX_PAGE_SIZE)?;
+    let (total, jobs) = state
+        .queue
+        .jobs(job_state, (page - 1) * size, size)
+        .await
+        .map_err(|e| unavailable("reading jobs", e))?;
+    Ok(Json(
+        json!({ "total": total, "page": page, "size": size, "jobs": jobs }),
+    ))
+}
+
+async fn job(
+    State(state): State<AdminState>,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    known_queue(&state, &name)?;
+    if id.is_empty() || id.len() > 256 || id.contains(':') {
+        return Err(bad_request(format!(
+            "{id:?} is not a job id (1-256 characters, no ':')"
+        )));
+    }
+    match state.queue.job(&id).await {
+        Ok(Some(job)) => Ok(Json(job)),
+        Ok(None) => Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id:?}"))),
+        Err(e) => Err(unavailable("reading the job", e)),
+    }
 }
 
 fn parse_date(text: &str) -> Result<NaiveDate, ApiError> {

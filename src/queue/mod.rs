@@ -9,6 +9,7 @@
 pub mod job;
 pub mod keys;
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -535,6 +536,79 @@ impl Queue {
         })
     }
 
+    /// One page of the jobs in `state`, with the state's total: lists newest first (producers
+    /// push on the left), completed and failed by most recently finished, delayed and
+    /// prioritized by when they run.
+    pub async fn jobs(
+        &self,
+        state: JobState,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(u64, Vec<JobView>)> {
+        let k = &self.keys;
+        let (start, stop) = (offset as isize, (offset + limit.max(1)) as isize - 1);
+        let mut conn = self.conn.clone();
+        let (total, ids): (u64, Vec<String>) = match state {
+            JobState::Waiting | JobState::Paused | JobState::Active => {
+                let key = match state {
+                    JobState::Waiting => k.wait(),
+                    JobState::Paused => k.paused(),
+                    _ => k.active(),
+                };
+                redis::pipe()
+                    .llen(&key)
+                    .lrange(&key, start, stop)
+                    .query_async(&mut conn)
+                    .await?
+            }
+            JobState::Completed | JobState::Failed => {
+                let key = if state == JobState::Completed {
+                    k.completed()
+                } else {
+                    k.failed()
+                };
+                redis::pipe()
+                    .zcard(&key)
+                    .zrevrange(&key, start, stop)
+                    .query_async(&mut conn)
+                    .await?
+            }
+            JobState::Delayed | JobState::Prioritized => {
+                let key = if state == JobState::Delayed {
+                    k.delayed()
+                } else {
+                    k.prioritized()
+                };
+                redis::pipe()
+                    .zcard(&key)
+                    .zrange(&key, start, stop)
+                    .query_async(&mut conn)
+                    .await?
+            }
+        };
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hgetall(k.job(id));
+        }
+        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+        let views = ids
+            .into_iter()
+            .zip(hashes)
+            .filter(|(_, h)| !h.is_empty())
+            .map(|(id, h)| JobView::from_hash(id, h))
+            .collect();
+        Ok((total, views))
+    }
+
+    /// One job in full, or `None` when there is no such job.
+    pub async fn job(&self, id: &str) -> Result<Option<JobView>> {
+        let hash: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys.job(id))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok((!hash.is_empty()).then(|| JobView::from_hash(id.to_owned(), hash)))
+    }
+
     /// Blocks on the queue's marker until a producer signals work or `timeout` passes. Needs a
     /// connection of its own ([`connect_blocking`]).
     pub async fn wait_for_work(
@@ -550,6 +624,80 @@ impl Queue {
             .query_async(blocking)
             .await?;
         Ok(())
+    }
+}
+
+/// The states a job can be listed by, in BullMQ's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Waiting,
+    Paused,
+    Prioritized,
+    Active,
+    Delayed,
+    Completed,
+    Failed,
+}
+
+impl std::str::FromStr for JobState {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Ok(match s {
+            "waiting" => JobState::Waiting,
+            "paused" => JobState::Paused,
+            "prioritized" => JobState::Prioritized,
+            "active" => JobState::Active,
+            "delayed" => JobState::Delayed,
+            "completed" => JobState::Completed,
+            "failed" => JobState::Failed,
+            _ => {
+                return Err(format!(
+                    "{s:?} is not a state: waiting, paused, prioritized, active, delayed, completed or failed"
+                ));
+            }
+        })
+    }
+}
+
+/// A job as the back-office shows it: its hash, with JSON fields parsed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobView {
+    pub id: String,
+    pub name: String,
+    pub data: serde_json::Value,
+    pub opts: serde_json::Value,
+    pub attempts_made: u64,
+    pub failed_reason: Option<String>,
+    pub stacktrace: serde_json::Value,
+    pub returnvalue: serde_json::Value,
+    /// Added, started and finished, ms since the epoch.
+    pub timestamp: Option<u64>,
+    pub processed_on: Option<u64>,
+    pub finished_on: Option<u64>,
+}
+
+impl JobView {
+    fn from_hash(id: String, mut h: HashMap<String, String>) -> Self {
+        // Stored JSON that does not parse is shown as the text it is.
+        let json = |text: Option<String>| match text {
+            None => serde_json::Value::Null,
+            Some(t) => serde_json::from_str(&t).unwrap_or(serde_json::Value::String(t)),
+        };
+        let number = |text: Option<String>| text.and_then(|t| t.parse::<u64>().ok());
+        Self {
+            id,
+            name: h.remove("name").unwrap_or_default(),
+            data: json(h.remove("data")),
+            opts: json(h.remove("opts")),
+            attempts_made: number(h.remove("atm")).unwrap_or(0),
+            failed_reason: h.remove("failedReason"),
+            stacktrace: json(h.remove("stacktrace")),
+            returnvalue: json(h.remove("returnvalue")),
+            timestamp: number(h.remove("timestamp")),
+            processed_on: number(h.remove("processedOn")),
+            finished_on: number(h.remove("finishedOn")),
+        }
     }
 }
 
