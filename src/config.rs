@@ -842,6 +842,23 @@ mod tests {
         assert_eq!(redact_path(""), "");
     }
 
+    #[test]
+    fn the_admin_token_is_never_shown_and_must_be_long() {
+        let s = read(&[("TIDEGATE_ADMIN_TOKEN", "a-long-enough-token-1234")]).expect("valid");
+        let shown = s
+            .effective()
+            .iter()
+            .find(|(v, _)| v.name == "TIDEGATE_ADMIN_TOKEN")
+            .map(|(_, shown)| shown.clone());
+        assert_eq!(shown.as_deref(), Some("****"));
+        let err = read(&[("TIDEGATE_ADMIN_TOKEN", "short")]).expect_err("too short");
+        assert_eq!(err.0[0].var, "TIDEGATE_ADMIN_TOKEN");
+        assert!(
+            !err.to_string().contains("short\""),
+            "the value is not echoed: {err}"
+        );
+    }
+
     fn read(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let env: HashMap<String, String> = pairs
             .iter()
