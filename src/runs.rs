@@ -194,10 +194,7 @@ impl Runs {
                 Settlement::Failed { reason, .. } => {
                     counts.1 += 1;
                     let reason: String = reason.chars().take(REASON_CHARS).collect();
-                    pipe.hincr(reasons_key(&run), reason, 1)
-                        .ignore()
-                        .expire(reasons_key(&run), COUNTER_TTL.as_secs() as i64)
-                        .ignore();
+                    pipe.hincr(reasons_key(&run), reason, 1).ignore();
                 }
                 Settlement::Retry { .. } => {}
             }
@@ -210,6 +207,10 @@ impl Runs {
                 .ignore()
                 .hincr(counters_key(run), "failed", *failed)
                 .ignore();
+            if *failed > 0 {
+                pipe.expire(reasons_key(run), COUNTER_TTL.as_secs() as i64)
+                    .ignore();
+            }
         }
         if let Err(e) = pipe.query_async::<()>(&mut self.redis.clone()).await {
             tracing::warn!(error = %e, "cannot count finished jobs of runs");

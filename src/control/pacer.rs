@@ -72,7 +72,6 @@ impl Pacer {
         let c = &options.controller;
         metrics::gauge!(names::TARGET, "signal" => "cpu").set(c.target_cpu);
         metrics::gauge!(names::TARGET, "signal" => "write_latency").set(c.target_latency);
-        throttle.set_rate(c.floor);
         Self {
             options,
             budget,

@@ -425,6 +425,20 @@ fn window(series: &Series) -> u64 {
     (second.unwrap_or(1) as f64 * 1.25).ceil().max(10.0) as u64
 }
 
+/// One strategy's line up to `window`: (virtual seconds, `y` of the row).
+fn strategy_points<'a>(
+    series: &'a Series,
+    strategy: &'static str,
+    window: u64,
+    y: impl Fn(&Row) -> f64 + 'a,
+) -> impl Iterator<Item = (f64, f64)> + 'a {
+    series
+        .rows
+        .iter()
+        .filter(move |r| r.strategy == strategy && r.t <= window)
+        .map(move |r| (r.t as f64, y(r)))
+}
+
 fn draw(series: &Series, out: &mut String) -> Result<(), Box<dyn std::error::Error>> {
     const COLOURS: [RGBColor; 4] = [RED, BLUE, RGBColor(0, 150, 60), MAGENTA];
     let window = window(series);
@@ -470,11 +484,7 @@ fn draw(series: &Series, out: &mut String) -> Result<(), Box<dyn std::error::Err
         .draw()?;
     for (i, s) in series.summaries.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
-        let points = series
-            .rows
-            .iter()
-            .filter(|r| r.strategy == s.strategy && r.t <= window)
-            .map(|r| (r.t as f64, r.cpu_percent));
+        let points = strategy_points(series, s.strategy, window, |r| r.cpu_percent);
         cpu.draw_series(LineSeries::new(points, colour.stroke_width(2)))?
             .label(legend(s))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
@@ -514,11 +524,9 @@ fn draw(series: &Series, out: &mut String) -> Result<(), Box<dyn std::error::Err
         .draw()?;
     for (i, s) in series.summaries.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
-        let points = series
-            .rows
-            .iter()
-            .filter(|r| r.strategy == s.strategy && r.t <= window)
-            .map(|r| (r.t as f64, r.done as f64 * 100.0 / users));
+        let points = strategy_points(series, s.strategy, window, |r| {
+            r.done as f64 * 100.0 / users
+        });
         progress.draw_series(LineSeries::new(points, colour.stroke_width(2)))?;
     }
     root.present()?;

@@ -197,23 +197,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_new_rate_does_not_release_a_burst() {
+        let empty = |t: &Throttle| {
+            let limiter = t.inner.current.load();
+            limiter
+                .limiter
+                .check_n(NonZeroU32::MIN)
+                .is_ok_and(|r| r.is_err())
+        };
         let throttle = Throttle::new(1.0, 100);
         // A fresh throttle starts empty, and a swapped-in limiter holds only what was earned.
-        let limiter = throttle.inner.current.load();
-        assert!(
-            limiter
-                .limiter
-                .check_n(NonZeroU32::MIN)
-                .is_ok_and(|r| r.is_err())
-        );
+        assert!(empty(&throttle));
         throttle.set_rate(2.0);
-        let limiter = throttle.inner.current.load();
-        assert!(
-            limiter
-                .limiter
-                .check_n(NonZeroU32::MIN)
-                .is_ok_and(|r| r.is_err())
-        );
+        assert!(empty(&throttle));
         assert_eq!(throttle.rate(), 2.0);
     }
 

@@ -118,29 +118,41 @@ async fn queues(State(state): State<AdminState>) -> Result<impl IntoResponse, Ap
 }
 
 async fn pause(
-    State(state): State<AdminState>,
-    Path(name): Path<String>,
+    state: State<AdminState>,
+    name: Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    known_queue(&state, &name)?;
-    state
-        .queue
-        .pause()
-        .await
-        .map_err(|e| unavailable("pausing the queue", e))?;
-    Ok(Json(json!({ "name": name, "paused": true })))
+    set_paused(state, name, true).await
 }
 
 async fn resume(
+    state: State<AdminState>,
+    name: Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    set_paused(state, name, false).await
+}
+
+async fn set_paused(
     State(state): State<AdminState>,
     Path(name): Path<String>,
+    paused: bool,
 ) -> Result<impl IntoResponse, ApiError> {
     known_queue(&state, &name)?;
-    state
-        .queue
-        .resume()
-        .await
-        .map_err(|e| unavailable("resuming the queue", e))?;
-    Ok(Json(json!({ "name": name, "paused": false })))
+    let done = if paused {
+        state.queue.pause().await
+    } else {
+        state.queue.resume().await
+    };
+    done.map_err(|e| {
+        unavailable(
+            if paused {
+                "pausing the queue"
+            } else {
+                "resuming the queue"
+            },
+            e,
+        )
+    })?;
+    Ok(Json(json!({ "name": name, "paused": paused })))
 }
 
 /// Most jobs one page may hold.

@@ -548,44 +548,24 @@ impl Queue {
         let k = &self.keys;
         let (start, stop) = (offset as isize, (offset + limit.max(1)) as isize - 1);
         let mut conn = self.conn.clone();
-        let (total, ids): (u64, Vec<String>) = match state {
-            JobState::Waiting | JobState::Paused | JobState::Active => {
-                let key = match state {
-                    JobState::Waiting => k.wait(),
-                    JobState::Paused => k.paused(),
-                    _ => k.active(),
-                };
-                redis::pipe()
-                    .llen(&key)
-                    .lrange(&key, start, stop)
-                    .query_async(&mut conn)
-                    .await?
-            }
-            JobState::Completed | JobState::Failed => {
-                let key = if state == JobState::Completed {
-                    k.completed()
-                } else {
-                    k.failed()
-                };
-                redis::pipe()
-                    .zcard(&key)
-                    .zrevrange(&key, start, stop)
-                    .query_async(&mut conn)
-                    .await?
-            }
-            JobState::Delayed | JobState::Prioritized => {
-                let key = if state == JobState::Delayed {
-                    k.delayed()
-                } else {
-                    k.prioritized()
-                };
-                redis::pipe()
-                    .zcard(&key)
-                    .zrange(&key, start, stop)
-                    .query_async(&mut conn)
-                    .await?
-            }
+        let key = match state {
+            JobState::Waiting => k.wait(),
+            JobState::Paused => k.paused(),
+            JobState::Active => k.active(),
+            JobState::Completed => k.completed(),
+            JobState::Failed => k.failed(),
+            JobState::Delayed => k.delayed(),
+            JobState::Prioritized => k.prioritized(),
         };
+        let mut page = redis::pipe();
+        match state {
+            JobState::Waiting | JobState::Paused | JobState::Active => {
+                page.llen(&key).lrange(&key, start, stop)
+            }
+            JobState::Completed | JobState::Failed => page.zcard(&key).zrevrange(&key, start, stop),
+            JobState::Delayed | JobState::Prioritized => page.zcard(&key).zrange(&key, start, stop),
+        };
+        let (total, ids): (u64, Vec<String>) = page.query_async(&mut conn).await?;
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.hgetall(k.job(id));
