@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::control::budget;
 use crate::notify::{self, Notifier, RunReport};
-use crate::queue::{Job, Settlement};
+use crate::queue::{Job, JobState, Moved, Settlement};
 use crate::store::Store;
 use crate::telemetry::names;
 
@@ -65,6 +65,26 @@ pub enum RunError {
     Missing(String),
     #[error("run {0} did not end within {1:?}")]
     Timeout(String, Duration),
+}
+
+/// Changes to one run's counters.
+#[derive(Default)]
+struct Tally {
+    completed: i64,
+    failed: i64,
+    reasons: HashMap<String, i64>,
+}
+
+impl Tally {
+    fn fail(&mut self, reason: &str) {
+        self.failed += 1;
+        let reason: String = reason.chars().take(REASON_CHARS).collect();
+        *self.reasons.entry(reason).or_default() += 1;
+    }
+}
+
+fn run_of(data: &str) -> Option<String> {
+    serde_json::from_str::<RunRef>(data).ok()?.run_id
 }
 
 /// The `runId` any job may carry in its data.
@@ -182,45 +202,100 @@ impl Runs {
     /// Counts jobs that finished for good under their run; logs rather than fails, since the
     /// jobs themselves are already settled.
     pub async fn record_finished(&self, jobs: &[(&Job, &Settlement)]) {
-        let mut per_run: HashMap<String, (u64, u64)> = HashMap::new();
-        let mut pipe = redis::pipe();
+        let mut tallies: HashMap<String, Tally> = HashMap::new();
         for (job, settlement) in jobs {
             let Ok(RunRef { run_id: Some(run) }) = job.data::<RunRef>() else {
                 continue;
             };
-            let counts = per_run.entry(run.clone()).or_default();
+            let tally = tallies.entry(run).or_default();
             match settlement {
-                Settlement::Completed { .. } => counts.0 += 1,
-                Settlement::Failed { reason, .. } => {
-                    counts.1 += 1;
-                    let reason: String = reason.chars().take(REASON_CHARS).collect();
-                    pipe.hincr(reasons_key(&run), reason, 1).ignore();
-                }
+                Settlement::Completed { .. } => tally.completed += 1,
+                Settlement::Failed { reason, .. } => tally.fail(reason),
                 Settlement::Retry { .. } => {}
             }
         }
-        if per_run.is_empty() {
-            return;
+        if let Err(e) = self.count(&tallies).await {
+            tracing::warn!(error = %e, "cannot count finished jobs of runs");
         }
-        for (run, (completed, failed)) in &per_run {
-            pipe.hincr(counters_key(run), "completed", *completed)
+    }
+
+    /// Counts jobs removed from the back-office before they finished as failed, so their run
+    /// can still end (and says why it failed).
+    pub async fn record_removed(&self, jobs: &[Moved]) -> Result<(), RunError> {
+        let mut tallies: HashMap<String, Tally> = HashMap::new();
+        for job in jobs {
+            if matches!(job.from, JobState::Completed | JobState::Failed) {
+                continue;
+            }
+            if let Some(run) = run_of(&job.data) {
+                tallies
+                    .entry(run)
+                    .or_default()
+                    .fail("removed from the back-office");
+            }
+        }
+        self.count(&tallies).await
+    }
+
+    /// Failed jobs were retried: their runs count them as unfinished again and, if they had
+    /// ended, are open again until those jobs finish. Runs whose counters have lapsed are
+    /// history and stay as recorded.
+    pub async fn reopen(&self, retried: &[Moved]) -> Result<(), RunError> {
+        let mut tallies: HashMap<String, Tally> = HashMap::new();
+        for job in retried {
+            if let Some(run) = run_of(&job.data) {
+                tallies.entry(run).or_default().failed -= 1;
+            }
+        }
+        let mut redis = self.redis.clone();
+        for (run, tally) in tallies {
+            let live: bool = redis.exists(counters_key(&run)).await?;
+            if !live {
+                continue;
+            }
+            let _: () = redis::pipe()
+                .hincr(counters_key(&run), "failed", tally.failed)
                 .ignore()
-                .hincr(counters_key(run), "failed", *failed)
+                .del(ended_key(&run))
+                .ignore()
+                .query_async(&mut redis)
+                .await?;
+            self.collection()
+                .update_one(
+                    doc! { "_id": &run },
+                    doc! { "$unset": { "endedAt": "", "outcome": "" } },
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Adds to the runs' counters in one round trip, then ends the runs that are done.
+    async fn count(&self, tallies: &HashMap<String, Tally>) -> Result<(), RunError> {
+        if tallies.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (run, tally) in tallies {
+            pipe.hincr(counters_key(run), "completed", tally.completed)
+                .ignore()
+                .hincr(counters_key(run), "failed", tally.failed)
                 .ignore();
-            if *failed > 0 {
+            for (reason, n) in &tally.reasons {
+                pipe.hincr(reasons_key(run), reason, *n).ignore();
+            }
+            if !tally.reasons.is_empty() {
                 pipe.expire(reasons_key(run), COUNTER_TTL.as_secs() as i64)
                     .ignore();
             }
         }
-        if let Err(e) = pipe.query_async::<()>(&mut self.redis.clone()).await {
-            tracing::warn!(error = %e, "cannot count finished jobs of runs");
-            return;
-        }
-        for run in per_run.keys() {
+        pipe.query_async::<()>(&mut self.redis.clone()).await?;
+        for run in tallies.keys() {
             if let Err(e) = self.check_end(run).await {
                 tracing::warn!(run = %run, error = %e, "cannot check whether a run ended");
             }
         }
+        Ok(())
     }
 
     async fn check_end(&self, id: &str) -> Result<(), RunError> {
@@ -390,6 +465,18 @@ impl Runs {
             .await?;
         runs.sort_by_key(|r| r.started_at);
         Ok(runs)
+    }
+
+    /// The `limit` most recently started runs, newest first.
+    pub async fn recent(&self, limit: i64) -> Result<Vec<RunRecord>, RunError> {
+        use futures::TryStreamExt;
+        let cursor = self
+            .collection()
+            .find(doc! {})
+            .sort(doc! { "startedAt": -1 })
+            .limit(limit)
+            .await?;
+        Ok(cursor.try_collect().await?)
     }
 
     /// Waits until the run has ended, checking its record with a deadline.

@@ -6,9 +6,11 @@ mod common;
 use chrono::NaiveDate;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use std::time::Duration;
 use tidegate::http::admin::{AdminState, router};
 use tidegate::pipeline::score;
-use tidegate::queue::{Backoff, Queue, connect};
+
+use tidegate::queue::{Backoff, Job, JobOptions, NewJob, Queue, Retention, Settlement, connect};
 use tidegate::runs::Runs;
 use tidegate::schedule::Planner;
 use tidegate::store::{Store, StoreOptions};
@@ -19,6 +21,8 @@ const TZ: chrono_tz::Tz = chrono_tz::Asia::Seoul;
 struct Admin {
     base: String,
     queue: Queue,
+    runs: Runs,
+    planner: Planner,
     http: reqwest::Client,
 }
 
@@ -33,6 +37,7 @@ impl Admin {
         let url = format!("{}{path}", self.base);
         let mut request = match method {
             "GET" => self.http.get(url),
+            "DELETE" => self.http.delete(url),
             _ => self.http.post(url),
         };
         if let Some(token) = token {
@@ -79,8 +84,8 @@ async fn start() -> Admin {
     let app = router(AdminState {
         token: TOKEN.into(),
         queue: queue.clone(),
-        runs,
-        planner,
+        runs: runs.clone(),
+        planner: planner.clone(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -90,6 +95,8 @@ async fn start() -> Admin {
     Admin {
         base,
         queue,
+        runs,
+        planner,
         http: reqwest::Client::new(),
     }
 }
@@ -107,7 +114,27 @@ async fn every_route_needs_the_token() {
         ("GET", "/api/runs/2026-11-24-r1".to_owned()),
         ("GET", format!("/api/queues/{q}/jobs?state=waiting")),
         ("GET", format!("/api/queues/{q}/jobs/1")),
+        ("DELETE", format!("/api/queues/{q}/jobs/1")),
+        ("POST", format!("/api/queues/{q}/jobs/1/retry")),
+        ("POST", format!("/api/queues/{q}/jobs/1/promote")),
+        ("POST", format!("/api/queues/{q}/retry-failed")),
+        ("GET", format!("/api/queues/{q}/control")),
+        ("GET", "/api/runs".to_owned()),
     ];
+    // Every route of the document is in the list above.
+    let doc = tidegate::http::admin::openapi();
+    let listed: usize = doc
+        .paths
+        .paths
+        .values()
+        .map(|item| {
+            [&item.get, &item.post, &item.delete, &item.put, &item.patch]
+                .iter()
+                .filter(|op| op.is_some())
+                .count()
+        })
+        .sum();
+    assert_eq!(listed, routes.len() - 1, "one route is listed twice");
     for (method, path) in &routes {
         for token in [None, Some("wrong"), Some("0123456789abcdef-test-tokeN")] {
             let (status, body) = admin
@@ -157,7 +184,9 @@ async fn the_queue_is_listed_paused_and_resumed() {
 async fn runs_are_started_listed_and_shown_and_bad_inputs_are_refused() {
     let admin = start().await;
     for (method, path, body) in [
-        ("GET", "/api/runs", None),
+        ("GET", "/api/runs?limit=0", None),
+        ("GET", "/api/runs?limit=201", None),
+        ("GET", "/api/runs?date=2026-11-24&limit=5", None),
         ("GET", "/api/runs?date=24-11-2026", None),
         ("GET", "/api/runs/not-a-run", None),
         ("GET", "/api/runs/2026-11-24-rX", None),
@@ -189,7 +218,7 @@ async fn runs_are_started_listed_and_shown_and_bad_inputs_are_refused() {
     assert_eq!(status, StatusCode::CREATED, "{run}");
     assert_eq!(run["planned"], 10);
     assert_eq!(run["trigger"], "admin");
-    let id = run["_id"].as_str().expect("run id").to_owned();
+    let id = run["id"].as_str().expect("run id").to_owned();
     let counts = admin.queue.counts().await.expect("counts");
     assert_eq!(counts.waiting, 10, "the run's jobs wait in the queue");
 
@@ -198,12 +227,20 @@ async fn runs_are_started_listed_and_shown_and_bad_inputs_are_refused() {
     assert!(
         listed
             .as_array()
-            .is_some_and(|runs| runs.iter().any(|r| r["_id"] == id.as_str())),
+            .is_some_and(|runs| runs.iter().any(|r| r["id"] == id.as_str())),
         "{listed}"
+    );
+    let (status, latest) = admin.ok("GET", "/api/runs?limit=200", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        latest
+            .as_array()
+            .is_some_and(|runs| runs.iter().any(|r| r["id"] == id.as_str())),
+        "the latest runs include the one just started"
     );
     let (status, shown) = admin.ok("GET", &format!("/api/runs/{id}"), None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(shown["_id"], id.as_str());
+    assert_eq!(shown["id"], id.as_str());
     let (status, _) = admin.ok("GET", "/api/runs/2026-11-24-r999999", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
@@ -251,4 +288,219 @@ async fn runs_are_started_listed_and_shown_and_bad_inputs_are_refused() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {reply}");
         assert!(reply["error"].is_string());
     }
+}
+
+fn fail(id: &str) -> Settlement {
+    Settlement::Failed {
+        id: id.to_owned(),
+        reason: "user has no events".into(),
+        stacktrace: vec![],
+        keep: Retention::KEEP_ALL,
+        exhausted: true,
+    }
+}
+
+fn complete(id: &str) -> Settlement {
+    Settlement::Completed {
+        id: id.to_owned(),
+        returnvalue: "null".into(),
+        keep: Retention::KEEP_ALL,
+    }
+}
+
+/// Takes every waiting job and settles each as `settle` says, counting them in their runs as
+/// the worker does.
+async fn work(admin: &Admin, settle: impl Fn(&Job) -> Settlement) {
+    let taken = admin
+        .queue
+        .take(1000, "admin-test", Duration::from_secs(30))
+        .await
+        .expect("take");
+    let settlements: Vec<Settlement> = taken.jobs.iter().map(&settle).collect();
+    admin
+        .queue
+        .settle("admin-test", &settlements)
+        .await
+        .expect("settle");
+    let pairs: Vec<(&Job, &Settlement)> = taken.jobs.iter().zip(&settlements).collect();
+    admin.runs.record_finished(&pairs).await;
+}
+
+#[tokio::test]
+async fn a_failed_job_is_retried_and_its_run_reopens_and_ends_again() {
+    let admin = start().await;
+    let q = admin.queue.name().to_owned();
+    let day = NaiveDate::from_ymd_opt(2026, 11, 24).expect("date");
+    let run = admin
+        .planner
+        .plan(day, "admin-test", false)
+        .await
+        .expect("plan");
+    // One job of the ten fails for good: the run ends failed.
+    let unlucky = std::sync::Mutex::new(None);
+    work(&admin, |job| {
+        let mut unlucky = unlucky.lock().expect("lock");
+        if unlucky.is_none() {
+            *unlucky = Some(job.id.clone());
+            fail(&job.id)
+        } else {
+            complete(&job.id)
+        }
+    })
+    .await;
+    let failed_id = unlucky.into_inner().expect("lock").expect("one job failed");
+    let ended = admin.runs.get(&run.id).await.expect("run").expect("exists");
+    assert_eq!(
+        (ended.outcome.as_deref(), ended.failed),
+        (Some("failed"), 1)
+    );
+
+    let (status, page) = admin
+        .ok("GET", &format!("/api/queues/{q}/jobs?state=failed"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["jobs"][0]["id"], failed_id.as_str());
+    assert_eq!(page["jobs"][0]["failedReason"], "user has no events");
+
+    // Not failed: 409; no such job: 404; the failed one: back in wait, run open again.
+    let (status, _) = admin
+        .ok("POST", &format!("/api/queues/{q}/jobs/no-such/retry"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, reply) = admin
+        .ok(
+            "POST",
+            &format!("/api/queues/{q}/jobs/{failed_id}/retry"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["from"], "failed");
+    let (status, _) = admin
+        .ok(
+            "POST",
+            &format!("/api/queues/{q}/jobs/{failed_id}/retry"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "no longer failed");
+    let counts = admin.queue.counts().await.expect("counts");
+    assert_eq!((counts.waiting, counts.failed), (1, 0));
+    let job = admin
+        .queue
+        .job(&failed_id)
+        .await
+        .expect("job")
+        .expect("kept");
+    assert_eq!(job.failed_reason, None);
+    assert_eq!(job.attempts_made, 1, "attempts are kept, as in BullMQ");
+    let reopened = admin.runs.get(&run.id).await.expect("run").expect("exists");
+    assert_eq!((reopened.ended_at, reopened.outcome), (None, None));
+
+    // The retry succeeds: the run ends again, succeeded.
+    work(&admin, |job| complete(&job.id)).await;
+    let again = admin.runs.get(&run.id).await.expect("run").expect("exists");
+    assert_eq!(
+        (again.outcome.as_deref(), again.completed, again.failed),
+        (Some("succeeded"), 10, 0)
+    );
+}
+
+#[tokio::test]
+async fn all_failed_jobs_are_retried_delayed_ones_promoted_and_jobs_removed() {
+    let admin = start().await;
+    let q = admin.queue.name().to_owned();
+    let jobs: Vec<NewJob> = (0..5)
+        .map(|i| NewJob::new("n", json!({ "i": i })))
+        .collect();
+    admin.queue.add_bulk(&jobs).await.expect("add");
+    work(&admin, |job| fail(&job.id)).await;
+    let (status, reply) = admin
+        .ok("POST", &format!("/api/queues/{q}/retry-failed"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(reply["retried"], 5);
+    let counts = admin.queue.counts().await.expect("counts");
+    assert_eq!((counts.waiting, counts.failed), (5, 0));
+
+    // A delayed job runs now when promoted; a waiting one cannot be.
+    let later = NewJob::new("n", json!({})).with_opts(JobOptions {
+        delay: 3_600_000,
+        ..JobOptions::default()
+    });
+    let id = admin.queue.add(later).await.expect("add").id;
+    let (status, _) = admin
+        .ok("POST", &format!("/api/queues/{q}/jobs/{id}/promote"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let counts = admin.queue.counts().await.expect("counts");
+    assert_eq!((counts.waiting, counts.delayed), (6, 0));
+    let (status, _) = admin
+        .ok("POST", &format!("/api/queues/{q}/jobs/{id}/promote"), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "no longer delayed");
+
+    // Removing: a held job is refused, a waiting one goes with its data.
+    let taken = admin
+        .queue
+        .take(1, "holder", Duration::from_secs(30))
+        .await
+        .expect("take");
+    let held = taken.jobs[0].id.clone();
+    let (status, _) = admin
+        .ok("DELETE", &format!("/api/queues/{q}/jobs/{held}"), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, reply) = admin
+        .ok("DELETE", &format!("/api/queues/{q}/jobs/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["from"], "waiting");
+    assert_eq!(admin.queue.job(&id).await.expect("read"), None);
+    let (status, _) = admin
+        .ok("DELETE", &format!("/api/queues/{q}/jobs/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let counts = admin.queue.counts().await.expect("counts");
+    assert_eq!((counts.waiting, counts.active), (4, 1));
+}
+
+#[tokio::test]
+async fn the_page_and_the_document_are_served_without_the_token() {
+    let admin = start().await;
+    let page = admin
+        .http
+        .get(format!("{}/", admin.base))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(page.status(), StatusCode::OK);
+    let policy = page
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    assert!(
+        page.text()
+            .await
+            .expect("html")
+            .contains("tidegate back-office")
+    );
+
+    let (status, doc) = admin.call("GET", "/api/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    let retry = &doc["paths"]["/api/queues/{name}/jobs/{id}/retry"]["post"];
+    assert!(retry["responses"]["401"].is_object(), "{retry}");
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+
+    let q = admin.queue.name().to_owned();
+    let (status, control) = admin
+        .ok("GET", &format!("/api/queues/{q}/control"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(control["rate"], Value::Null, "no pacer publishes here");
+    assert_eq!(control["members"], 0);
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDate;
 use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::doc;
-use tidegate::control::budget::Budget;
+use tidegate::control::budget::{self, Budget, Why};
 use tidegate::control::controller::Config;
 use tidegate::control::pacer::{ControlOptions, Pacer};
 use tidegate::control::probe::{Probe, PrometheusProbe};
@@ -57,11 +57,31 @@ async fn one_leader_sets_the_rate_and_every_member_takes_an_equal_share() {
     assert_eq!(ticks[2].members, 3);
     assert_eq!(ticks[2].rate, None, "nothing published yet");
 
-    assert!(members[0].publish(900.0).await.expect("publish"));
+    let why = Why {
+        limiter: "cpu",
+        cpu: Some(150.0),
+        latency: None,
+        target_cpu: 200.0,
+        target_latency: 0.05,
+    };
+    assert!(members[0].publish(900.0, &why).await.expect("publish"));
     assert!(
-        !members[1].publish(5.0).await.expect("publish"),
+        !members[1].publish(5.0, &why).await.expect("publish"),
         "only the leader publishes"
     );
+    // What the back-office shows.
+    let status = budget::status(&mut redis.clone(), queue.keys())
+        .await
+        .expect("status");
+    assert_eq!(
+        (status.rate, status.members, status.limiter.as_deref()),
+        (Some(900.0), 3, Some("cpu"))
+    );
+    assert_eq!(
+        (status.db_cpu, status.target_cpu),
+        (Some(150.0), Some(200.0))
+    );
+    assert_eq!(status.write_latency, None, "not measured is not 0");
     let tick = members[1].tick(2, 0).await.expect("tick");
     assert_eq!(tick.rate, Some(900.0));
     assert_eq!(tick.share(900.0), 300.0);
@@ -83,7 +103,14 @@ async fn an_unreachable_database_drops_the_rate_to_the_floor_within_one_interval
     // Another process was writing at 1,000 documents/s, then went away.
     let mut before = Budget::new(redis.clone(), queue.keys(), interval);
     before.tick(0, 0).await.expect("tick");
-    assert!(before.publish(1000.0).await.expect("publish"));
+    let why = Why {
+        limiter: "cpu",
+        cpu: Some(100.0),
+        latency: Some(0.01),
+        target_cpu: 200.0,
+        target_latency: 0.05,
+    };
+    assert!(before.publish(1000.0, &why).await.expect("publish"));
     before.leave().await.expect("leave");
 
     // Nothing listens on port 1: every serverStatus fails.

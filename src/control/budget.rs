@@ -82,6 +82,76 @@ pub async fn cpu_between(
     Ok(Some((mean, peak)))
 }
 
+/// What the leader decided the rate from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Why {
+    pub limiter: &'static str,
+    /// Database CPU, percent of one core; `None` when not measured.
+    pub cpu: Option<f64>,
+    /// Mean write latency, seconds.
+    pub latency: Option<f64>,
+    pub target_cpu: f64,
+    pub target_latency: f64,
+}
+
+/// The queue's load control as the last leader published it, read by the back-office.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    /// Total documents/second for the queue; `None` when no leader published one lately.
+    pub rate: Option<f64>,
+    /// Processes sharing the budget.
+    pub members: u64,
+    /// The signal that limits the rate (`cpu`, `latency`, `errors`, `blind`, `demand`, ...).
+    pub limiter: Option<String>,
+    pub db_cpu: Option<f64>,
+    pub target_cpu: Option<f64>,
+    /// Seconds.
+    pub write_latency: Option<f64>,
+    pub target_latency: Option<f64>,
+    /// When the rate was decided, ms since the epoch.
+    pub decided_at: Option<u64>,
+}
+
+/// Reads the published state of `keys`' budget in one round trip.
+pub async fn status(conn: &mut ConnectionManager, keys: &Keys) -> redis::RedisResult<Status> {
+    let now = crate::queue::now_ms();
+    let (fields, members): (Vec<Option<String>>, u64) = redis::pipe()
+        .cmd("HMGET")
+        .arg(keys.budget())
+        .arg(&[
+            "rate",
+            "rate_until",
+            "limiter",
+            "cpu",
+            "target_cpu",
+            "latency",
+            "target_latency",
+            "decided_at",
+        ])
+        .zcount(keys.budget_members(), now, "+inf")
+        .query_async(conn)
+        .await?;
+    let number = |i: usize| {
+        fields
+            .get(i)
+            .cloned()
+            .flatten()
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let current = number(1).is_some_and(|until| until >= now as f64);
+    Ok(Status {
+        rate: number(0).filter(|_| current),
+        members,
+        limiter: fields.get(2).cloned().flatten(),
+        db_cpu: number(3),
+        target_cpu: number(4),
+        write_latency: number(5),
+        target_latency: number(6),
+        decided_at: number(7).map(|v| v as u64),
+    })
+}
+
 #[derive(Clone)]
 pub struct Budget {
     conn: ConnectionManager,
@@ -133,13 +203,22 @@ impl Budget {
         })
     }
 
-    /// Publishes the total rate; false if another process has taken the lease meanwhile.
-    pub async fn publish(&mut self, rate: f64) -> redis::RedisResult<bool> {
+    /// Publishes the total rate and what it was decided from; false if another process has
+    /// taken the lease meanwhile.
+    pub async fn publish(&mut self, rate: f64, why: &Why) -> redis::RedisResult<bool> {
+        let number = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
         let published: u8 = PUBLISH
             .key(&self.budget)
             .arg(&self.id)
             .arg(rate)
             .arg(self.ttl.as_millis() as u64)
+            .arg(&[
+                ("limiter", why.limiter.to_owned()),
+                ("cpu", number(why.cpu)),
+                ("latency", number(why.latency)),
+                ("target_cpu", why.target_cpu.to_string()),
+                ("target_latency", why.target_latency.to_string()),
+            ])
             .invoke_async(&mut self.conn)
             .await?;
         Ok(published == 1)

@@ -235,7 +235,14 @@ impl Pacer {
             "write rate set"
         );
         self.last_limiter = Some(decision.limiter);
-        match self.budget.publish(decision.rate).await {
+        let why = budget::Why {
+            limiter: decision.limiter.name(),
+            cpu: sample.db_cpu,
+            latency: sample.write_latency,
+            target_cpu: self.options.controller.target_cpu,
+            target_latency: self.options.controller.target_latency,
+        };
+        match self.budget.publish(decision.rate, &why).await {
             Ok(true) => {}
             Ok(false) => self.controller = None,
             Err(e) => tracing::warn!(error = %e, "cannot publish the write rate"),

@@ -1,25 +1,28 @@
-//! The back-office API under `/api`, served on its own listener (`TIDEGATE_ADMIN_ADDR`) only
-//! when `TIDEGATE_ADMIN_TOKEN` is set. Every request needs `Authorization: Bearer <token>`,
+//! The back-office: a JSON API under `/api`, its OpenAPI document (`/api/openapi.json`) and the
+//! web page (`/`), served on their own listener (`TIDEGATE_ADMIN_ADDR`) only when
+//! `TIDEGATE_ADMIN_TOKEN` is set. Every API request needs `Authorization: Bearer <token>`,
 //! compared in constant time; there are no cookies, so no CSRF surface. Inputs are validated
-//! into 4xx answers with a message; answers never carry connection strings or secrets.
-//!
-//! So far: the queue (counts per state, paused; pause, resume; jobs by state, paged; one job in
-//! full) and runs (list by date, one run, start one for a date, optionally purging that date's
-//! results first).
+//! into 4xx answers with a message; answers never carry connection strings or secrets. The
+//! page and the document hold no data, so they are served to anyone who can reach the port.
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
 use axum::{Json, Router};
 use chrono::NaiveDate;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::queue::{JobState, Queue};
-use crate::runs::Runs;
+use crate::control::budget::{self, Status};
+use crate::queue::{Counts, JobState, JobView, Moved, Queue, Removal};
+use crate::runs::{RunRecord, Runs};
 use crate::schedule::Planner;
 
 /// What the admin handlers share.
@@ -31,31 +34,107 @@ pub struct AdminState {
     pub planner: Planner,
 }
 
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "tidegate back-office",
+        description = "Queues, jobs, runs and load control of a tidegate deployment. Every route needs `Authorization: Bearer <TIDEGATE_ADMIN_TOKEN>`."
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        openapi
+            .components
+            .get_or_insert_default()
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+    }
+}
+
+/// The API's routes, each with its part of the document: one list for both.
+fn api() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(queues))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
+        .routes(routes!(control))
+        .routes(routes!(jobs))
+        .routes(routes!(job, remove))
+        .routes(routes!(retry))
+        .routes(routes!(promote))
+        .routes(routes!(retry_failed))
+        .routes(routes!(runs, start_run))
+        .routes(routes!(run))
+}
+
+/// The OpenAPI document `/api/openapi.json` serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().into_openapi()
+}
+
 pub fn router(state: AdminState) -> Router {
+    let (api, doc) = api().split_for_parts();
+    let doc = doc.to_pretty_json().unwrap_or_default();
     Router::new()
-        .route("/api/queues", get(queues))
-        .route("/api/queues/{name}/pause", post(pause))
-        .route("/api/queues/{name}/resume", post(resume))
-        .route("/api/queues/{name}/jobs", get(jobs))
-        .route("/api/queues/{name}/jobs/{id}", get(job))
-        .route("/api/runs", get(runs).post(start_run))
-        .route("/api/runs/{id}", get(run))
-        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .merge(api.layer(middleware::from_fn_with_state(state.clone(), authorize)))
+        .route(
+            "/api/openapi.json",
+            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], doc) }),
+        )
+        .route("/", get(page))
         .with_state(state)
+}
+
+/// The page is one file with its script and style inline: nothing to build or fetch. The
+/// policy lets it talk to this origin only and not be framed.
+async fn page() -> impl IntoResponse {
+    (
+        [
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; frame-ancestors 'none'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        Html(include_str!("admin.html")),
+    )
 }
 
 /// A 4xx or 5xx answer with a message, as JSON.
 #[derive(Debug)]
 pub struct ApiError(StatusCode, String);
 
+/// The body of every error answer.
+#[derive(Serialize, ToSchema)]
+struct ErrorBody {
+    error: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
     }
 }
 
 fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message.into())
+}
+
+fn not_found(message: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, message.into())
+}
+
+fn conflict(message: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::CONFLICT, message.into())
 }
 
 /// Dependencies failing is the server's trouble, but their errors can name hosts: the answer
@@ -67,6 +146,37 @@ fn unavailable(what: &str, error: impl std::fmt::Display) -> ApiError {
         format!("{what} failed; see tidegate's log"),
     )
 }
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        bad_request(format!("path: {}", e.body_text()))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        bad_request(format!("query: {}", e.body_text()))
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        bad_request(format!("body: {}", e.body_text()))
+    }
+}
+
+/// Axum's extractors, with their rejections answered as [`ApiError`]s (JSON, 400).
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+struct ApiPath<T>(T);
+
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+struct ApiQuery<T>(T);
+
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+struct ApiJson<T>(T);
 
 async fn authorize(State(state): State<AdminState>, request: Request, next: Next) -> Response {
     let given = request
@@ -81,7 +191,9 @@ async fn authorize(State(state): State<AdminState>, request: Request, next: Next
         (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
-            Json(json!({ "error": "missing or wrong bearer token" })),
+            Json(ErrorBody {
+                error: "missing or wrong bearer token".into(),
+            }),
         )
             .into_response()
     }
@@ -91,17 +203,36 @@ fn known_queue(state: &AdminState, name: &str) -> Result<(), ApiError> {
     if name == state.queue.name() {
         Ok(())
     } else {
-        Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!(
-                "no queue {name:?}; this tidegate works {:?}",
-                state.queue.name()
-            ),
-        ))
+        Err(not_found(format!(
+            "no queue {name:?}; this tidegate works {:?}",
+            state.queue.name()
+        )))
     }
 }
 
-async fn queues(State(state): State<AdminState>) -> Result<impl IntoResponse, ApiError> {
+/// Job ids are BullMQ's: numbers, or a producer's own id; a ':' would reach into other keys.
+fn job_id(id: &str) -> Result<&str, ApiError> {
+    if id.is_empty() || id.len() > 256 || id.contains(':') {
+        Err(bad_request(format!(
+            "{id:?} is not a job id (1-256 characters, no ':')"
+        )))
+    } else {
+        Ok(id)
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+struct QueueView {
+    name: String,
+    paused: bool,
+    counts: Counts,
+}
+
+/// The queues this tidegate works, with their jobs per state.
+#[utoipa::path(get, path = "/api/queues", responses(
+    (status = 200, body = Vec<QueueView>),
+    (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn queues(State(state): State<AdminState>) -> Result<Json<Vec<QueueView>>, ApiError> {
     let counts = state
         .queue
         .counts()
@@ -112,56 +243,77 @@ async fn queues(State(state): State<AdminState>) -> Result<impl IntoResponse, Ap
         .is_paused()
         .await
         .map_err(|e| unavailable("reading the queue", e))?;
-    Ok(Json(
-        json!([{ "name": state.queue.name(), "paused": paused, "counts": counts }]),
-    ))
+    Ok(Json(vec![QueueView {
+        name: state.queue.name().to_owned(),
+        paused,
+        counts,
+    }]))
 }
 
-async fn pause(
-    state: State<AdminState>,
-    name: Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
+#[derive(Serialize, ToSchema)]
+struct Paused {
+    name: String,
+    paused: bool,
+}
+
+/// Pauses a queue: workers take no more jobs until it is resumed (BullMQ's pause).
+#[utoipa::path(post, path = "/api/queues/{name}/pause", params(("name" = String, Path)),
+    responses((status = 200, body = Paused), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn pause(state: State<AdminState>, name: ApiPath<String>) -> Result<Json<Paused>, ApiError> {
     set_paused(state, name, true).await
 }
 
-async fn resume(
-    state: State<AdminState>,
-    name: Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
+/// Resumes a paused queue.
+#[utoipa::path(post, path = "/api/queues/{name}/resume", params(("name" = String, Path)),
+    responses((status = 200, body = Paused), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn resume(state: State<AdminState>, name: ApiPath<String>) -> Result<Json<Paused>, ApiError> {
     set_paused(state, name, false).await
 }
 
 async fn set_paused(
     State(state): State<AdminState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     paused: bool,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Json<Paused>, ApiError> {
     known_queue(&state, &name)?;
-    let done = if paused {
-        state.queue.pause().await
+    let (done, what) = if paused {
+        (state.queue.pause().await, "pausing the queue")
     } else {
-        state.queue.resume().await
+        (state.queue.resume().await, "resuming the queue")
     };
-    done.map_err(|e| {
-        unavailable(
-            if paused {
-                "pausing the queue"
-            } else {
-                "resuming the queue"
-            },
-            e,
-        )
-    })?;
-    Ok(Json(json!({ "name": name, "paused": paused })))
+    done.map_err(|e| unavailable(what, e))?;
+    Ok(Json(Paused { name, paused }))
+}
+
+/// The queue's load control as its leader last published it: the write rate, the database's
+/// CPU against its target and the signal that limits the rate.
+#[utoipa::path(get, path = "/api/queues/{name}/control", params(("name" = String, Path)),
+    responses((status = 200, body = Status), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn control(
+    State(state): State<AdminState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Status>, ApiError> {
+    known_queue(&state, &name)?;
+    let status = budget::status(&mut state.queue.connection(), state.queue.keys())
+        .await
+        .map_err(|e| unavailable("reading the load control", e))?;
+    Ok(Json(status))
 }
 
 /// Most jobs one page may hold.
 const MAX_PAGE_SIZE: usize = 500;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct JobsQuery {
+    /// waiting, paused, prioritized, active, delayed, completed or failed.
     state: Option<String>,
+    /// From 1 (the default).
     page: Option<String>,
+    /// Jobs per page, 1-500 (50 by default).
     size: Option<String>,
 }
 
@@ -180,11 +332,25 @@ fn number_in(
     }
 }
 
+#[derive(Serialize, ToSchema)]
+struct JobPage {
+    /// Jobs in the state, on every page.
+    total: u64,
+    page: usize,
+    size: usize,
+    jobs: Vec<JobView>,
+}
+
+/// One page of the jobs in a state: lists newest first, completed and failed by most recently
+/// finished, delayed and prioritized by when they run.
+#[utoipa::path(get, path = "/api/queues/{name}/jobs", params(("name" = String, Path), JobsQuery),
+    responses((status = 200, body = JobPage), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn jobs(
     State(state): State<AdminState>,
-    Path(name): Path<String>,
-    Query(query): Query<JobsQuery>,
-) -> Result<impl IntoResponse, ApiError> {
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(query): ApiQuery<JobsQuery>,
+) -> Result<Json<JobPage>, ApiError> {
     known_queue(&state, &name)?;
     let Some(job_state) = query.state else {
         return Err(bad_request(
@@ -199,26 +365,168 @@ async fn jobs(
         .jobs(job_state, (page - 1) * size, size)
         .await
         .map_err(|e| unavailable("reading jobs", e))?;
-    Ok(Json(
-        json!({ "total": total, "page": page, "size": size, "jobs": jobs }),
-    ))
+    Ok(Json(JobPage {
+        total,
+        page,
+        size,
+        jobs,
+    }))
 }
 
+/// One job in full: data, options, attempts, failure and timestamps.
+#[utoipa::path(get, path = "/api/queues/{name}/jobs/{id}",
+    params(("name" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = JobView), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn job(
     State(state): State<AdminState>,
-    Path((name, id)): Path<(String, String)>,
-) -> Result<impl IntoResponse, ApiError> {
+    ApiPath((name, id)): ApiPath<(String, String)>,
+) -> Result<Json<JobView>, ApiError> {
     known_queue(&state, &name)?;
-    if id.is_empty() || id.len() > 256 || id.contains(':') {
-        return Err(bad_request(format!(
-            "{id:?} is not a job id (1-256 characters, no ':')"
-        )));
-    }
-    match state.queue.job(&id).await {
+    match state.queue.job(job_id(&id)?).await {
         Ok(Some(job)) => Ok(Json(job)),
-        Ok(None) => Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id:?}"))),
+        Ok(None) => Err(not_found(format!("no job {id:?}"))),
         Err(e) => Err(unavailable("reading the job", e)),
     }
+}
+
+/// A job moved out of a state.
+#[derive(Serialize, ToSchema)]
+struct MovedView {
+    id: String,
+    from: JobState,
+}
+
+impl From<&Moved> for MovedView {
+    fn from(m: &Moved) -> Self {
+        Self {
+            id: m.id.clone(),
+            from: m.from,
+        }
+    }
+}
+
+/// Removes a job and its data, from any state but held by a worker (409). A job of a run
+/// removed before it finished counts as failed in that run.
+#[utoipa::path(delete, path = "/api/queues/{name}/jobs/{id}",
+    params(("name" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = MovedView), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    (status = 503, body = ErrorBody)))]
+async fn remove(
+    State(state): State<AdminState>,
+    ApiPath((name, id)): ApiPath<(String, String)>,
+) -> Result<Json<MovedView>, ApiError> {
+    known_queue(&state, &name)?;
+    let removed = match state.queue.remove(job_id(&id)?).await {
+        Ok(Removal::Removed(moved)) => moved,
+        Ok(Removal::Locked) => {
+            return Err(conflict(format!(
+                "job {id:?} is being worked; remove it once it has finished"
+            )));
+        }
+        Ok(Removal::Missing) => return Err(not_found(format!("no job {id:?}"))),
+        Err(e) => return Err(unavailable("removing the job", e)),
+    };
+    state
+        .runs
+        .record_removed(std::slice::from_ref(&removed))
+        .await
+        .map_err(|e| unavailable("counting the job in its run", e))?;
+    Ok(Json(MovedView::from(&removed)))
+}
+
+/// Retries a failed job: back to waiting with its attempts kept (BullMQ's `job.retry()`), so
+/// a job that used them all gets one more. Its run, if it had ended, is open again.
+#[utoipa::path(post, path = "/api/queues/{name}/jobs/{id}/retry",
+    params(("name" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = MovedView), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    (status = 503, body = ErrorBody)))]
+async fn retry(
+    State(state): State<AdminState>,
+    ApiPath((name, id)): ApiPath<(String, String)>,
+) -> Result<Json<MovedView>, ApiError> {
+    known_queue(&state, &name)?;
+    let id = job_id(&id)?;
+    let retried = state
+        .queue
+        .retry(id)
+        .await
+        .map_err(|e| unavailable("retrying the job", e))?;
+    let Some(retried) = retried else {
+        return Err(not_in(&state, id, "failed").await);
+    };
+    reopen(&state, std::slice::from_ref(&retried)).await?;
+    Ok(Json(MovedView::from(&retried)))
+}
+
+/// 404 when the job does not exist, else 409: it exists, in another state than `wanted`.
+async fn not_in(state: &AdminState, id: &str, wanted: &str) -> ApiError {
+    match state.queue.job(id).await {
+        Ok(Some(_)) => conflict(format!("job {id:?} is not {wanted}")),
+        Ok(None) => not_found(format!("no job {id:?}")),
+        Err(e) => unavailable("reading the job", e),
+    }
+}
+
+async fn reopen(state: &AdminState, retried: &[Moved]) -> Result<(), ApiError> {
+    state
+        .runs
+        .reopen(retried)
+        .await
+        .map_err(|e| unavailable("reopening the jobs' runs", e))
+}
+
+/// Runs a delayed job now (BullMQ's `job.promote()`).
+#[utoipa::path(post, path = "/api/queues/{name}/jobs/{id}/promote",
+    params(("name" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = MovedView), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+    (status = 503, body = ErrorBody)))]
+async fn promote(
+    State(state): State<AdminState>,
+    ApiPath((name, id)): ApiPath<(String, String)>,
+) -> Result<Json<MovedView>, ApiError> {
+    known_queue(&state, &name)?;
+    let id = job_id(&id)?;
+    let promoted = state
+        .queue
+        .promote(id)
+        .await
+        .map_err(|e| unavailable("promoting the job", e))?;
+    if !promoted {
+        return Err(not_in(&state, id, "delayed").await);
+    }
+    Ok(Json(MovedView {
+        id: id.to_owned(),
+        from: JobState::Delayed,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+struct Retried {
+    retried: usize,
+}
+
+/// Retries every job that is failed now.
+#[utoipa::path(post, path = "/api/queues/{name}/retry-failed", params(("name" = String, Path)),
+    responses((status = 200, body = Retried), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn retry_failed(
+    State(state): State<AdminState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Retried>, ApiError> {
+    known_queue(&state, &name)?;
+    let retried = state
+        .queue
+        .retry_all_failed()
+        .await
+        .map_err(|e| unavailable("retrying failed jobs", e))?;
+    reopen(&state, &retried).await?;
+    Ok(Json(Retried {
+        retried: retried.len(),
+    }))
 }
 
 fn parse_date(text: &str) -> Result<NaiveDate, ApiError> {
@@ -226,31 +534,84 @@ fn parse_date(text: &str) -> Result<NaiveDate, ApiError> {
         .map_err(|_| bad_request(format!("{text:?} is not a date: use YYYY-MM-DD")))
 }
 
-#[derive(Deserialize)]
-struct RunsQuery {
-    date: Option<String>,
+/// A run as the API shows it; times in ms since the epoch, as jobs have them.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct RunView {
+    id: String,
+    pipeline: String,
+    date: String,
+    /// `schedule`, `rerun`, `admin`, `demo`, ...
+    trigger: String,
+    started_at: i64,
+    /// Jobs enqueued, once planning is done.
+    planned: Option<i64>,
+    skipped: i64,
+    completed: i64,
+    failed: i64,
+    ended_at: Option<i64>,
+    /// `succeeded` or `failed`, once ended.
+    outcome: Option<String>,
 }
 
+impl From<RunRecord> for RunView {
+    fn from(r: RunRecord) -> Self {
+        Self {
+            id: r.id,
+            pipeline: r.pipeline,
+            date: r.date,
+            trigger: r.trigger,
+            started_at: r.started_at.timestamp_millis(),
+            planned: r.planned,
+            skipped: r.skipped,
+            completed: r.completed,
+            failed: r.failed,
+            ended_at: r.ended_at.map(|t| t.timestamp_millis()),
+            outcome: r.outcome,
+        }
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct RunsQuery {
+    /// Runs of this day (YYYY-MM-DD), oldest first; without it, the latest runs, newest first.
+    date: Option<String>,
+    /// How many of the latest runs, 1-200 (20 by default); not with `date`.
+    limit: Option<String>,
+}
+
+/// Run history: one day's runs, or the latest runs.
+#[utoipa::path(get, path = "/api/runs", params(RunsQuery),
+    responses((status = 200, body = Vec<RunView>), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn runs(
     State(state): State<AdminState>,
-    Query(query): Query<RunsQuery>,
-) -> Result<impl IntoResponse, ApiError> {
-    let Some(date) = query.date else {
-        return Err(bad_request("give a date: /api/runs?date=YYYY-MM-DD"));
-    };
-    let date = parse_date(&date)?;
-    let runs = state
-        .runs
-        .on_date(&date.to_string())
-        .await
-        .map_err(|e| unavailable("reading runs", e))?;
-    Ok(Json(runs))
+    ApiQuery(query): ApiQuery<RunsQuery>,
+) -> Result<Json<Vec<RunView>>, ApiError> {
+    let runs = match (query.date, query.limit) {
+        (Some(_), Some(_)) => return Err(bad_request("give a date or a limit, not both")),
+        (Some(date), None) => {
+            let date = parse_date(&date)?;
+            state.runs.on_date(&date.to_string()).await
+        }
+        (None, limit) => {
+            let limit = number_in("limit", limit.as_deref(), 20, 200)?;
+            state.runs.recent(limit as i64).await
+        }
+    }
+    .map_err(|e| unavailable("reading runs", e))?;
+    Ok(Json(runs.into_iter().map(RunView::from).collect()))
 }
 
+/// One run.
+#[utoipa::path(get, path = "/api/runs/{id}", params(("id" = String, Path, description = "YYYY-MM-DD-r<n>")),
+    responses((status = 200, body = RunView), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn run(
     State(state): State<AdminState>,
-    Path(id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<RunView>, ApiError> {
     // Run ids are `<date>-r<n>`: anything else cannot exist.
     let valid = id
         .split_once("-r")
@@ -261,30 +622,36 @@ async fn run(
         )));
     }
     match state.runs.get(&id).await {
-        Ok(Some(run)) => Ok(Json(run)),
-        Ok(None) => Err(ApiError(StatusCode::NOT_FOUND, format!("no run {id:?}"))),
+        Ok(Some(run)) => Ok(Json(run.into())),
+        Ok(None) => Err(not_found(format!("no run {id:?}"))),
         Err(e) => Err(unavailable("reading the run", e)),
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StartRun {
+    /// The day to (re-)collect, YYYY-MM-DD.
     date: String,
+    /// Delete the day's results first.
     #[serde(default)]
     purge: bool,
 }
 
+/// Starts a run for a day: plans its jobs now (idempotent writes, so a day can be re-run),
+/// optionally purging the day's results first.
+#[utoipa::path(post, path = "/api/runs", request_body = StartRun,
+    responses((status = 201, body = RunView), (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn start_run(
     State(state): State<AdminState>,
-    body: Result<Json<StartRun>, axum::extract::rejection::JsonRejection>,
-) -> Result<impl IntoResponse, ApiError> {
-    let Json(body) = body.map_err(|e| bad_request(format!("body: {}", e.body_text())))?;
+    ApiJson(body): ApiJson<StartRun>,
+) -> Result<(StatusCode, Json<RunView>), ApiError> {
     let date = parse_date(&body.date)?;
     let run = state
         .planner
         .plan(date, "admin", body.purge)
         .await
         .map_err(|e| unavailable("planning the run", e))?;
-    Ok((StatusCode::CREATED, Json(run)))
+    Ok((StatusCode::CREATED, Json(run.into())))
 }

@@ -28,6 +28,9 @@ static EXTEND: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/exte
 static STALLED: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/stalled.lua")));
 static RELEASE: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/release.lua")));
 static PAUSE: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/pause.lua")));
+static RETRY: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/retry.lua")));
+static PROMOTE: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/promote.lua")));
+static REMOVE: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/remove.lua")));
 
 /// Every script starts with the shared helpers of `lua/common.lua`.
 fn script(body: &str) -> Script {
@@ -159,8 +162,26 @@ pub struct StalledCheck {
     pub over_limit: Vec<String>,
 }
 
+/// A job the back-office moved or removed: its id, the state it left and its data (JSON text),
+/// which tells the run it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    pub id: String,
+    pub from: JobState,
+    pub data: String,
+}
+
+/// What removing one job did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removal {
+    Removed(Moved),
+    /// A worker holds the job; it is left alone.
+    Locked,
+    Missing,
+}
+
 /// Jobs per state, as BullMQ's `getJobCounts` reports them.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Counts {
     pub waiting: u64,
     pub paused: u64,
@@ -204,6 +225,11 @@ impl Queue {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The queue's connection, for what lives beside the queue's keys.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
     }
 
     pub fn keys(&self) -> &Keys {
@@ -589,6 +615,106 @@ impl Queue {
         Ok((!hash.is_empty()).then(|| JobView::from_hash(id.to_owned(), hash)))
     }
 
+    /// Retries one failed job; `None` when `id` is not in failed.
+    pub async fn retry(&self, id: &str) -> Result<Option<Moved>> {
+        Ok(self.retry_script(0, Some(id)).await?.pop())
+    }
+
+    /// Retries every job that was in failed when called, in chunks; jobs failing again
+    /// meanwhile are not taken a second time.
+    pub async fn retry_all_failed(&self) -> Result<Vec<Moved>> {
+        let failed: u64 = redis::cmd("ZCARD")
+            .arg(self.keys.failed())
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let mut left = usize::try_from(failed).unwrap_or(usize::MAX);
+        let mut retried = Vec::new();
+        while left > 0 {
+            let chunk = self.retry_script(left.min(CHUNK), None).await?;
+            if chunk.is_empty() {
+                break;
+            }
+            left = left.saturating_sub(chunk.len());
+            retried.extend(chunk);
+        }
+        Ok(retried)
+    }
+
+    async fn retry_script(&self, most: usize, id: Option<&str>) -> Result<Vec<Moved>> {
+        let k = &self.keys;
+        let reply: Vec<String> = RETRY
+            .key(k.failed())
+            .key(k.wait())
+            .key(k.paused())
+            .key(k.meta())
+            .key(k.marker())
+            .key(k.events())
+            .key(k.prioritized())
+            .key(k.priority_counter())
+            .arg(k.base())
+            .arg(most)
+            .arg(id)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(reply
+            .chunks_exact(2)
+            .map(|pair| Moved {
+                id: pair[0].clone(),
+                from: JobState::Failed,
+                data: pair[1].clone(),
+            })
+            .collect())
+    }
+
+    /// Moves a delayed job to wait now; false when it is not delayed.
+    pub async fn promote(&self, id: &str) -> Result<bool> {
+        let k = &self.keys;
+        let promoted: i64 = PROMOTE
+            .key(k.delayed())
+            .key(k.wait())
+            .key(k.paused())
+            .key(k.meta())
+            .key(k.marker())
+            .key(k.events())
+            .key(k.prioritized())
+            .key(k.priority_counter())
+            .arg(k.base())
+            .arg(id)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(promoted == 1)
+    }
+
+    /// Removes a job and its data, unless a worker holds it.
+    pub async fn remove(&self, id: &str) -> Result<Removal> {
+        let k = &self.keys;
+        let reply: Vec<String> = REMOVE
+            .key(k.wait())
+            .key(k.paused())
+            .key(k.active())
+            .key(k.prioritized())
+            .key(k.delayed())
+            .key(k.completed())
+            .key(k.failed())
+            .key(k.events())
+            .key(k.stalled())
+            .arg(k.base())
+            .arg(id)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        match reply.as_slice() {
+            [] => Ok(Removal::Missing),
+            [locked] if locked == "locked" => Ok(Removal::Locked),
+            [from, data] => Ok(Removal::Removed(Moved {
+                id: id.to_owned(),
+                // A hash in no state (half-written by a crashed producer) counts as waiting.
+                from: from.parse().unwrap_or(JobState::Waiting),
+                data: data.clone(),
+            })),
+            other => Err(QueueError::Reply(format!("remove returned {other:?}"))),
+        }
+    }
+
     /// Blocks on the queue's marker until a producer signals work or `timeout` passes. Needs a
     /// connection of its own ([`connect_blocking`]).
     pub async fn wait_for_work(
@@ -608,7 +734,8 @@ impl Queue {
 }
 
 /// The states a job can be listed by, in BullMQ's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum JobState {
     Waiting,
     Paused,
@@ -640,7 +767,7 @@ impl std::str::FromStr for JobState {
 }
 
 /// A job as the back-office shows it: its hash, with JSON fields parsed.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobView {
     pub id: String,
