@@ -454,25 +454,16 @@ impl Runs {
         Ok(cursor.try_collect().await?)
     }
 
-    /// Every run of `date`, oldest first.
-    pub async fn on_date(&self, date: &str) -> Result<Vec<RunRecord>, RunError> {
+    /// The `limit` most recently started runs (of `date`, if given), newest first.
+    pub async fn latest(&self, date: Option<&str>, limit: i64) -> Result<Vec<RunRecord>, RunError> {
         use futures::TryStreamExt;
-        let mut runs: Vec<RunRecord> = self
-            .collection()
-            .find(doc! { "date": date })
-            .await?
-            .try_collect()
-            .await?;
-        runs.sort_by_key(|r| r.started_at);
-        Ok(runs)
-    }
-
-    /// The `limit` most recently started runs, newest first.
-    pub async fn recent(&self, limit: i64) -> Result<Vec<RunRecord>, RunError> {
-        use futures::TryStreamExt;
+        let filter = match date {
+            Some(date) => doc! { "date": date },
+            None => doc! {},
+        };
         let cursor = self
             .collection()
-            .find(doc! {})
+            .find(filter)
             .sort(doc! { "startedAt": -1 })
             .limit(limit)
             .await?;

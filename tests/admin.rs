@@ -7,11 +7,18 @@ use chrono::NaiveDate;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
+
+use fantoccini::Locator;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tidegate::control::pacer::{ControlOptions, Pacer};
 use tidegate::http::admin::{AdminState, router};
 use tidegate::pipeline::score;
+use tokio_util::sync::CancellationToken;
 
-use tidegate::queue::{Backoff, Job, JobOptions, NewJob, Queue, Retention, Settlement, connect};
-use tidegate::runs::Runs;
+use tidegate::queue::{
+    Backoff, Job, JobOptions, JobState, NewJob, Queue, Retention, Settlement, connect,
+};
+use tidegate::runs::{RunRecord, Runs};
 use tidegate::schedule::Planner;
 use tidegate::store::{Store, StoreOptions};
 
@@ -23,6 +30,7 @@ struct Admin {
     queue: Queue,
     runs: Runs,
     planner: Planner,
+    store: Store,
     http: reqwest::Client,
 }
 
@@ -74,7 +82,7 @@ async fn start() -> Admin {
     let runs = Runs::new(redis.clone(), store.clone());
     let planner = Planner {
         queue: queue.clone(),
-        store,
+        store: store.clone(),
         runs: runs.clone(),
         redis,
         tz: TZ,
@@ -97,6 +105,7 @@ async fn start() -> Admin {
         queue,
         runs,
         planner,
+        store,
         http: reqwest::Client::new(),
     }
 }
@@ -186,7 +195,6 @@ async fn runs_are_started_listed_and_shown_and_bad_inputs_are_refused() {
     for (method, path, body) in [
         ("GET", "/api/runs?limit=0", None),
         ("GET", "/api/runs?limit=201", None),
-        ("GET", "/api/runs?date=2026-11-24&limit=5", None),
         ("GET", "/api/runs?date=24-11-2026", None),
         ("GET", "/api/runs/not-a-run", None),
         ("GET", "/api/runs/2026-11-24-rX", None),
@@ -241,8 +249,15 @@ async fn runs_are_started_listed_and_shown_and_bad_inputs_are_refused() {
     let (status, shown) = admin.ok("GET", &format!("/api/runs/{id}"), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(shown["id"], id.as_str());
-    let (status, _) = admin.ok("GET", "/api/runs/2026-11-24-r999999", None).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    for missing in ["/api/runs/2026-11-24-r999999", "/api/runs/2026-13-45-r1"] {
+        let (status, _) = admin.ok("GET", missing, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
+    }
+    let (status, of_day) = admin
+        .ok("GET", "/api/runs?date=2026-11-24&limit=1", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(of_day[0]["id"], id.as_str(), "newest first");
 
     // The run's jobs, paged, and one in full.
     let q = admin.queue.name().to_owned();
@@ -326,19 +341,17 @@ async fn work(admin: &Admin, settle: impl Fn(&Job) -> Settlement) {
     admin.runs.record_finished(&pairs).await;
 }
 
-#[tokio::test]
-async fn a_failed_job_is_retried_and_its_run_reopens_and_ends_again() {
-    let admin = start().await;
-    let q = admin.queue.name().to_owned();
+/// Plans the seeded day as a run and works it; one job of the ten fails for good, so the run
+/// ends failed. Returns the run and the failed job's id.
+async fn run_with_one_failure(admin: &Admin) -> (RunRecord, String) {
     let day = NaiveDate::from_ymd_opt(2026, 11, 24).expect("date");
     let run = admin
         .planner
-        .plan(day, "admin-test", false)
+        .plan(day, "schedule", false)
         .await
         .expect("plan");
-    // One job of the ten fails for good: the run ends failed.
     let unlucky = std::sync::Mutex::new(None);
-    work(&admin, |job| {
+    work(admin, |job| {
         let mut unlucky = unlucky.lock().expect("lock");
         if unlucky.is_none() {
             *unlucky = Some(job.id.clone());
@@ -349,6 +362,14 @@ async fn a_failed_job_is_retried_and_its_run_reopens_and_ends_again() {
     })
     .await;
     let failed_id = unlucky.into_inner().expect("lock").expect("one job failed");
+    (run, failed_id)
+}
+
+#[tokio::test]
+async fn a_failed_job_is_retried_and_its_run_reopens_and_ends_again() {
+    let admin = start().await;
+    let q = admin.queue.name().to_owned();
+    let (run, failed_id) = run_with_one_failure(&admin).await;
     let ended = admin.runs.get(&run.id).await.expect("run").expect("exists");
     assert_eq!(
         (ended.outcome.as_deref(), ended.failed),
@@ -503,4 +524,186 @@ async fn the_page_and_the_document_are_served_without_the_token() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(control["rate"], Value::Null, "no pacer publishes here");
     assert_eq!(control["members"], 0);
+}
+
+/// chromedriver on a port of its own, stopped when dropped.
+struct Chromedriver {
+    url: String,
+    _process: tokio::process::Child,
+}
+
+impl Chromedriver {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let process = tokio::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver runs (Debian: apt-get install chromium chromium-driver; scripts/test installs them)");
+        let url = format!("http://127.0.0.1:{port}");
+        let status = format!("{url}/status");
+        common::eventually("chromedriver to listen", Duration::from_secs(20), || {
+            let status = status.clone();
+            async move {
+                reqwest::get(status)
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+            }
+        })
+        .await;
+        Self {
+            url,
+            _process: process,
+        }
+    }
+
+    async fn headless_chromium(&self) -> fantoccini::Client {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({ "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                "--disable-dev-shm-usage", "--window-size=1280,960"] }),
+        );
+        fantoccini::ClientBuilder::new(HttpConnector::new())
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .expect("a headless Chromium session")
+    }
+}
+
+/// The page in headless Chromium, as an operator uses it: a run ended with a failed job; the
+/// page shows the job and its reason, the run and the live load control; Retry puts the job
+/// back in wait, as Redis confirms. The screenshot it takes is the README's
+/// (`TIDEGATE_SCREENSHOT=docs/back-office.png` writes it there).
+#[tokio::test]
+async fn the_page_shows_a_failed_job_and_chromium_retries_it() {
+    let admin = start().await;
+    // The queue's load control runs as in `tidegate run`, so the page shows real numbers. On
+    // FerretDB the database CPU comes from Prometheus, as in the demo.
+    let mut options = ControlOptions {
+        interval: Duration::from_secs(1),
+        ..ControlOptions::default()
+    };
+    if std::env::var("FERRETDB_METRICS_URL").is_ok() {
+        options.prometheus_url = Some(common::env("PROMETHEUS_URL"));
+        options.prometheus_cpu =
+            Some(r#"irate(process_cpu_seconds_total{job="ferretdb"}[3s]) * 100"#.into());
+    }
+    let redis = admin.queue.connection();
+    let (pacer, _throttle) =
+        Pacer::build(options, redis, &admin.queue, admin.store.clone(), 500).expect("pacer");
+    let stop = CancellationToken::new();
+    let pacing = tokio::spawn(pacer.run(stop.clone()));
+
+    let (run, failed_id) = run_with_one_failure(&admin).await;
+
+    let driver = Chromedriver::start().await;
+    let browser = driver.headless_chromium().await;
+    browser
+        .goto(&format!("{}/", admin.base))
+        .await
+        .expect("open the page");
+    browser
+        .find(Locator::Id("token"))
+        .await
+        .expect("the token field")
+        .send_keys(TOKEN)
+        .await
+        .expect("type the token");
+    browser
+        .find(Locator::Css("form.login button"))
+        .await
+        .expect("connect button")
+        .click()
+        .await
+        .expect("connect");
+
+    let row = format!("#failed tr[data-job-id=\"{failed_id}\"]");
+    let found = browser
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(&row))
+        .await;
+    let Ok(failed_row) = found else {
+        // What the page said (its status line shows API errors) makes the failure readable.
+        let status = browser.find(Locator::Id("status")).await.expect("status");
+        panic!(
+            "the failed job is not listed; the page says {:?}",
+            status.text().await
+        );
+    };
+    let text = failed_row.text().await.expect("row text");
+    assert!(text.contains("user has no events"), "{text}");
+    let run_row = format!("#runs tr[data-run-id=\"{}\"]", run.id);
+    let run_text = browser
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(&run_row))
+        .await
+        .expect("the run is listed")
+        .text()
+        .await
+        .expect("run text");
+    assert!(run_text.contains("failed"), "{run_text}");
+    // The leader has stepped the controller once the limiting signal is past `resuming`.
+    common::eventually(
+        "the load control on the page",
+        Duration::from_secs(20),
+        || async {
+            let limiter = browser.find(Locator::Id("limiter")).await.ok()?;
+            let text = limiter.text().await.ok()?;
+            (text != "n/a" && text != "resuming").then_some(())
+        },
+    )
+    .await;
+    let png = browser.screenshot().await.expect("screenshot");
+    let path = std::env::var("TIDEGATE_SCREENSHOT")
+        .unwrap_or_else(|_| format!("{}/back-office.png", env!("CARGO_TARGET_TMPDIR")));
+    std::fs::write(&path, png).expect("write the screenshot");
+
+    let retry = format!("{row} button.retry");
+    browser
+        .find(Locator::Css(&retry))
+        .await
+        .expect("retry button")
+        .click()
+        .await
+        .expect("click retry");
+    let queue = admin.queue.clone();
+    common::eventually(
+        "the job back in wait, in Redis",
+        Duration::from_secs(20),
+        || {
+            let (queue, id) = (queue.clone(), failed_id.clone());
+            async move {
+                let (_, waiting) = queue.jobs(JobState::Waiting, 0, 100).await.ok()?;
+                waiting.iter().any(|j| j.id == id).then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(admin.queue.counts().await.expect("counts").failed, 0);
+    // And the page follows.
+    common::eventually(
+        "the page to list no failed job",
+        Duration::from_secs(20),
+        || async {
+            browser
+                .find(Locator::Css(&row))
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+    browser.close().await.expect("close the browser");
+    stop.cancel();
+    pacing.await.expect("pacer stops");
 }

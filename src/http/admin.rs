@@ -212,7 +212,7 @@ fn known_queue(state: &AdminState, name: &str) -> Result<(), ApiError> {
 
 /// Job ids are BullMQ's: numbers, or a producer's own id; a ':' would reach into other keys.
 fn job_id(id: &str) -> Result<&str, ApiError> {
-    if id.is_empty() || id.len() > 256 || id.contains(':') {
+    if id.is_empty() || id.chars().count() > 256 || id.contains(':') {
         Err(bad_request(format!(
             "{id:?} is not a job id (1-256 characters, no ':')"
         )))
@@ -306,14 +306,27 @@ async fn control(
 /// Most jobs one page may hold.
 const MAX_PAGE_SIZE: usize = 500;
 
+/// The document's word for job ids; handlers check them with [`job_id`].
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct JobId {
+    /// BullMQ's job id: 1-256 characters, no ':'.
+    #[param(pattern = "^[^:]+$", min_length = 1, max_length = 256)]
+    id: String,
+}
+
+// Numbers are read as text, so that a bad one gets this API's 400 and message.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct JobsQuery {
-    /// waiting, paused, prioritized, active, delayed, completed or failed.
+    #[param(value_type = JobState, required = true)]
     state: Option<String>,
     /// From 1 (the default).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000000)]
     page: Option<String>,
-    /// Jobs per page, 1-500 (50 by default).
+    /// Jobs per page (50 by default).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     size: Option<String>,
 }
 
@@ -375,7 +388,7 @@ async fn jobs(
 
 /// One job in full: data, options, attempts, failure and timestamps.
 #[utoipa::path(get, path = "/api/queues/{name}/jobs/{id}",
-    params(("name" = String, Path), ("id" = String, Path)),
+    params(("name" = String, Path), JobId),
     responses((status = 200, body = JobView), (status = 400, body = ErrorBody),
     (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn job(
@@ -409,7 +422,7 @@ impl From<&Moved> for MovedView {
 /// Removes a job and its data, from any state but held by a worker (409). A job of a run
 /// removed before it finished counts as failed in that run.
 #[utoipa::path(delete, path = "/api/queues/{name}/jobs/{id}",
-    params(("name" = String, Path), ("id" = String, Path)),
+    params(("name" = String, Path), JobId),
     responses((status = 200, body = MovedView), (status = 400, body = ErrorBody),
     (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
     (status = 503, body = ErrorBody)))]
@@ -439,7 +452,7 @@ async fn remove(
 /// Retries a failed job: back to waiting with its attempts kept (BullMQ's `job.retry()`), so
 /// a job that used them all gets one more. Its run, if it had ended, is open again.
 #[utoipa::path(post, path = "/api/queues/{name}/jobs/{id}/retry",
-    params(("name" = String, Path), ("id" = String, Path)),
+    params(("name" = String, Path), JobId),
     responses((status = 200, body = MovedView), (status = 400, body = ErrorBody),
     (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
     (status = 503, body = ErrorBody)))]
@@ -480,7 +493,7 @@ async fn reopen(state: &AdminState, retried: &[Moved]) -> Result<(), ApiError> {
 
 /// Runs a delayed job now (BullMQ's `job.promote()`).
 #[utoipa::path(post, path = "/api/queues/{name}/jobs/{id}/promote",
-    params(("name" = String, Path), ("id" = String, Path)),
+    params(("name" = String, Path), JobId),
     responses((status = 200, body = MovedView), (status = 400, body = ErrorBody),
     (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
     (status = 503, body = ErrorBody)))]
@@ -575,13 +588,15 @@ impl From<RunRecord> for RunView {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct RunsQuery {
-    /// Runs of this day (YYYY-MM-DD), oldest first; without it, the latest runs, newest first.
+    /// Only the runs of this day.
+    #[param(value_type = Option<String>, format = Date)]
     date: Option<String>,
-    /// How many of the latest runs, 1-200 (20 by default); not with `date`.
+    /// Most runs listed (20 by default).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     limit: Option<String>,
 }
 
-/// Run history: one day's runs, or the latest runs.
+/// Run history, newest first: the latest runs, or the latest of one day.
 #[utoipa::path(get, path = "/api/runs", params(RunsQuery),
     responses((status = 200, body = Vec<RunView>), (status = 400, body = ErrorBody),
     (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -589,33 +604,35 @@ async fn runs(
     State(state): State<AdminState>,
     ApiQuery(query): ApiQuery<RunsQuery>,
 ) -> Result<Json<Vec<RunView>>, ApiError> {
-    let runs = match (query.date, query.limit) {
-        (Some(_), Some(_)) => return Err(bad_request("give a date or a limit, not both")),
-        (Some(date), None) => {
-            let date = parse_date(&date)?;
-            state.runs.on_date(&date.to_string()).await
-        }
-        (None, limit) => {
-            let limit = number_in("limit", limit.as_deref(), 20, 200)?;
-            state.runs.recent(limit as i64).await
-        }
-    }
-    .map_err(|e| unavailable("reading runs", e))?;
+    let date = query.date.as_deref().map(parse_date).transpose()?;
+    let limit = number_in("limit", query.limit.as_deref(), 20, 200)?;
+    let runs = state
+        .runs
+        .latest(date.map(|d| d.to_string()).as_deref(), limit as i64)
+        .await
+        .map_err(|e| unavailable("reading runs", e))?;
     Ok(Json(runs.into_iter().map(RunView::from).collect()))
 }
 
 /// One run.
-#[utoipa::path(get, path = "/api/runs/{id}", params(("id" = String, Path, description = "YYYY-MM-DD-r<n>")),
+#[utoipa::path(get, path = "/api/runs/{id}",
+    params(("id" = String, Path, description = "YYYY-MM-DD-r<n>", pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}-r[0-9]{1,19}$")),
     responses((status = 200, body = RunView), (status = 400, body = ErrorBody),
     (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn run(
     State(state): State<AdminState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<RunView>, ApiError> {
-    // Run ids are `<date>-r<n>`: anything else cannot exist.
-    let valid = id
-        .split_once("-r")
-        .is_some_and(|(date, n)| parse_date(date).is_ok() && n.parse::<u64>().is_ok());
+    // Run ids are `<date>-r<n>`: anything else is a mistake; a well-formed id of an
+    // impossible date is merely not found.
+    let digits = |t: &str, n: std::ops::RangeInclusive<usize>| {
+        n.contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit())
+    };
+    let valid = id.split_once("-r").is_some_and(|(date, n)| {
+        let parts: Vec<&str> = date.split('-').collect();
+        matches!(parts.as_slice(), [y, m, d] if digits(y, 4..=4) && digits(m, 2..=2) && digits(d, 2..=2))
+            && digits(n, 1..=19)
+    });
     if !valid {
         return Err(bad_request(format!(
             "{id:?} is not a run id (YYYY-MM-DD-r<n>)"
@@ -631,7 +648,8 @@ async fn run(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StartRun {
-    /// The day to (re-)collect, YYYY-MM-DD.
+    /// The day to (re-)collect.
+    #[schema(format = Date)]
     date: String,
     /// Delete the day's results first.
     #[serde(default)]
