@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tidegate::pipeline::{Outcome, Pipeline};
-use tidegate::queue::{Job, JobOptions, NewJob, Queue, connect};
+use tidegate::queue::{Job, JobOptions, NewJob, Queue, Removal, Retention, Settlement, connect};
 use tidegate::worker::{Worker, WorkerOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -253,4 +253,64 @@ async fn failed_jobs_retried_from_bull_board_and_bullmq_run_again_in_tidegate() 
         c.completed == 3 && c.failed == 0
     })
     .await;
+}
+
+/// The back-office's moves, as BullMQ sees them: a failed job retried by tidegate, a delayed
+/// one promoted and a removed one are what BullMQ's own `retry`, `promote` and `remove` leave,
+/// and a BullMQ worker runs the two that are waiting.
+#[tokio::test]
+async fn bullmq_sees_the_back_office_moves() {
+    let redis = connect(&common::redis_url()).await.expect("redis");
+    let name = common::unique("interop_admin");
+    let q = Queue::new(redis, "bull", &name);
+    let later = JobOptions {
+        delay: 3_600_000,
+        ..JobOptions::default()
+    };
+    q.add_bulk(&[
+        NewJob::new("fails", json!({})),
+        NewJob::new("goes", json!({})),
+        NewJob::new("later", json!({})).with_opts(later),
+    ])
+    .await
+    .expect("add");
+    let taken = q.take(2, "t", Duration::from_secs(30)).await.expect("take");
+    let fail = |id: &str| Settlement::Failed {
+        id: id.to_owned(),
+        reason: "broken".into(),
+        stacktrace: vec![],
+        keep: Retention::KEEP_ALL,
+        exhausted: true,
+    };
+    let settlements: Vec<Settlement> = taken.jobs.iter().map(|j| fail(&j.id)).collect();
+    q.settle("t", &settlements).await.expect("settle");
+
+    assert!(q.retry("1").await.expect("retry").is_some());
+    assert!(q.promote("3").await.expect("promote"));
+    assert!(matches!(
+        q.remove("2").await.expect("remove"),
+        Removal::Removed(_)
+    ));
+    let seen = bullmq(&["inspect", &name, "1", "2", "3"]);
+    assert_eq!(seen["jobs"][0]["state"], "waiting");
+    assert_eq!(seen["jobs"][0]["failedReason"], Value::Null);
+    assert_eq!(seen["jobs"][0]["attemptsMade"], 1);
+    assert_eq!(seen["jobs"][1], Value::Null, "removed");
+    assert_eq!(seen["jobs"][2]["state"], "waiting");
+    assert_eq!(
+        (
+            seen["counts"]["failed"].clone(),
+            seen["counts"]["delayed"].clone()
+        ),
+        (json!(0), json!(0))
+    );
+    let consumed = bullmq(&["consume", &name, "2"]);
+    let mut names: Vec<&str> = consumed
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .filter_map(|j| j["name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["fails", "later"]);
 }
