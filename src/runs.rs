@@ -440,6 +440,28 @@ impl Runs {
         Ok(RunReport { run, cpu, reasons })
     }
 
+    /// Fills in the live counts of the runs that have not ended (the record has them only
+    /// from the end on), in one round trip.
+    pub async fn with_live_counts(&self, runs: &mut [RunRecord]) -> Result<(), RunError> {
+        let open: Vec<&mut RunRecord> = runs.iter_mut().filter(|r| r.ended_at.is_none()).collect();
+        if open.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for run in &open {
+            pipe.cmd("HMGET")
+                .arg(counters_key(&run.id))
+                .arg(&["completed", "failed"]);
+        }
+        let counts: Vec<(Option<i64>, Option<i64>)> =
+            pipe.query_async(&mut self.redis.clone()).await?;
+        for (run, (completed, failed)) in open.into_iter().zip(counts) {
+            run.completed = completed.unwrap_or(0);
+            run.failed = failed.unwrap_or(0);
+        }
+        Ok(())
+    }
+
     pub async fn get(&self, id: &str) -> Result<Option<RunRecord>, RunError> {
         Ok(self.collection().find_one(doc! { "_id": id }).await?)
     }

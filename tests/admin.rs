@@ -417,6 +417,14 @@ async fn a_failed_job_is_retried_and_its_run_reopens_and_ends_again() {
     assert_eq!(job.attempts_made, 1, "attempts are kept, as in BullMQ");
     let reopened = admin.runs.get(&run.id).await.expect("run").expect("exists");
     assert_eq!((reopened.ended_at, reopened.outcome), (None, None));
+    let (_, shown) = admin
+        .ok("GET", &format!("/api/runs/{}", run.id), None)
+        .await;
+    assert_eq!(
+        (&shown["completed"], &shown["failed"], &shown["outcome"]),
+        (&json!(9), &json!(0), &Value::Null),
+        "an open run shows its live counts"
+    );
 
     // The retry succeeds: the run ends again, succeeded.
     work(&admin, |job| complete(&job.id)).await;

@@ -357,7 +357,12 @@ struct JobPage {
 /// One page of the jobs in a state: lists newest first, completed and failed by most recently
 /// finished, delayed and prioritized by when they run.
 #[utoipa::path(get, path = "/api/queues/{name}/jobs", params(("name" = String, Path), JobsQuery),
-    responses((status = 200, body = JobPage), (status = 400, body = ErrorBody),
+    responses((status = 200, body = JobPage, links(
+        ("job" = (operation_id = "job", parameters(("name" = "$request.path.name"), ("id" = "$response.body#/jobs/0/id")))),
+        ("retry" = (operation_id = "retry", parameters(("name" = "$request.path.name"), ("id" = "$response.body#/jobs/0/id")))),
+        ("promote" = (operation_id = "promote", parameters(("name" = "$request.path.name"), ("id" = "$response.body#/jobs/0/id")))),
+        ("remove" = (operation_id = "remove", parameters(("name" = "$request.path.name"), ("id" = "$response.body#/jobs/0/id")))))),
+    (status = 400, body = ErrorBody),
     (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn jobs(
     State(state): State<AdminState>,
@@ -596,9 +601,12 @@ struct RunsQuery {
     limit: Option<String>,
 }
 
-/// Run history, newest first: the latest runs, or the latest of one day.
+/// Run history, newest first: the latest runs, or the latest of one day. Counts of runs still
+/// going are live.
 #[utoipa::path(get, path = "/api/runs", params(RunsQuery),
-    responses((status = 200, body = Vec<RunView>), (status = 400, body = ErrorBody),
+    responses((status = 200, body = Vec<RunView>, links(
+        ("run" = (operation_id = "run", parameters(("id" = "$response.body#/0/id")))))),
+    (status = 400, body = ErrorBody),
     (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn runs(
     State(state): State<AdminState>,
@@ -606,9 +614,14 @@ async fn runs(
 ) -> Result<Json<Vec<RunView>>, ApiError> {
     let date = query.date.as_deref().map(parse_date).transpose()?;
     let limit = number_in("limit", query.limit.as_deref(), 20, 200)?;
-    let runs = state
+    let mut runs = state
         .runs
         .latest(date.map(|d| d.to_string()).as_deref(), limit as i64)
+        .await
+        .map_err(|e| unavailable("reading runs", e))?;
+    state
+        .runs
+        .with_live_counts(&mut runs)
         .await
         .map_err(|e| unavailable("reading runs", e))?;
     Ok(Json(runs.into_iter().map(RunView::from).collect()))
@@ -638,11 +651,18 @@ async fn run(
             "{id:?} is not a run id (YYYY-MM-DD-r<n>)"
         )));
     }
-    match state.runs.get(&id).await {
-        Ok(Some(run)) => Ok(Json(run.into())),
-        Ok(None) => Err(not_found(format!("no run {id:?}"))),
-        Err(e) => Err(unavailable("reading the run", e)),
-    }
+    let mut run = match state.runs.get(&id).await {
+        Ok(Some(run)) => [run],
+        Ok(None) => return Err(not_found(format!("no run {id:?}"))),
+        Err(e) => return Err(unavailable("reading the run", e)),
+    };
+    state
+        .runs
+        .with_live_counts(&mut run)
+        .await
+        .map_err(|e| unavailable("reading the run", e))?;
+    let [run] = run;
+    Ok(Json(run.into()))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -659,7 +679,9 @@ struct StartRun {
 /// Starts a run for a day: plans its jobs now (idempotent writes, so a day can be re-run),
 /// optionally purging the day's results first.
 #[utoipa::path(post, path = "/api/runs", request_body = StartRun,
-    responses((status = 201, body = RunView), (status = 400, body = ErrorBody),
+    responses((status = 201, body = RunView, links(
+        ("run" = (operation_id = "run", parameters(("id" = "$response.body#/id")))))),
+    (status = 400, body = ErrorBody),
     (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn start_run(
     State(state): State<AdminState>,
