@@ -186,14 +186,14 @@ pub const ADMIN_TOKEN: Var = Var {
         "TIDEGATE_ADMIN_TOKEN",
         "",
         "empty (the back-office is off), or a token of at least 16 characters",
-        "bearer token of the back-office API at TIDEGATE_ADMIN_ADDR (a secret: never printed or logged)",
+        "bearer token of the back-office at TIDEGATE_ADMIN_ADDR (a secret: never printed or logged)",
     )
 };
 pub const ADMIN_ADDR: Var = var(
     "TIDEGATE_ADMIN_ADDR",
     "127.0.0.1:9841",
     "an IP:port socket address",
-    "where the back-office API (/api) is served when TIDEGATE_ADMIN_TOKEN is set",
+    "where the back-office (page at /, API at /api) is served when TIDEGATE_ADMIN_TOKEN is set",
 );
 
 pub const QUEUE: Var = var(

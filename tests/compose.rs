@@ -124,6 +124,10 @@ fn compose_sets_only_settings_tidegate_has_and_the_ports_agree() {
         );
     }
     assert!(published(&services["tidegate"], "9840"));
+    // The back-office listens on all of the container's interfaces, published on loopback.
+    let tidegate_env = environment(&services["tidegate"]);
+    assert!(tidegate_env.contains(&("TIDEGATE_ADMIN_ADDR".into(), "0.0.0.0:9841".into())));
+    assert!(published(&services["tidegate"], "9841"));
 
     // Grafana's datasource is the compose Prometheus, on the port it listens on.
     let datasource = load("dashboards/provisioning/datasource.yml");
