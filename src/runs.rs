@@ -237,14 +237,14 @@ impl Runs {
         self.count(&tallies).await
     }
 
-    /// Failed jobs were retried: their runs count them as unfinished again and, if they had
-    /// ended, are open again until those jobs finish. Runs whose counters have lapsed are
-    /// history and stay as recorded.
+    /// Failed jobs were retried: their runs count them as unfinished again (their failure
+    /// reasons too) and, if they had ended, are open again until those jobs finish. Runs whose
+    /// counters have lapsed are history and stay as recorded.
     pub async fn reopen(&self, retried: &[Moved]) -> Result<(), RunError> {
         let mut tallies: HashMap<String, Tally> = HashMap::new();
         for job in retried {
             if let Some(run) = run_of(&job.data) {
-                tallies.entry(run).or_default().failed -= 1;
+                tallies.entry(run).or_default().fail(&job.reason);
             }
         }
         let mut redis = self.redis.clone();
@@ -253,19 +253,24 @@ impl Runs {
             if !live {
                 continue;
             }
-            let _: () = redis::pipe()
-                .hincr(counters_key(&run), "failed", tally.failed)
-                .ignore()
-                .del(ended_key(&run))
-                .ignore()
-                .query_async(&mut redis)
-                .await?;
+            // The record is reopened while the `ended` mark still keeps other processes from
+            // ending the run; once the mark is gone, whoever sees the run done ends it, once.
             self.collection()
                 .update_one(
                     doc! { "_id": &run },
                     doc! { "$unset": { "endedAt": "", "outcome": "" } },
                 )
                 .await?;
+            let mut pipe = redis::pipe();
+            pipe.hincr(counters_key(&run), "failed", -tally.failed)
+                .ignore();
+            for (reason, n) in &tally.reasons {
+                pipe.hincr(reasons_key(&run), reason, -n).ignore();
+            }
+            pipe.del(ended_key(&run)).ignore();
+            pipe.query_async::<()>(&mut redis).await?;
+            // The retried jobs may have finished already, before the counts went down.
+            self.check_end(&run).await?;
         }
         Ok(())
     }
@@ -427,8 +432,12 @@ impl Runs {
     /// failure reasons.
     pub async fn report(&self, run: RunRecord) -> Result<RunReport, RunError> {
         let mut redis = self.redis.clone();
-        let reasons: HashMap<String, u64> = redis.hgetall(reasons_key(&run.id)).await?;
-        let mut reasons: Vec<(String, u64)> = reasons.into_iter().collect();
+        let reasons: HashMap<String, i64> = redis.hgetall(reasons_key(&run.id)).await?;
+        // Reasons of failures that were retried since count 0.
+        let mut reasons: Vec<(String, u64)> = reasons
+            .into_iter()
+            .filter_map(|(reason, n)| Some((reason, u64::try_from(n).ok().filter(|&n| n > 0)?)))
+            .collect();
         reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         reasons.truncate(TOP_REASONS);
         let from = u64::try_from(run.started_at.timestamp_millis()).unwrap_or(0);

@@ -433,6 +433,12 @@ async fn a_failed_job_is_retried_and_its_run_reopens_and_ends_again() {
         (again.outcome.as_deref(), again.completed, again.failed),
         (Some("succeeded"), 10, 0)
     );
+    let report = admin.runs.report(again).await.expect("report");
+    assert!(
+        report.reasons.is_empty(),
+        "the retried failure is no longer a reason: {:?}",
+        report.reasons
+    );
 }
 
 #[tokio::test]
@@ -714,4 +720,25 @@ async fn the_page_shows_a_failed_job_and_chromium_retries_it() {
     browser.close().await.expect("close the browser");
     stop.cancel();
     pacing.await.expect("pacer stops");
+}
+
+/// A retried job can finish before its run is reopened (the worker is fast, or the reopening
+/// slow): the run must still end, once, with the right counts.
+#[tokio::test]
+async fn a_run_whose_retried_job_finished_before_it_was_reopened_still_ends() {
+    let admin = start().await;
+    let (run, failed_id) = run_with_one_failure(&admin).await;
+    let retried = admin
+        .queue
+        .retry(&failed_id)
+        .await
+        .expect("retry")
+        .expect("was failed");
+    work(&admin, |job| complete(&job.id)).await;
+    admin.runs.reopen(&[retried]).await.expect("reopen");
+    let ended = admin.runs.get(&run.id).await.expect("run").expect("exists");
+    assert_eq!(
+        (ended.outcome.as_deref(), ended.completed, ended.failed),
+        (Some("succeeded"), 10, 0)
+    );
 }

@@ -162,13 +162,14 @@ pub struct StalledCheck {
     pub over_limit: Vec<String>,
 }
 
-/// A job the back-office moved or removed: its id, the state it left and its data (JSON text),
-/// which tells the run it belongs to.
+/// A job the back-office moved or removed: its id, the state it left, its data (JSON text,
+/// which tells the run it belongs to) and, for a failed one, why it had failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Moved {
     pub id: String,
     pub from: JobState,
     pub data: String,
+    pub reason: String,
 }
 
 /// What removing one job did.
@@ -657,11 +658,12 @@ impl Queue {
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(reply
-            .chunks_exact(2)
-            .map(|pair| Moved {
-                id: pair[0].clone(),
+            .chunks_exact(3)
+            .map(|job| Moved {
+                id: job[0].clone(),
                 from: JobState::Failed,
-                data: pair[1].clone(),
+                data: job[1].clone(),
+                reason: job[2].clone(),
             })
             .collect())
     }
@@ -705,11 +707,12 @@ impl Queue {
         match reply.as_slice() {
             [] => Ok(Removal::Missing),
             [locked] if locked == "locked" => Ok(Removal::Locked),
-            [from, data] => Ok(Removal::Removed(Moved {
+            [from, data, reason] => Ok(Removal::Removed(Moved {
                 id: id.to_owned(),
                 // A hash in no state (half-written by a crashed producer) counts as waiting.
                 from: from.parse().unwrap_or(JobState::Waiting),
                 data: data.clone(),
+                reason: reason.clone(),
             })),
             other => Err(QueueError::Reply(format!("remove returned {other:?}"))),
         }

@@ -4,7 +4,7 @@ priority; at the front when it is LIFO). Attempts made are kept, as in BullMQ: a
 them all gets one more.
 KEYS: 1 failed, 2 wait, 3 paused, 4 meta, 5 marker, 6 events, 7 prioritized, 8 priority counter
 ARGV: 1 key base, 2 most jobs to take from failed, oldest first, when no ids follow; 3.. ids
-Returns {id, data} per job retried; an id that is not in failed is skipped. ]]
+Returns {id, data, failed reason} per job retried; an id that is not in failed is skipped. ]]
 local base = ARGV[1]
 local ids = {}
 if #ARGV > 2 then
@@ -19,8 +19,8 @@ local retried = {}
 for _, id in ipairs(ids) do
   if rcall('ZREM', KEYS[1], id) == 1 then
     local key = base .. id
+    local f = rcall('HMGET', key, 'priority', 'opts', 'data', 'failedReason')
     rcall('HDEL', key, 'finishedOn', 'processedOn', 'failedReason')
-    local f = rcall('HMGET', key, 'priority', 'opts', 'data')
     local priority = tonumber(f[1]) or 0
     local ok, opts = pcall(cjson.decode, f[2] or '{}')
     if priority > 0 then
@@ -33,6 +33,7 @@ for _, id in ipairs(ids) do
     rcall('XADD', KEYS[6], 'MAXLEN', '~', maxEvents, '*', 'event', 'waiting', 'jobId', id, 'prev', 'failed')
     retried[#retried + 1] = id
     retried[#retried + 1] = f[3] or ''
+    retried[#retried + 1] = f[4] or ''
   end
 end
 if #retried > 0 and not paused then rcall('ZADD', KEYS[5], 0, '0') end
