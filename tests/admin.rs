@@ -677,6 +677,25 @@ async fn the_page_shows_a_failed_job_and_chromium_retries_it() {
         },
     )
     .await;
+    // The job's id opens its details: data (with its run), options, stack trace.
+    browser
+        .find(Locator::Css(&format!("{row} button.link")))
+        .await
+        .expect("the job's id")
+        .click()
+        .await
+        .expect("open the details");
+    let details = browser
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#failed tr.details pre"))
+        .await
+        .expect("the job's details")
+        .text()
+        .await
+        .expect("details text");
+    assert!(details.contains(&run.id), "{details}");
+
     let png = browser.screenshot().await.expect("screenshot");
     let path = std::env::var("TIDEGATE_SCREENSHOT")
         .unwrap_or_else(|_| format!("{}/back-office.png", env!("CARGO_TARGET_TMPDIR")));

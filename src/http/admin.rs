@@ -4,6 +4,7 @@
 //! compared in constant time; there are no cookies, so no CSRF surface. Inputs are validated
 //! into 4xx answers with a message; answers never carry connection strings or secrets. The
 //! page and the document hold no data, so they are served to anyone who can reach the port.
+//! Every change made through it is logged at info, as an audit trail.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
@@ -284,6 +285,7 @@ async fn set_paused(
         (state.queue.resume().await, "resuming the queue")
     };
     done.map_err(|e| unavailable(what, e))?;
+    tracing::info!(queue = %name, paused, "back-office: queue {}", if paused { "paused" } else { "resumed" });
     Ok(Json(Paused { name, paused }))
 }
 
@@ -451,6 +453,7 @@ async fn remove(
         .record_removed(std::slice::from_ref(&removed))
         .await
         .map_err(|e| unavailable("counting the job in its run", e))?;
+    tracing::info!(queue = %name, job = %id, from = ?removed.from, "back-office: job removed");
     Ok(Json(MovedView::from(&removed)))
 }
 
@@ -476,6 +479,7 @@ async fn retry(
         return Err(not_in(&state, id, "failed").await);
     };
     reopen(&state, std::slice::from_ref(&retried)).await?;
+    tracing::info!(queue = %name, job = %id, "back-office: failed job retried");
     Ok(Json(MovedView::from(&retried)))
 }
 
@@ -516,6 +520,7 @@ async fn promote(
     if !promoted {
         return Err(not_in(&state, id, "delayed").await);
     }
+    tracing::info!(queue = %name, job = %id, "back-office: delayed job promoted");
     Ok(Json(MovedView {
         id: id.to_owned(),
         from: JobState::Delayed,
@@ -542,6 +547,7 @@ async fn retry_failed(
         .await
         .map_err(|e| unavailable("retrying failed jobs", e))?;
     reopen(&state, &retried).await?;
+    tracing::info!(queue = %name, retried = retried.len(), "back-office: all failed jobs retried");
     Ok(Json(Retried {
         retried: retried.len(),
     }))
@@ -693,5 +699,6 @@ async fn start_run(
         .plan(date, "admin", body.purge)
         .await
         .map_err(|e| unavailable("planning the run", e))?;
+    tracing::info!(run = %run.id, %date, purge = body.purge, "back-office: run started");
     Ok((StatusCode::CREATED, Json(run.into())))
 }
