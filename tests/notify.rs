@@ -137,13 +137,14 @@ async fn a_run_that_ends_is_reported_once_with_its_numbers_and_reasons() {
     let date = format!("2031-{}", &common::unique("d")[..8]);
     let run = runs.start("score", &date, "test").await.expect("start");
     runs.planned(&run.id, 4, 0).await.expect("planned");
-    // The leader's probe saw the database at 120% and 180% during the run.
-    budget::record_cpu(&mut redis, now_ms(), 120.0)
-        .await
-        .expect("cpu");
-    budget::record_cpu(&mut redis, now_ms() + 1, 180.0)
-        .await
-        .expect("cpu");
+    // The leader's probe saw the database at 120% and 180% during the run: both samples are
+    // dated at its start, since the whole run can take under a millisecond here.
+    let started = u64::try_from(run.started_at.timestamp_millis()).expect("a time after 1970");
+    for cpu in [120.0, 180.0] {
+        budget::record_cpu(&mut redis, started, cpu)
+            .await
+            .expect("cpu");
+    }
 
     let jobs = [
         job("a", &run.id),
