@@ -540,10 +540,19 @@ async fn the_page_and_the_document_are_served_without_the_token() {
     assert_eq!(control["members"], 0);
 }
 
-/// chromedriver on a port of its own, stopped when dropped.
+/// chromedriver on a port of its own, stopped when dropped. Chromium's scratch files go to a
+/// directory of its own under cargo's target, removed on drop, not to /tmp.
 struct Chromedriver {
     url: String,
-    _process: tokio::process::Child,
+    process: tokio::process::Child,
+    scratch: std::path::PathBuf,
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        let _ = self.process.start_kill();
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
 }
 
 impl Chromedriver {
@@ -552,8 +561,12 @@ impl Chromedriver {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
+        let scratch =
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(common::unique("chromium"));
+        std::fs::create_dir_all(&scratch).expect("a scratch directory");
         let process = tokio::process::Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .env("TMPDIR", &scratch)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -573,7 +586,8 @@ impl Chromedriver {
         .await;
         Self {
             url,
-            _process: process,
+            process,
+            scratch,
         }
     }
 
