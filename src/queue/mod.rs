@@ -642,17 +642,8 @@ impl Queue {
     }
 
     async fn retry_script(&self, most: usize, id: Option<&str>) -> Result<Vec<Moved>> {
-        let k = &self.keys;
-        let reply: Vec<String> = RETRY
-            .key(k.failed())
-            .key(k.wait())
-            .key(k.paused())
-            .key(k.meta())
-            .key(k.marker())
-            .key(k.events())
-            .key(k.prioritized())
-            .key(k.priority_counter())
-            .arg(k.base())
+        let reply: Vec<String> = self
+            .requeue_call(&RETRY, self.keys.failed())
             .arg(most)
             .arg(id)
             .invoke_async(&mut self.conn.clone())
@@ -668,11 +659,12 @@ impl Queue {
             .collect())
     }
 
-    /// Moves a delayed job to wait now; false when it is not delayed.
-    pub async fn promote(&self, id: &str) -> Result<bool> {
+    /// A call of a script that puts jobs from the set `from` back in line (retry, promote):
+    /// they share their keys and first argument.
+    fn requeue_call<'a>(&self, script: &'a Script, from: String) -> redis::ScriptInvocation<'a> {
         let k = &self.keys;
-        let promoted: i64 = PROMOTE
-            .key(k.delayed())
+        let mut call = script.prepare_invoke();
+        call.key(from)
             .key(k.wait())
             .key(k.paused())
             .key(k.meta())
@@ -680,7 +672,14 @@ impl Queue {
             .key(k.events())
             .key(k.prioritized())
             .key(k.priority_counter())
-            .arg(k.base())
+            .arg(k.base());
+        call
+    }
+
+    /// Moves a delayed job to wait now; false when it is not delayed.
+    pub async fn promote(&self, id: &str) -> Result<bool> {
+        let promoted: i64 = self
+            .requeue_call(&PROMOTE, self.keys.delayed())
             .arg(id)
             .invoke_async(&mut self.conn.clone())
             .await?;

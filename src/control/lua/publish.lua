@@ -8,8 +8,6 @@ if redis.call('HGET', KEYS[1], 'leader') ~= ARGV[1] then
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], 'rate', ARGV[2], 'rate_until', now + tonumber(ARGV[3]), 'decided_at', now)
-for i = 4, #ARGV - 1, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-end
+redis.call('HSET', KEYS[1], 'rate', ARGV[2], 'rate_until', now + tonumber(ARGV[3]), 'decided_at', now,
+  unpack(ARGV, 4))
 return 1

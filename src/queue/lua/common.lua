@@ -18,3 +18,15 @@ local function addPrioritized(prioritizedKey, counterKey, priority, id)
   rcall('ZADD', prioritizedKey, int(priority * 4294967296 + seq), id)
 end
 
+
+-- Makes a job ready to take again, as BullMQ does: in the prioritized set when it has a
+-- priority, else first in line (workers take from the right) when LIFO, last otherwise.
+local function requeue(target, prioritizedKey, counterKey, id, priority, lifo)
+  if priority > 0 then
+    addPrioritized(prioritizedKey, counterKey, priority, id)
+  elseif lifo then
+    rcall('RPUSH', target, id)
+  else
+    rcall('LPUSH', target, id)
+  end
+end

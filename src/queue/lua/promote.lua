@@ -8,11 +8,7 @@ if rcall('ZREM', KEYS[1], id) == 0 then return 0 end
 local key = ARGV[1] .. id
 local paused = rcall('HEXISTS', KEYS[4], 'paused') == 1
 local priority = tonumber(rcall('HGET', key, 'priority')) or 0
-if priority > 0 then
-  addPrioritized(KEYS[7], KEYS[8], priority, id)
-else
-  rcall('LPUSH', paused and KEYS[3] or KEYS[2], id)
-end
+requeue(paused and KEYS[3] or KEYS[2], KEYS[7], KEYS[8], id, priority, false)
 rcall('HSET', key, 'delay', 0)
 rcall('XADD', KEYS[6], '*', 'event', 'waiting', 'jobId', id, 'prev', 'delayed')
 if not paused then rcall('ZADD', KEYS[5], 0, '0') end

@@ -21,15 +21,9 @@ for _, id in ipairs(ids) do
     local key = base .. id
     local f = rcall('HMGET', key, 'priority', 'opts', 'data', 'failedReason')
     rcall('HDEL', key, 'finishedOn', 'processedOn', 'failedReason')
-    local priority = tonumber(f[1]) or 0
     local ok, opts = pcall(cjson.decode, f[2] or '{}')
-    if priority > 0 then
-      addPrioritized(KEYS[7], KEYS[8], priority, id)
-    elseif ok and type(opts) == 'table' and opts.lifo == true then
-      rcall('RPUSH', target, id)
-    else
-      rcall('LPUSH', target, id)
-    end
+    local lifo = ok and type(opts) == 'table' and opts.lifo == true
+    requeue(target, KEYS[7], KEYS[8], id, tonumber(f[1]) or 0, lifo)
     rcall('XADD', KEYS[6], 'MAXLEN', '~', maxEvents, '*', 'event', 'waiting', 'jobId', id, 'prev', 'failed')
     retried[#retried + 1] = id
     retried[#retried + 1] = f[3] or ''
