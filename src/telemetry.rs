@@ -32,8 +32,11 @@ pub mod names {
     // The load-control loop.
     pub const DB_CPU: &str = "tidegate_db_cpu_percent";
     pub const DB_WRITE_LATENCY: &str = "tidegate_db_write_latency_seconds";
+    pub const DB_READ_LATENCY: &str = "tidegate_db_read_latency_seconds";
     pub const DB_QUEUED_OPS: &str = "tidegate_db_queued_operations";
     pub const DB_WRITE_TICKETS: &str = "tidegate_db_write_tickets_available";
+    // Not `_total`: that suffix is for counters (promtool rejects it on a gauge).
+    pub const DB_WRITE_TICKETS_POOL: &str = "tidegate_db_write_tickets_pool";
     pub const SIGNAL_AVAILABLE: &str = "tidegate_signal_available";
     pub const PROBE_ERRORS: &str = "tidegate_probe_errors_total";
     pub const RATE: &str = "tidegate_rate_documents_per_second";
@@ -279,6 +282,13 @@ pub const CATALOGUE: &[Metric] = &[
         "Mean write latency the database reported over the last control interval",
     ),
     metric(
+        names::DB_READ_LATENCY,
+        Gauge,
+        Some(Unit::Seconds),
+        &[],
+        "Mean read latency the database reported over the last control interval (what its other users feel)",
+    ),
+    metric(
         names::DB_QUEUED_OPS,
         Gauge,
         None,
@@ -293,11 +303,18 @@ pub const CATALOGUE: &[Metric] = &[
         "Write tickets the database's admission control had free",
     ),
     metric(
+        names::DB_WRITE_TICKETS_POOL,
+        Gauge,
+        None,
+        &[],
+        "Size of the database's write ticket pool (totalTickets; 7.0 and later resize it)",
+    ),
+    metric(
         names::SIGNAL_AVAILABLE,
         Gauge,
         None,
         &["signal"],
-        "1 when the probes report the signal (cpu, write_latency, queued_ops, write_tickets), 0 when the server does not",
+        "1 when the probes report the signal (cpu, write_latency, read_latency, queued_ops, write_tickets), 0 when the server does not",
     ),
     metric(
         names::PROBE_ERRORS,

@@ -219,6 +219,7 @@ impl CpuGauge {
                 &common::env("PROMETHEUS_URL"),
                 Some(FERRETDB_CPU.to_owned()),
                 None,
+                None,
                 Duration::from_secs(2),
             )
             .expect("prometheus probe");

@@ -109,6 +109,7 @@ impl Pacer {
                 url,
                 options.prometheus_cpu.clone(),
                 options.prometheus_latency.clone(),
+                None,
                 timeout,
             )?));
         }

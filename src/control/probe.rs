@@ -3,6 +3,7 @@
 //! Prometheus' HTTP API. [`Probes`] merges them: the first source that reports a signal gives
 //! it, a signal no source reports is listed as unreported (a metric and one warning, never a
 //! zero), and any source failing makes the whole sample blind, so the rate falls to its floor.
+//! Through a `mongos` only the latencies describe the database; such a reading is flagged.
 //! The client's own view (round-trip time and errors of the bulk writes) is counted by the
 //! store and shared through the budget, not probed here.
 
@@ -11,24 +12,38 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use mongodb::Database;
 
-use crate::control::server_status::{self, Counters};
+use crate::control::server_status::{self, Counters, Interval};
 
 /// One interval's signals from one source. `None`: not reported (see `unreported`) or, for
-/// write latency, no writes happened in the interval.
+/// the latencies, no such operation completed in the interval.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Reading {
     /// Percent of one core (800 = 8 busy cores).
     pub cpu_percent: Option<f64>,
     /// Mean write latency, seconds.
     pub write_latency: Option<f64>,
+    /// Mean read latency, seconds: what the database's other users feel.
+    pub read_latency: Option<f64>,
     pub queued_ops: Option<u64>,
+    /// Write tickets free.
     pub write_tickets: Option<i64>,
+    /// The write ticket pool's size, reported with `write_tickets` (not a signal of its own).
+    pub write_tickets_total: Option<i64>,
+    /// The source is talking to a `mongos`: the shards' load is not visible through it (see
+    /// [`server_status_reading`]).
+    pub router: bool,
     /// Signals this source does not report at all (by [`SIGNALS`] name).
     pub unreported: Vec<&'static str>,
 }
 
 /// Every signal a probe may report, by the name metrics and logs use.
-pub const SIGNALS: [&str; 4] = ["cpu", "write_latency", "queued_ops", "write_tickets"];
+pub const SIGNALS: [&str; 5] = [
+    "cpu",
+    "write_latency",
+    "read_latency",
+    "queued_ops",
+    "write_tickets",
+];
 
 #[derive(Debug, thiserror::Error)]
 #[error("{probe}: {message}")]
@@ -44,12 +59,15 @@ pub trait Probe: Send {
     fn sample(&mut self) -> BoxFuture<'_, Result<Reading, ProbeError>>;
 }
 
-/// `serverStatus`, asking only for the sections it reads. CPU and write latency are rates of
+/// `serverStatus`, asking only for the sections it reads. CPU and the latencies are rates of
 /// cumulative counters, so the first sample only primes them.
 pub struct ServerStatusProbe {
     admin: Database,
     timeout: Duration,
     last: Option<(Instant, Counters)>,
+    /// The server's major version as of its last reply, which decides the next command's
+    /// shape. Every reply carries `version`, so an upgrade is followed at the next sample.
+    major_version: Option<u32>,
 }
 
 impl ServerStatusProbe {
@@ -58,6 +76,7 @@ impl ServerStatusProbe {
             admin: client.database("admin"),
             timeout,
             last: None,
+            major_version: None,
         }
     }
 }
@@ -75,39 +94,66 @@ impl Probe for ServerStatusProbe {
             };
             let reply = tokio::time::timeout(
                 self.timeout,
-                self.admin.run_command(server_status::command()),
+                self.admin
+                    .run_command(server_status::command(self.major_version)),
             )
             .await
             .map_err(|_| error(format!("no reply within {:?}", self.timeout)))?
             .map_err(|e| error(e.to_string()))?;
             let now = Instant::now();
+            self.major_version = server_status::major_version(&reply);
             let counters = server_status::parse(&reply);
-            let mut unreported = Vec::new();
-            if counters.cpu_time_us.is_none() {
-                unreported.push("cpu");
-            }
-            if counters.write_latency_us.is_none() || counters.write_ops.is_none() {
-                unreported.push("write_latency");
-            }
-            if counters.queued_ops.is_none() {
-                unreported.push("queued_ops");
-            }
-            if counters.write_tickets_available.is_none() {
-                unreported.push("write_tickets");
-            }
             let rates = self
                 .last
-                .map(|(then, before)| server_status::interval(&before, &counters, now - then))
-                .unwrap_or_default();
+                .map(|(then, before)| server_status::interval(&before, &counters, now - then));
             self.last = Some((now, counters));
-            Ok(Reading {
-                cpu_percent: rates.cpu_percent,
-                write_latency: rates.write_latency,
-                queued_ops: counters.queued_ops,
-                write_tickets: counters.write_tickets_available,
-                unreported,
-            })
+            Ok(server_status_reading(&counters, rates.as_ref()))
         })
+    }
+}
+
+/// What the `serverStatus` probe reports from one reply's `counters` and the `rates` since the
+/// previous one (`None` on the first reply, which only primes them).
+///
+/// Through a `mongos` the CPU and the lock queue are the router's own, which say nothing about
+/// the shards doing the writes: a router idles while its shards are saturated, and the CPU
+/// controller would read that as room to grow. So they count as unreported (the controller goes
+/// on with its latency rules) and `router` lets the pacer say why. The latencies stay: a router
+/// times each operation end to end, shards included.
+pub fn server_status_reading(counters: &Counters, rates: Option<&Interval>) -> Reading {
+    let rates = rates.copied().unwrap_or_default();
+    let router = counters.router;
+    let local = |reported: bool| reported && !router;
+    let reported = [
+        ("cpu", local(counters.cpu_time_us.is_some())),
+        (
+            "write_latency",
+            counters.write_latency_us.is_some() && counters.write_ops.is_some(),
+        ),
+        (
+            "read_latency",
+            counters.read_latency_us.is_some() && counters.read_ops.is_some(),
+        ),
+        ("queued_ops", local(counters.queued_ops.is_some())),
+        (
+            "write_tickets",
+            local(counters.write_tickets_available.is_some()),
+        ),
+    ];
+    let unreported = reported
+        .into_iter()
+        .filter(|&(_, reported)| !reported)
+        .map(|(signal, _)| signal)
+        .collect();
+    Reading {
+        cpu_percent: rates.cpu_percent.filter(|_| !router),
+        write_latency: rates.write_latency,
+        read_latency: rates.read_latency,
+        queued_ops: counters.queued_ops.filter(|_| !router),
+        write_tickets: counters.write_tickets_available.filter(|_| !router),
+        write_tickets_total: counters.write_tickets_total.filter(|_| !router),
+        router,
+        unreported,
     }
 }
 
@@ -118,15 +164,17 @@ pub struct PrometheusProbe {
     query_url: String,
     cpu: Option<String>,
     write_latency: Option<String>,
+    read_latency: Option<String>,
 }
 
 impl PrometheusProbe {
     /// `base_url` as `http://host:9090`; `cpu` must yield percent of one core, `write_latency`
-    /// seconds.
+    /// and `read_latency` seconds.
     pub fn new(
         base_url: &str,
         cpu: Option<String>,
         write_latency: Option<String>,
+        read_latency: Option<String>,
         timeout: Duration,
     ) -> Result<Self, ProbeError> {
         let http = reqwest::Client::builder()
@@ -141,6 +189,7 @@ impl PrometheusProbe {
             query_url: format!("{}/api/v1/query", base_url.trim_end_matches('/')),
             cpu,
             write_latency,
+            read_latency,
         })
     }
 
@@ -178,9 +227,13 @@ impl Probe for PrometheusProbe {
             if let Some(expr) = &self.write_latency {
                 reading.write_latency = self.query(expr).await?;
             }
+            if let Some(expr) = &self.read_latency {
+                reading.read_latency = self.query(expr).await?;
+            }
             for (signal, value) in [
                 ("cpu", reading.cpu_percent),
                 ("write_latency", reading.write_latency),
+                ("read_latency", reading.read_latency),
             ] {
                 if value.is_none() {
                     reading.unreported.push(signal);
@@ -241,8 +294,11 @@ impl Probes {
             let r = source.sample().await?;
             merged.cpu_percent = merged.cpu_percent.or(r.cpu_percent);
             merged.write_latency = merged.write_latency.or(r.write_latency);
+            merged.read_latency = merged.read_latency.or(r.read_latency);
             merged.queued_ops = merged.queued_ops.or(r.queued_ops);
             merged.write_tickets = merged.write_tickets.or(r.write_tickets);
+            merged.write_tickets_total = merged.write_tickets_total.or(r.write_tickets_total);
+            merged.router |= r.router;
             reported.extend(SIGNALS.iter().filter(|s| !r.unreported.contains(s)));
         }
         merged.unreported = SIGNALS
@@ -298,12 +354,17 @@ mod tests {
     async fn the_first_source_to_report_a_signal_gives_it() {
         let prometheus = Reading {
             cpu_percent: Some(150.0),
+            read_latency: Some(0.004),
             unreported: vec!["write_latency", "queued_ops", "write_tickets"],
             ..Reading::default()
         };
         let server = Reading {
+            cpu_percent: Some(90.0),
+            read_latency: Some(0.002),
             queued_ops: Some(3),
-            unreported: vec!["cpu", "write_latency", "write_tickets"],
+            write_tickets_total: Some(128),
+            router: true,
+            unreported: vec!["write_latency", "write_tickets"],
             ..Reading::default()
         };
         let mut probes = Probes::new(vec![
@@ -312,8 +373,120 @@ mod tests {
         ]);
         let r = probes.sample().await.expect("both sources answer");
         assert_eq!(r.cpu_percent, Some(150.0));
+        assert_eq!(r.read_latency, Some(0.004));
         assert_eq!(r.queued_ops, Some(3));
+        assert_eq!(r.write_tickets_total, Some(128));
+        assert!(r.router, "a router behind any source is worth a warning");
         assert_eq!(r.unreported, vec!["write_latency", "write_tickets"]);
+    }
+
+    #[tokio::test]
+    async fn a_signal_neither_source_reports_is_unreported() {
+        let only_cpu = Reading {
+            cpu_percent: Some(10.0),
+            unreported: vec![
+                "write_latency",
+                "read_latency",
+                "queued_ops",
+                "write_tickets",
+            ],
+            ..Reading::default()
+        };
+        let mut probes = Probes::new(vec![
+            Box::new(Fixed(Ok(only_cpu.clone()))),
+            Box::new(Fixed(Ok(only_cpu))),
+        ]);
+        let r = probes.sample().await.expect("both sources answer");
+        assert_eq!(
+            r.unreported,
+            vec![
+                "write_latency",
+                "read_latency",
+                "queued_ops",
+                "write_tickets"
+            ]
+        );
+        assert!(!r.router);
+    }
+
+    fn counters() -> Counters {
+        Counters {
+            cpu_time_us: Some(5_000_000),
+            write_latency_us: Some(1_000),
+            write_ops: Some(10),
+            read_latency_us: Some(2_000),
+            read_ops: Some(40),
+            queued_ops: Some(2),
+            write_tickets_available: Some(20),
+            write_tickets_out: Some(0),
+            write_tickets_total: Some(20),
+            router: false,
+        }
+    }
+
+    /// `before` advanced by one second: 1.5 cores busy, 4 writes of 5 ms, 10 reads of 1 ms.
+    fn one_second_later(before: &Counters) -> Counters {
+        let add = |counter: Option<u64>, by: u64| counter.map(|c| c + by);
+        Counters {
+            cpu_time_us: add(before.cpu_time_us, 1_500_000),
+            write_latency_us: add(before.write_latency_us, 20_000),
+            write_ops: add(before.write_ops, 4),
+            read_latency_us: add(before.read_latency_us, 10_000),
+            read_ops: add(before.read_ops, 10),
+            ..*before
+        }
+    }
+
+    #[test]
+    fn the_first_server_status_reading_primes_the_rates_and_reports_every_signal() {
+        let reading = server_status_reading(&counters(), None);
+        assert_eq!(reading.cpu_percent, None);
+        assert_eq!(reading.write_latency, None);
+        assert_eq!(reading.read_latency, None);
+        assert_eq!(reading.queued_ops, Some(2));
+        assert_eq!(reading.write_tickets, Some(20));
+        assert_eq!(reading.write_tickets_total, Some(20));
+        assert!(reading.unreported.is_empty(), "{:?}", reading.unreported);
+        assert!(!reading.router);
+    }
+
+    #[test]
+    fn a_server_status_reading_gives_the_rates_over_the_interval() {
+        let before = counters();
+        let after = one_second_later(&before);
+        let rates = server_status::interval(&before, &after, Duration::from_secs(1));
+        let reading = server_status_reading(&after, Some(&rates));
+        assert_eq!(reading.cpu_percent, Some(150.0));
+        assert_eq!(reading.write_latency, Some(0.005));
+        assert_eq!(reading.read_latency, Some(0.001));
+    }
+
+    #[test]
+    fn through_a_router_only_the_latencies_count() {
+        let before = Counters {
+            router: true,
+            ..counters()
+        };
+        let after = one_second_later(&before);
+        let rates = server_status::interval(&before, &after, Duration::from_secs(1));
+        let reading = server_status_reading(&after, Some(&rates));
+        assert!(reading.router);
+        assert_eq!(reading.cpu_percent, None);
+        assert_eq!(reading.queued_ops, None);
+        assert_eq!(reading.write_tickets, None);
+        assert_eq!(reading.write_tickets_total, None);
+        assert_eq!(reading.write_latency, Some(0.005));
+        assert_eq!(reading.read_latency, Some(0.001));
+        assert_eq!(
+            reading.unreported,
+            vec!["cpu", "queued_ops", "write_tickets"]
+        );
+    }
+
+    #[test]
+    fn a_server_reporting_nothing_has_every_signal_unreported() {
+        let reading = server_status_reading(&Counters::default(), Some(&Interval::default()));
+        assert_eq!(reading.unreported, SIGNALS.to_vec());
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! MongoDB `serverStatus` as the probe sees it: the command that asks for only the sections
-//! the controller reads, a tolerant parser of one reply into cumulative counters, and the
-//! arithmetic that turns two readings into one interval's signals. Pure: no I/O here.
+//! the controller reads (which depends on the server's version), a tolerant parser of one reply
+//! into cumulative counters (and whether a router sent it), and the arithmetic that turns two
+//! readings into one interval's signals. Pure: no I/O here.
 
 use std::time::Duration;
 
@@ -56,19 +57,39 @@ const EXCLUDED_SECTIONS: &[&str] = &[
     "watchdog",
 ];
 
-/// The `serverStatus` command for one probe reading.
+/// The `serverStatus` command for one probe reading, for a server of `major_version` (from the
+/// last reply's `version`; `None` before the first reply).
 ///
-/// Kept (all included by default): `extra_info` (process CPU time), `opLatencies` (write
-/// latency), `globalLock` (queued operations), `queues` (8.0+ execution tickets) and
-/// `wiredTiger`. `wiredTiger` is the expensive one, but up to 7.0 the write tickets are
-/// reported only inside it (`wiredTiger.concurrentTransactions`) and the section cannot be
-/// narrowed to that part, so it stays.
-pub fn command() -> Document {
+/// Kept (all included by default): `extra_info` (process CPU time), `opLatencies` (write and
+/// read latency), `globalLock` (queued operations), `queues` (8.0+ execution tickets) and, before
+/// 8.0, `wiredTiger`. Up to 7.0 the write tickets are reported only inside `wiredTiger`
+/// (`wiredTiger.concurrentTransactions`) and the section cannot be narrowed to that part, so it
+/// stays. From 8.0 the tickets are in `queues.execution` and `wiredTiger` is most of the reply
+/// (53 KB of the 58 KB of BSON this command gets from a real 8.0.28), so it goes. An unknown
+/// version keeps it: one reply too large, rather than no tickets.
+pub fn command(major_version: Option<u32>) -> Document {
     let mut command = doc! { "serverStatus": 1 };
     for section in EXCLUDED_SECTIONS {
         command.insert(*section, 0);
     }
+    if major_version.is_some_and(|major| major >= TICKETS_IN_QUEUES_SINCE) {
+        command.insert("wiredTiger", 0);
+    }
     command
+}
+
+/// The first major version that reports its write tickets in `queues.execution`.
+const TICKETS_IN_QUEUES_SINCE: u32 = 8;
+
+/// The major version in a reply's `version` ("8.0.28-12" is 8). `None` when it is missing or
+/// does not start with a number. FerretDB reports the MongoDB version it emulates ("7.0.42"),
+/// which is what the command's shape should follow anyway: it ignores exclusions.
+pub fn major_version(reply: &Document) -> Option<u32> {
+    let version = reply.get_str("version").ok()?;
+    let digits = version
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or(version, |end| &version[..end]);
+    digits.parse().ok()
 }
 
 /// Cumulative counters read from one reply. `None` = the server does not report it.
@@ -80,16 +101,26 @@ pub struct Counters {
     pub write_latency_us: Option<u64>,
     /// Write operations counted in `write_latency_us`.
     pub write_ops: Option<u64>,
+    /// Total time spent in read operations, microseconds since the server started.
+    pub read_latency_us: Option<u64>,
+    /// Read operations counted in `read_latency_us`.
+    pub read_ops: Option<u64>,
     /// Operations queued for the global lock right now (readers + writers).
     pub queued_ops: Option<u64>,
     /// Write execution tickets free right now.
     pub write_tickets_available: Option<i64>,
     /// Write execution tickets held right now.
     pub write_tickets_out: Option<i64>,
+    /// The size of the write ticket pool right now. Fixed (128) up to 6.0; 7.0 and later size
+    /// it dynamically, so `available` alone does not say how full the pool is.
+    pub write_tickets_total: Option<i64>,
+    /// The reply is a `mongos` router's: its CPU and lock queue are the router's own, not the
+    /// shards', and it has no tickets.
+    pub router: bool,
 }
 
 /// Where each version reports its write tickets, newest first: 8.0 moved them from
-/// `wiredTiger.concurrentTransactions` (6.0, 7.0) to `queues.execution`.
+/// `wiredTiger.concurrentTransactions` (3.6 to 7.0) to `queues.execution`.
 const WRITE_TICKET_SOURCES: &[&[&str]] = &[
     &["queues", "execution", "write"],
     &["wiredTiger", "concurrentTransactions", "write"],
@@ -99,23 +130,44 @@ const WRITE_TICKET_SOURCES: &[&[&str]] = &[
 /// non-numeric type or out of range is `None`, never 0: a zero would read as an idle server.
 pub fn parse(reply: &Document) -> Counters {
     let unsigned = |path: &[&str]| lookup(reply, path).and_then(to_u64);
+    // Windows and 3.6 servers have an `extra_info` without these: no CPU signal from them.
     let cpu_time_us = unsigned(&["extra_info", "user_time_us"])
         .zip(unsigned(&["extra_info", "system_time_us"]))
         .and_then(|(user, system)| user.checked_add(system));
-    // Both ticket numbers come from one place, so a reply carrying both layouts cannot pair
+    // All ticket numbers come from one place, so a reply carrying both layouts cannot pair
     // one version's `available` with the other's `out`.
     let tickets = WRITE_TICKET_SOURCES
         .iter()
         .find_map(|path| lookup_document(reply, path));
     let ticket = |field: &str| tickets.and_then(|t| t.get(field)).and_then(to_i64);
+    let (available, out) = (ticket("available"), ticket("out"));
+    // Every real reply seen (3.6 to 8.0) has `totalTickets`; the sum is its definition, kept
+    // for a server that leaves it out.
+    let total = ticket("totalTickets").or_else(|| out?.checked_add(available?));
     Counters {
         cpu_time_us,
         write_latency_us: unsigned(&["opLatencies", "writes", "latency"]),
         write_ops: unsigned(&["opLatencies", "writes", "ops"]),
+        read_latency_us: unsigned(&["opLatencies", "reads", "latency"]),
+        read_ops: unsigned(&["opLatencies", "reads", "ops"]),
         queued_ops: unsigned(&["globalLock", "currentQueue", "total"]),
-        write_tickets_available: ticket("available"),
-        write_tickets_out: ticket("out"),
+        write_tickets_available: available,
+        write_tickets_out: out,
+        write_tickets_total: total,
+        router: is_router(reply),
     }
+}
+
+/// Whether the reply comes from a `mongos`. Every version names its binary in `process`
+/// ("mongos"; Windows drops the ".exe"); 8.0 also lists its roles in `service` (["router"]).
+pub fn is_router(reply: &Document) -> bool {
+    let by_process = reply.get_str("process").is_ok_and(|p| p == "mongos");
+    let by_service = reply.get_array("service").is_ok_and(|roles| {
+        roles
+            .iter()
+            .any(|role| matches!(role, Bson::String(r) if r == "router"))
+    });
+    by_process || by_service
 }
 
 /// One interval's signals from two readings `elapsed` wall time apart.
@@ -125,10 +177,14 @@ pub struct Interval {
     pub cpu_percent: Option<f64>,
     /// Mean seconds per write operation completed in the interval; `None` when none completed.
     pub write_latency: Option<f64>,
+    /// Mean seconds per read operation completed in the interval; `None` when none completed.
+    pub read_latency: Option<f64>,
     /// Operations queued at the end of the interval.
     pub queued_ops: Option<u64>,
     /// Write tickets free at the end of the interval.
     pub write_tickets_available: Option<i64>,
+    /// The write ticket pool's size at the end of the interval.
+    pub write_tickets_total: Option<i64>,
 }
 
 /// The signals between `before` and `after`. A counter that went backwards means the server
@@ -141,15 +197,25 @@ pub fn interval(before: &Counters, after: &Counters, elapsed: Duration) -> Inter
     let cpu_percent = delta(before.cpu_time_us, after.cpu_time_us)
         .filter(|_| measured)
         .map(|cpu_us| cpu_us as f64 / wall_us * 100.0);
-    let write_latency = delta(before.write_latency_us, after.write_latency_us)
-        .zip(delta(before.write_ops, after.write_ops))
-        .filter(|&(_, ops)| measured && ops > 0)
-        .map(|(latency_us, ops)| latency_us as f64 / ops as f64 / 1e6);
+    let mean_latency = |latency_us: [Option<u64>; 2], ops: [Option<u64>; 2]| {
+        delta(latency_us[0], latency_us[1])
+            .zip(delta(ops[0], ops[1]))
+            .filter(|&(_, ops)| measured && ops > 0)
+            .map(|(latency_us, ops)| latency_us as f64 / ops as f64 / 1e6)
+    };
     Interval {
         cpu_percent,
-        write_latency,
+        write_latency: mean_latency(
+            [before.write_latency_us, after.write_latency_us],
+            [before.write_ops, after.write_ops],
+        ),
+        read_latency: mean_latency(
+            [before.read_latency_us, after.read_latency_us],
+            [before.read_ops, after.read_ops],
+        ),
         queued_ops: after.queued_ops,
         write_tickets_available: after.write_tickets_available,
+        write_tickets_total: after.write_tickets_total,
     }
 }
 
@@ -259,7 +325,7 @@ mod tests {
 
     #[test]
     fn command_keeps_what_the_parser_reads_and_drops_the_heavy_sections() {
-        let command = command();
+        let command = command(Some(7));
         assert_eq!(
             command.keys().next().map(String::as_str),
             Some("serverStatus")
@@ -297,9 +363,13 @@ mod tests {
                 cpu_time_us: Some(91_483_245_112 + 12_034_882_761),
                 write_latency_us: Some(4_821_337_791),
                 write_ops: Some(38_120_455),
+                read_latency_us: Some(1_203_344_511),
+                read_ops: Some(220_045_113),
                 queued_ops: Some(3),
                 write_tickets_available: Some(121),
                 write_tickets_out: Some(7),
+                write_tickets_total: Some(128),
+                router: false,
             }
         );
     }
@@ -312,9 +382,13 @@ mod tests {
                 cpu_time_us: Some(52_310_998_231 + 7_133_120_981),
                 write_latency_us: Some(2_210_554_872),
                 write_ops: Some(19_022_371),
+                read_latency_us: Some(611_203_877),
+                read_ops: Some(98_120_334),
                 queued_ops: Some(0),
                 write_tickets_available: Some(14),
                 write_tickets_out: Some(2),
+                write_tickets_total: Some(16),
+                router: false,
             }
         );
     }
@@ -327,9 +401,13 @@ mod tests {
                 cpu_time_us: Some(17_220_331_458 + 2_877_612_094),
                 write_latency_us: Some(733_210_554),
                 write_ops: Some(8_120_945),
+                read_latency_us: Some(244_120_087),
+                read_ops: Some(41_220_398),
                 queued_ops: Some(1),
                 write_tickets_available: Some(11),
                 write_tickets_out: Some(5),
+                write_tickets_total: Some(16),
+                router: false,
             }
         );
     }
@@ -382,6 +460,17 @@ mod tests {
             "opLatencies.writes.ops",
             19_022_371_i64 + 40_000,
         );
+        // And 2 000 reads took 3 s: 1.5 ms per read.
+        set(
+            &mut after_reply,
+            "opLatencies.reads.latency",
+            611_203_877_i64 + 3_000_000,
+        );
+        set(
+            &mut after_reply,
+            "opLatencies.reads.ops",
+            98_120_334_i64 + 2_000,
+        );
         set(&mut after_reply, "globalLock.currentQueue.total", 9);
         set(
             &mut after_reply,
@@ -398,6 +487,12 @@ mod tests {
         assert!((cpu - 320.0).abs() < 1e-9, "cpu {cpu}");
         let latency = signals.write_latency.unwrap();
         assert!((latency - 0.0025).abs() < 1e-12, "latency {latency}");
+        let read_latency = signals.read_latency.unwrap();
+        assert!(
+            (read_latency - 0.0015).abs() < 1e-12,
+            "read latency {read_latency}"
+        );
+        assert_eq!(signals.write_tickets_total, Some(16));
         assert_eq!(signals.queued_ops, Some(9));
         assert_eq!(signals.write_tickets_available, Some(0));
     }
@@ -408,6 +503,7 @@ mod tests {
         let signals = interval(&counters, &counters, Duration::from_secs(1));
         assert_eq!(signals.cpu_percent, Some(0.0));
         assert_eq!(signals.write_latency, None);
+        assert_eq!(signals.read_latency, None);
     }
 
     #[test]
@@ -469,6 +565,13 @@ mod tests {
             "wiredTiger.concurrentTransactions.write.out",
             Bson::Array(vec![]),
         );
+        set(
+            &mut reply,
+            "wiredTiger.concurrentTransactions.write.totalTickets",
+            Bson::Null,
+        );
+        set(&mut reply, "opLatencies.reads.latency", "1203344511");
+        set(&mut reply, "opLatencies.reads.ops", Bson::Null);
         assert_eq!(parse(&reply), Counters::default());
     }
 
@@ -511,15 +614,26 @@ mod tests {
             "wiredTiger.concurrentTransactions.write.out",
             1_i64,
         );
+        set(
+            &mut reply,
+            "wiredTiger.concurrentTransactions.write.totalTickets",
+            13.0_f64,
+        );
+        set(&mut reply, "opLatencies.reads.latency", 7_i32);
+        set(&mut reply, "opLatencies.reads.ops", 2.0_f64);
         assert_eq!(
             parse(&reply),
             Counters {
                 cpu_time_us: Some(1_250),
                 write_latency_us: Some(5_000_000_000),
                 write_ops: Some(3),
+                read_latency_us: Some(7),
+                read_ops: Some(2),
                 queued_ops: Some(4),
                 write_tickets_available: Some(12),
                 write_tickets_out: Some(1),
+                write_tickets_total: Some(13),
+                router: false,
             }
         );
     }
@@ -552,6 +666,77 @@ mod tests {
     }
 
     #[test]
+    fn from_8_0_the_command_leaves_wired_tiger_out() {
+        for (major, excluded) in [
+            (None, false),
+            (Some(3), false),
+            (Some(7), false),
+            (Some(8), true),
+            (Some(9), true),
+        ] {
+            let command = command(major);
+            assert_eq!(
+                command.get_i32("wiredTiger").is_ok(),
+                excluded,
+                "major version {major:?}: {command}"
+            );
+            // Everything else is the same whatever the version.
+            for kept in ["extra_info", "opLatencies", "globalLock", "queues"] {
+                assert!(!command.contains_key(kept), "{kept} must stay in the reply");
+            }
+        }
+    }
+
+    #[test]
+    fn the_major_version_is_read_from_the_reply() {
+        assert_eq!(major_version(&mongodb_6_0()), Some(6));
+        assert_eq!(major_version(&mongodb_7_0()), Some(7));
+        assert_eq!(major_version(&mongodb_8_0()), Some(8));
+        // FerretDB says 7.0.42: the command keeps `wiredTiger`, which FerretDB ignores anyway.
+        assert_eq!(major_version(&ferretdb_1_24()), Some(7));
+        for (version, major) in [
+            (Bson::from("8.0.28-12"), Some(8)),
+            (Bson::from("10.1.0-rc0"), Some(10)),
+            (Bson::from("8"), Some(8)),
+            (Bson::from("v8.0.0"), None),
+            (Bson::from(""), None),
+            (Bson::from(8), None),
+            (Bson::from("99999999999.0"), None),
+        ] {
+            assert_eq!(
+                major_version(&doc! { "version": version.clone() }),
+                major,
+                "{version}"
+            );
+        }
+        assert_eq!(major_version(&Document::new()), None);
+    }
+
+    #[test]
+    fn a_missing_ticket_total_is_out_plus_available() {
+        let mut reply = mongodb_8_0();
+        remove(&mut reply, "queues.execution.write.totalTickets");
+        assert_eq!(parse(&reply).write_tickets_total, Some(5 + 11));
+        remove(&mut reply, "queues.execution.write.out");
+        assert_eq!(parse(&reply).write_tickets_total, None);
+    }
+
+    #[test]
+    fn a_router_is_known_by_its_process_or_its_service() {
+        assert!(!parse(&mongodb_8_0()).router);
+        assert!(!parse(&ferretdb_1_24()).router);
+        let mut reply = mongodb_7_0();
+        set(&mut reply, "process", "mongos");
+        assert!(parse(&reply).router);
+        // 8.0 names its roles too; either is enough.
+        let mut reply = mongodb_8_0();
+        reply.insert("service", vec![Bson::from("router")]);
+        assert!(parse(&reply).router);
+        reply.insert("service", vec![Bson::from("shard")]);
+        assert!(!parse(&reply).router);
+    }
+
+    #[test]
     fn an_empty_reply_gives_nothing() {
         assert_eq!(parse(&Document::new()), Counters::default());
     }
@@ -570,15 +755,25 @@ mod tests {
 
     fn any_counters() -> impl Strategy<Value = Counters> {
         let counter = || proptest::option::of(any::<u64>());
-        (counter(), counter(), counter(), counter()).prop_map(|(cpu, latency, ops, queued)| {
-            Counters {
-                cpu_time_us: cpu,
-                write_latency_us: latency,
-                write_ops: ops,
-                queued_ops: queued,
-                ..Counters::default()
-            }
-        })
+        (
+            counter(),
+            counter(),
+            counter(),
+            counter(),
+            counter(),
+            counter(),
+        )
+            .prop_map(
+                |(cpu, latency, ops, read_latency, read_ops, queued)| Counters {
+                    cpu_time_us: cpu,
+                    write_latency_us: latency,
+                    write_ops: ops,
+                    read_latency_us: read_latency,
+                    read_ops,
+                    queued_ops: queued,
+                    ..Counters::default()
+                },
+            )
     }
 
     proptest! {
@@ -592,7 +787,7 @@ mod tests {
             if let Some(cpu) = signals.cpu_percent {
                 prop_assert!(cpu.is_finite() && cpu >= 0.0, "cpu {}", cpu);
             }
-            if let Some(latency) = signals.write_latency {
+            for latency in [signals.write_latency, signals.read_latency].into_iter().flatten() {
                 prop_assert!(latency.is_finite() && latency >= 0.0, "latency {}", latency);
             }
         }
