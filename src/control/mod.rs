@@ -9,5 +9,6 @@ pub mod pacer;
 pub mod plant;
 pub mod probe;
 pub mod server_status;
+pub mod shards;
 pub mod simulate;
 pub mod throttle;
