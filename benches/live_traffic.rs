@@ -1,0 +1,1152 @@
+//! The live-traffic benchmark: what a batch does to the service that shares its database.
+//!
+//! A service workload (lookups by an indexed field and small updates on its own collection,
+//! Poisson arrivals, every operation's latency measured from its scheduled start, so a stalled
+//! database cannot hide its queue) runs in this process while the real `tidegate` binary runs
+//! the batch as a child process, as a user would run it. The database's CPU is read once a
+//! second from `/proc/<pid>/stat` (FerretDB, the stand-in here) or from `serverStatus`
+//! (a real MongoDB), and tidegate's pace from its own `/metrics`. Phases:
+//!
+//! - `alone`: the service alone (its latency is the reference);
+//! - `naive`: the service beside the seed's original script (every user at once);
+//! - `paced`: the service beside tidegate, the same day;
+//! - `trace`: tidegate alone on a larger day, then the service joins, turns heavy (more than
+//!   the target on its own), and leaves, while tidegate goes on.
+//!
+//! It writes `live.csv` (one row per second), `ops.csv` (one row per service operation),
+//! `summary.md` and `live.svg` (CPU, pace and service p99 over time, phases marked) to
+//! `LIVE_OUT`, and prints the summary. Every figure is a measurement; nothing asserts.
+//!
+//!     scripts/bench-live                    # starts the services, builds, runs this
+//!     LIVE_PHASES=alone,trace scripts/bench-live
+//!
+//! Settings (environment): `LIVE_TARGET` (CPU %, default 100), `LIVE_USERS` (the naive/paced
+//! day, 1500), `LIVE_TRACE_USERS` (20000), `LIVE_SERVICE_RATE` (operations/s, 8),
+//! `LIVE_HEAVY_RATE` (24), `LIVE_SERVICE_DOCS` (documents the service's lookups scan on
+//! FerretDB, 6000: about half a core at 8 operations/s), `LIVE_ALONE_SECS` (40), `LIVE_OUT` (benches/results/live), `LIVE_DB_PID`
+//! (default: `.services/ferretdb.pid`; unset and absent: serverStatus). Any `TIDEGATE_*`
+//! setting exported is passed on to tidegate unchanged; the benchmark itself sets only the
+//! target, a 1 s control interval and, on FerretDB, the Prometheus CPU query.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mongodb::bson::{Document, doc};
+use mongodb::options::ClientOptions;
+use mongodb::{Client, Collection, IndexModel};
+use plotters::prelude::*;
+use tokio::sync::watch;
+
+const DATE: &str = "2026-11-24";
+const TICK: Duration = Duration::from_secs(1);
+/// Window of the rolling service percentiles drawn and of the CPU mean judged.
+const P99_WINDOW: Duration = Duration::from_secs(10);
+const CPU_MEAN_SECS: usize = 5;
+/// No service operation waits longer: past this it counts as failed.
+const OP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Operations in flight at most; past this an arrival is dropped and counted failed.
+const MAX_IN_FLIGHT: usize = 256;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn must_env(name: &str) -> Result<String, BoxError> {
+    std::env::var(name)
+        .map_err(|_| format!("{name} is not set: eval \"$(scripts/services env)\" first").into())
+}
+
+#[derive(Clone)]
+struct Settings {
+    target: f64,
+    users: u64,
+    trace_users: u64,
+    service_rate: f64,
+    heavy_rate: f64,
+    service_docs: u64,
+    alone: Duration,
+    out: PathBuf,
+    phases: Vec<String>,
+    prometheus_url: Option<String>,
+    ferretdb: bool,
+    http_addr: String,
+    tidegate: PathBuf,
+    run_id: String,
+}
+
+/// One service operation.
+#[derive(Clone, Copy)]
+struct Op {
+    /// Scheduled start, seconds since the benchmark began.
+    at: f64,
+    lookup: bool,
+    latency: f64,
+    ok: bool,
+}
+
+/// The service: its own collection in the phase's database, and a stream of operations whose
+/// rate can change at any time (0 = the service is away).
+struct Service {
+    ops: Arc<Mutex<Vec<Op>>>,
+    rate: watch::Sender<f64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn account_id(n: u64) -> String {
+    format!("a{n:07}")
+}
+
+async fn seed_service(db: &mongodb::Database, docs: u64) -> Result<(), BoxError> {
+    let accounts: Collection<Document> = db.collection("service_accounts");
+    accounts.drop().await?;
+    let mut batch = Vec::new();
+    for n in 0..docs {
+        let id = account_id(n);
+        batch.push(doc! { "_id": &id, "email": format!("{id}@example.com"), "visits": 0i64, "plan": "basic" });
+        if batch.len() == 1000 {
+            accounts.insert_many(std::mem::take(&mut batch)).await?;
+        }
+    }
+    if !batch.is_empty() {
+        accounts.insert_many(batch).await?;
+    }
+    accounts
+        .create_index(IndexModel::builder().keys(doc! { "email": 1 }).build())
+        .await?;
+    Ok(())
+}
+
+impl Service {
+    fn start(client: &Client, database: &str, docs: u64, epoch: Instant) -> Self {
+        let accounts: Collection<Document> =
+            client.database(database).collection("service_accounts");
+        let ops = Arc::new(Mutex::new(Vec::new()));
+        let (rate, mut rate_rx) = watch::channel(0.0);
+        let task = tokio::spawn({
+            let ops = ops.clone();
+            async move {
+                let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+                let mut next = Instant::now();
+                loop {
+                    let rate = *rate_rx.borrow_and_update();
+                    if rate <= 0.0 {
+                        if rate_rx.changed().await.is_err() {
+                            return;
+                        }
+                        next = Instant::now();
+                        continue;
+                    }
+                    // Poisson arrivals: exponential gaps at the current rate.
+                    let gap = -(1.0 - rand::random::<f64>()).ln() / rate;
+                    next += Duration::from_secs_f64(gap);
+                    tokio::select! {
+                        () = tokio::time::sleep_until(next.into()) => {}
+                        changed = rate_rx.changed() => {
+                            if changed.is_err() { return; }
+                            next = Instant::now();
+                            continue;
+                        }
+                    }
+                    let scheduled = next;
+                    let at = (scheduled - epoch).as_secs_f64();
+                    let lookup = rand::random::<f64>() < 0.8;
+                    let account = account_id((rand::random::<f64>() * docs as f64) as u64);
+                    let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                        push(
+                            &ops,
+                            Op {
+                                at,
+                                lookup,
+                                latency: OP_TIMEOUT.as_secs_f64(),
+                                ok: false,
+                            },
+                        );
+                        continue;
+                    };
+                    let (accounts, ops) = (accounts.clone(), ops.clone());
+                    tokio::spawn(async move {
+                        let work = async {
+                            if lookup {
+                                accounts
+                                    .find_one(doc! { "email": format!("{account}@example.com") })
+                                    .await
+                                    .map(|_| ())
+                            } else {
+                                accounts
+                                    .update_one(
+                                        doc! { "_id": &account },
+                                        doc! { "$inc": { "visits": 1i64 }, "$set": { "seenAt": mongodb::bson::DateTime::now() } },
+                                    )
+                                    .await
+                                    .map(|_| ())
+                            }
+                        };
+                        let ok = matches!(tokio::time::timeout(OP_TIMEOUT, work).await, Ok(Ok(())));
+                        let latency = scheduled.elapsed().as_secs_f64();
+                        push(
+                            &ops,
+                            Op {
+                                at,
+                                lookup,
+                                latency,
+                                ok,
+                            },
+                        );
+                        drop(permit);
+                    });
+                }
+            }
+        });
+        Self { ops, rate, task }
+    }
+
+    fn set_rate(&self, rate: f64) {
+        self.rate.send_replace(rate);
+    }
+
+    fn stop(self) -> Vec<Op> {
+        self.task.abort();
+        let ops = self.ops.lock().map(|o| o.clone()).unwrap_or_default();
+        ops
+    }
+}
+
+fn push(ops: &Mutex<Vec<Op>>, op: Op) {
+    if let Ok(mut ops) = ops.lock() {
+        ops.push(op);
+    }
+}
+
+/// The database process's CPU, percent of one core, per call since the previous call.
+enum CpuMeter {
+    Proc {
+        pid: u32,
+        ticks_per_s: f64,
+        last: Option<(Instant, f64)>,
+    },
+    ServerStatus {
+        client: Client,
+        last: Option<(Instant, f64)>,
+    },
+}
+
+impl CpuMeter {
+    async fn read(&mut self) -> Option<f64> {
+        let now = Instant::now();
+        let (seconds, last) = match self {
+            CpuMeter::Proc {
+                pid,
+                ticks_per_s,
+                last,
+            } => {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                // Fields after the command name (which may hold spaces) start at ")".
+                let rest = stat.rsplit_once(')')?.1;
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                let utime: f64 = fields.get(11)?.parse().ok()?;
+                let stime: f64 = fields.get(12)?.parse().ok()?;
+                ((utime + stime) / *ticks_per_s, last)
+            }
+            CpuMeter::ServerStatus { client, last } => {
+                let reply = client
+                    .database("admin")
+                    .run_command(doc! { "serverStatus": 1, "extra_info": 1 })
+                    .await
+                    .ok()?;
+                let info = reply.get_document("extra_info").ok()?;
+                let us = |f: &str| {
+                    info.get(f)
+                        .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|x| x as i64)))
+                };
+                (
+                    ((us("user_time_us")? + us("system_time_us")?) as f64) / 1e6,
+                    last,
+                )
+            }
+        };
+        let value =
+            last.map(|(then, before)| (seconds - before) / (now - then).as_secs_f64() * 100.0);
+        *last = Some((now, seconds));
+        value
+    }
+}
+
+fn cpu_meter(settings: &Settings, client: &Client) -> CpuMeter {
+    let pid = std::env::var("LIVE_DB_PID").ok().or_else(|| {
+        settings
+            .ferretdb
+            .then(|| std::fs::read_to_string(".services/ferretdb.pid").ok())
+            .flatten()
+    });
+    match pid.and_then(|p| p.trim().parse().ok()) {
+        Some(pid) => {
+            let ticks_per_s = std::process::Command::new("getconf")
+                .arg("CLK_TCK")
+                .output()
+                .ok()
+                .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+                .unwrap_or(100.0);
+            CpuMeter::Proc {
+                pid,
+                ticks_per_s,
+                last: None,
+            }
+        }
+        None => CpuMeter::ServerStatus {
+            client: client.clone(),
+            last: None,
+        },
+    }
+}
+
+/// What tidegate's `/metrics` says right now.
+#[derive(Debug, Default, Clone)]
+struct Pace {
+    rate: Option<f64>,
+    limiter: Option<String>,
+    completed: Option<f64>,
+    batch: Option<f64>,
+}
+
+async fn scrape(http: &reqwest::Client, addr: &str) -> Pace {
+    let Ok(response) = http.get(format!("http://{addr}/metrics")).send().await else {
+        return Pace::default();
+    };
+    let Ok(body) = response.text().await else {
+        return Pace::default();
+    };
+    let mut pace = Pace::default();
+    for line in body.lines() {
+        let Some((name, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        if name == r#"tidegate_rate_documents_per_second{scope="total"}"# {
+            pace.rate = Some(value);
+        } else if name.starts_with("tidegate_limiting_signal{") && value == 1.0 {
+            pace.limiter = name.split('"').nth(1).map(str::to_owned);
+        } else if name.starts_with("tidegate_jobs_completed_total{") {
+            *pace.completed.get_or_insert(0.0) += value;
+        } else if name.starts_with("tidegate_batch_target_documents") {
+            pace.batch = Some(value);
+        }
+    }
+    pace
+}
+
+/// One second of the benchmark.
+#[derive(Clone)]
+struct Row {
+    t: f64,
+    phase: String,
+    window: String,
+    cpu: Option<f64>,
+    service_rate: f64,
+    pace: Pace,
+    ops: usize,
+    p50: Option<f64>,
+    p99: Option<f64>,
+}
+
+fn percentile(values: &mut [f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    Some(values[rank - 1])
+}
+
+struct Bench {
+    settings: Settings,
+    client: Client,
+    http: reqwest::Client,
+    meter: CpuMeter,
+    epoch: Instant,
+    rows: Vec<Row>,
+    ops: Vec<(String, Op)>,
+    /// Phase name → (start, end) in seconds, and marks within phases (time, label).
+    spans: Vec<(String, f64, f64)>,
+    marks: Vec<(f64, String)>,
+    /// Wall time of each phase's batch.
+    walls: Vec<(String, Duration)>,
+    notes: Vec<String>,
+}
+
+/// A batch process started for a phase.
+struct Child {
+    child: tokio::process::Child,
+    started: Instant,
+}
+
+impl Bench {
+    fn now(&self) -> f64 {
+        self.epoch.elapsed().as_secs_f64()
+    }
+
+    fn database(&self, phase: &str) -> String {
+        format!("live_{}_{phase}", self.settings.run_id)
+    }
+
+    /// The environment a `tidegate` child gets for `phase`; it logs to `<log>.log`.
+    fn tidegate(
+        &self,
+        phase: &str,
+        log: &str,
+        args: &[&str],
+    ) -> Result<tokio::process::Command, BoxError> {
+        let s = &self.settings;
+        let log = std::fs::File::create(s.out.join(format!("{log}.log")))?;
+        let mut cmd = tokio::process::Command::new(&s.tidegate);
+        cmd.args(args)
+            .env("TIDEGATE_DATABASE", self.database(phase))
+            .env("TIDEGATE_QUEUE", format!("live_{}_{phase}", s.run_id))
+            .env("TIDEGATE_TARGET_CPU", s.target.to_string())
+            .env("TIDEGATE_CONTROL_INTERVAL", "1s")
+            .env("TIDEGATE_HTTP_ADDR", &s.http_addr)
+            .env(
+                "TIDEGATE_LOG",
+                std::env::var("TIDEGATE_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true);
+        if s.ferretdb
+            && let Some(url) = &s.prometheus_url
+        {
+            cmd.env("TIDEGATE_PROMETHEUS_URL", url);
+            if std::env::var("TIDEGATE_PROMETHEUS_CPU_QUERY").is_err() {
+                cmd.env(
+                    "TIDEGATE_PROMETHEUS_CPU_QUERY",
+                    r#"irate(process_cpu_seconds_total{job="ferretdb"}[3s]) * 100"#,
+                );
+            }
+        }
+        Ok(cmd)
+    }
+
+    async fn seed_day(&self, phase: &str, users: u64) -> Result<(), BoxError> {
+        let status = self
+            .tidegate(
+                phase,
+                &format!("{phase}-seed"),
+                &["seed-data", "--users", &users.to_string(), "--date", DATE],
+            )?
+            .status()
+            .await?;
+        if !status.success() {
+            return Err(format!("seeding {phase} failed ({status}); see {phase}-seed.log").into());
+        }
+        Ok(())
+    }
+
+    async fn spawn(&self, phase: &str, args: &[&str]) -> Result<Child, BoxError> {
+        Ok(Child {
+            child: self.tidegate(phase, phase, args)?.spawn()?,
+            started: Instant::now(),
+        })
+    }
+
+    /// Samples one second: the database's CPU and tidegate's pace. The service's latency is
+    /// added per second once the phase is over ([`Bench::end`]), from every operation's final
+    /// latency: one still in flight now may be the slowest of all.
+    async fn sample(&mut self, phase: &str, window: &str, service: &Service) {
+        let cpu = self.meter.read().await;
+        let pace = scrape(&self.http, &self.settings.http_addr).await;
+        self.rows.push(Row {
+            t: self.now(),
+            phase: phase.to_owned(),
+            window: window.to_owned(),
+            cpu,
+            service_rate: *service.rate.borrow(),
+            pace,
+            ops: 0,
+            p50: None,
+            p99: None,
+        });
+    }
+
+    /// Samples every second until `until` says stop (or `limit` passes); returns the seconds.
+    async fn run_for(
+        &mut self,
+        phase: &str,
+        window: &str,
+        service: &Service,
+        limit: Duration,
+        child: Option<&mut Child>,
+    ) -> bool {
+        let started = Instant::now();
+        let mut every = tokio::time::interval(TICK);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        let mut child = child;
+        while started.elapsed() < limit {
+            every.tick().await;
+            self.sample(phase, window, service).await;
+            if let Some(c) = child.as_deref_mut()
+                && let Ok(Some(_)) = c.child.try_wait()
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn begin(&mut self, phase: &str) -> f64 {
+        let t = self.now();
+        self.spans.push((phase.to_owned(), t, t));
+        t
+    }
+
+    fn end(&mut self, service: Service) {
+        let t = self.now();
+        if let Some(span) = self.spans.last_mut() {
+            span.2 = t;
+        }
+        let phase = self.spans.last().map(|s| s.0.clone()).unwrap_or_default();
+        let ops = service.stop();
+        for row in self.rows.iter_mut().filter(|r| r.phase == phase) {
+            let mut recent: Vec<f64> = ops
+                .iter()
+                .filter(|o| o.at >= row.t - P99_WINDOW.as_secs_f64() && o.at < row.t)
+                .map(|o| o.latency)
+                .collect();
+            row.ops = ops
+                .iter()
+                .filter(|o| o.at >= row.t - TICK.as_secs_f64() && o.at < row.t)
+                .count();
+            row.p50 = percentile(&mut recent, 0.50);
+            row.p99 = percentile(&mut recent, 0.99);
+        }
+        self.ops.extend(ops.into_iter().map(|o| (phase.clone(), o)));
+    }
+
+    async fn prepare(&self, phase: &str, users: Option<u64>) -> Result<(), BoxError> {
+        let db = self.client.database(&self.database(phase));
+        db.drop().await?;
+        if let Some(users) = users {
+            self.seed_day(phase, users).await?;
+        }
+        seed_service(&db, self.settings.service_docs).await?;
+        // Let the database settle after seeding, so each phase starts from its idle load.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        Ok(())
+    }
+
+    async fn alone(&mut self) -> Result<(), BoxError> {
+        self.prepare("alone", None).await?;
+        let service = Service::start(
+            &self.client,
+            &self.database("alone"),
+            self.settings.service_docs,
+            self.epoch,
+        );
+        self.meter.read().await;
+        self.begin("alone");
+        service.set_rate(self.settings.service_rate);
+        let limit = self.settings.alone;
+        self.run_for("alone", "service", &service, limit, None)
+            .await;
+        self.end(service);
+        Ok(())
+    }
+
+    /// The service beside a batch of one day (`naive` or `paced`), until the batch ends.
+    async fn beside(&mut self, phase: &str) -> Result<(), BoxError> {
+        self.prepare(phase, Some(self.settings.users)).await?;
+        let service = Service::start(
+            &self.client,
+            &self.database(phase),
+            self.settings.service_docs,
+            self.epoch,
+        );
+        self.meter.read().await;
+        self.begin(phase);
+        service.set_rate(self.settings.service_rate);
+        // Five seconds of the service alone, so the batch's start shows against it.
+        self.run_for(phase, "service", &service, Duration::from_secs(5), None)
+            .await;
+        let args: &[&str] = if phase == "naive" {
+            &["naive", "--date", DATE]
+        } else {
+            &["rerun", "--date", DATE]
+        };
+        let mut child = self.spawn(phase, args).await?;
+        self.marks.push((self.now(), format!("{phase} starts")));
+        let ended = self
+            .run_for(
+                phase,
+                "batch",
+                &service,
+                Duration::from_secs(1800),
+                Some(&mut child),
+            )
+            .await;
+        let wall = child.started.elapsed();
+        if !ended {
+            return Err(format!("{phase}: the batch did not end within 30 minutes").into());
+        }
+        let status = child.child.wait().await?;
+        self.marks.push((self.now(), format!("{phase} ends")));
+        self.end(service);
+        if !status.success() {
+            return Err(format!("{phase}: tidegate exited {status}; see {phase}.log").into());
+        }
+        self.walls.push((phase.to_owned(), wall));
+        Ok(())
+    }
+
+    /// tidegate alone on a larger day; the service joins, turns heavy, leaves.
+    async fn trace(&mut self) -> Result<(), BoxError> {
+        self.prepare("trace", Some(self.settings.trace_users))
+            .await?;
+        let service = Service::start(
+            &self.client,
+            &self.database("trace"),
+            self.settings.service_docs,
+            self.epoch,
+        );
+        self.meter.read().await;
+        self.begin("trace");
+        let mut child = self.spawn("trace", &["rerun", "--date", DATE]).await?;
+        let s = self.settings.clone();
+        let steps: [(&str, f64, u64); 4] = [
+            ("tidegate alone", 0.0, 40),
+            ("service joins", s.service_rate, 60),
+            ("service heavy", s.heavy_rate, 40),
+            ("service leaves", 0.0, 40),
+        ];
+        let mut ended = false;
+        for (window, rate, secs) in steps {
+            service.set_rate(rate);
+            self.marks.push((self.now(), window.to_owned()));
+            ended = self
+                .run_for(
+                    "trace",
+                    window,
+                    &service,
+                    Duration::from_secs(secs),
+                    Some(&mut child),
+                )
+                .await;
+            if ended {
+                break;
+            }
+        }
+        if ended {
+            self.notes.push(
+                "trace: the day ended before the trace did; use a larger LIVE_TRACE_USERS".into(),
+            );
+        } else if let Some(pid) = child.child.id() {
+            let _ = tokio::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()
+                .await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(60), child.child.wait()).await;
+        self.end(service);
+        Ok(())
+    }
+}
+
+fn main() -> Result<(), BoxError> {
+    // `cargo bench` passes --bench; this benchmark takes its settings from the environment.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run())
+}
+
+async fn run() -> Result<(), BoxError> {
+    let mongodb_uri = must_env("MONGODB_URI")?;
+    let mut options = ClientOptions::parse(&mongodb_uri).await?;
+    // The service's own connections: eight clients, as a small app server would hold.
+    options.max_pool_size = Some(8);
+    options.server_selection_timeout = Some(Duration::from_secs(10));
+    options.connect_timeout = Some(Duration::from_secs(10));
+    let client = Client::with_options(options)?;
+    let build = client
+        .database("admin")
+        .run_command(doc! { "buildInfo": 1 })
+        .await?;
+    let ferretdb = build.contains_key("ferretdbFeatures");
+    let phases = std::env::var("LIVE_PHASES").unwrap_or_else(|_| "alone,naive,paced,trace".into());
+    let settings = Settings {
+        target: env_or("LIVE_TARGET", 100.0),
+        users: env_or("LIVE_USERS", 1500),
+        trace_users: env_or("LIVE_TRACE_USERS", 20_000),
+        service_rate: env_or("LIVE_SERVICE_RATE", 8.0),
+        heavy_rate: env_or("LIVE_HEAVY_RATE", 24.0),
+        service_docs: env_or("LIVE_SERVICE_DOCS", 6000),
+        alone: Duration::from_secs(env_or("LIVE_ALONE_SECS", 40)),
+        out: PathBuf::from(
+            std::env::var("LIVE_OUT").unwrap_or_else(|_| "benches/results/live".into()),
+        ),
+        phases: phases
+            .split(',')
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .collect(),
+        prometheus_url: std::env::var("PROMETHEUS_URL").ok(),
+        ferretdb,
+        http_addr: std::env::var("TIDEGATE_HTTP_ADDR").unwrap_or_else(|_| "127.0.0.1:9840".into()),
+        tidegate: PathBuf::from(env!("CARGO_BIN_EXE_tidegate")),
+        run_id: format!("{}", std::process::id()),
+    };
+    std::fs::create_dir_all(&settings.out)?;
+    let meter = cpu_meter(&settings, &client);
+    let mut bench = Bench {
+        settings: settings.clone(),
+        client,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_millis(500))
+            .build()?,
+        meter,
+        epoch: Instant::now(),
+        rows: Vec::new(),
+        ops: Vec::new(),
+        spans: Vec::new(),
+        marks: Vec::new(),
+        walls: Vec::new(),
+        notes: Vec::new(),
+    };
+    for phase in &settings.phases {
+        eprintln!("live: phase {phase}");
+        match phase.as_str() {
+            "alone" => bench.alone().await?,
+            "naive" | "paced" => bench.beside(phase).await?,
+            "trace" => bench.trace().await?,
+            other => {
+                return Err(format!(
+                    "LIVE_PHASES: unknown phase {other:?} (accepted: alone, naive, paced, trace)"
+                )
+                .into());
+            }
+        }
+        // Each phase's database goes once measured: FerretDB scans whole collections, and
+        // old days would slow the next phase's queries.
+        let _ = bench.client.database(&bench.database(phase)).drop().await;
+    }
+    let summary = summarise(&bench);
+    print!("{summary}");
+    write_outputs(&bench, &summary)?;
+    Ok(())
+}
+
+fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
+fn fmt(value: Option<f64>, unit: &str) -> String {
+    value.map_or_else(|| "-".into(), |v| format!("{v:.0}{unit}"))
+}
+
+fn ms(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".into(), |v| format!("{:.0} ms", v * 1e3))
+}
+
+/// Rows of `phase` (and of `window`, when given).
+fn rows<'a>(bench: &'a Bench, phase: &str, window: Option<&str>) -> Vec<&'a Row> {
+    bench
+        .rows
+        .iter()
+        .filter(|r| r.phase == phase && window.is_none_or(|w| r.window == w))
+        .collect()
+}
+
+/// Service latencies of operations scheduled within [from, to).
+fn latencies(bench: &Bench, from: f64, to: f64) -> Vec<f64> {
+    bench
+        .ops
+        .iter()
+        .filter(|(_, o)| o.at >= from && o.at < to)
+        .map(|(_, o)| o.latency)
+        .collect()
+}
+
+fn span_of(bench: &Bench, phase: &str, window: Option<&str>) -> Option<(f64, f64)> {
+    let times: Vec<f64> = rows(bench, phase, window).iter().map(|r| r.t).collect();
+    Some((*times.first()? - 1.0, *times.last()?))
+}
+
+/// The CPU's trailing mean over `CPU_MEAN_SECS`, one per row of `rows`.
+fn smoothed(rows: &[&Row]) -> Vec<Option<f64>> {
+    let mut window: VecDeque<f64> = VecDeque::new();
+    rows.iter()
+        .map(|r| {
+            if let Some(c) = r.cpu {
+                window.push_back(c);
+            }
+            while window.len() > CPU_MEAN_SECS {
+                window.pop_front();
+            }
+            (window.len() == CPU_MEAN_SECS)
+                .then(|| window.iter().sum::<f64>() / CPU_MEAN_SECS as f64)
+        })
+        .collect()
+}
+
+fn summarise(bench: &Bench) -> String {
+    let target = bench.settings.target;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "## Live traffic: target {target:.0}% CPU, service {} ops/s ({} heavy), day {} users (trace {})\n",
+        bench.settings.service_rate,
+        bench.settings.heavy_rate,
+        bench.settings.users,
+        bench.settings.trace_users
+    );
+    let _ = writeln!(
+        out,
+        "| phase | window | seconds | DB CPU mean | DB CPU median | service p50 | service p99 | p99 / alone | failed ops |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    let alone_p99 = span_of(bench, "alone", None)
+        .and_then(|(a, b)| percentile(&mut latencies(bench, a, b), 0.99));
+    let mut line = |phase: &str, window: Option<&str>| {
+        let Some((from, to)) = span_of(bench, phase, window) else {
+            return;
+        };
+        let cpus: Vec<f64> = rows(bench, phase, window)
+            .iter()
+            .filter_map(|r| r.cpu)
+            .collect();
+        let mut lat = latencies(bench, from, to);
+        let failed = bench
+            .ops
+            .iter()
+            .filter(|(_, o)| o.at >= from && o.at < to && !o.ok)
+            .count();
+        let p99 = percentile(&mut lat, 0.99);
+        let _ = writeln!(
+            out,
+            "| {phase} | {} | {:.0} | {} | {} | {} | {} | {} | {failed} |",
+            window.unwrap_or("all"),
+            to - from,
+            fmt(mean(&cpus), "%"),
+            fmt(percentile(&mut cpus.clone(), 0.5), "%"),
+            ms(percentile(&mut lat, 0.5)),
+            ms(p99),
+            match (p99, alone_p99) {
+                (Some(p), Some(a)) if a > 0.0 && !lat.is_empty() => format!("{:.2}×", p / a),
+                _ => "-".into(),
+            },
+        );
+    };
+    for phase in &bench.settings.phases {
+        match phase.as_str() {
+            "alone" => line("alone", None),
+            "naive" | "paced" => line(phase, Some("batch")),
+            "trace" => {
+                for w in [
+                    "tidegate alone",
+                    "service joins",
+                    "service heavy",
+                    "service leaves",
+                ] {
+                    line("trace", Some(w));
+                }
+            }
+            _ => {}
+        }
+    }
+    let _ = writeln!(out);
+    let wall = |p: &str| {
+        bench
+            .walls
+            .iter()
+            .find(|(n, _)| n == p)
+            .map(|(_, w)| w.as_secs_f64())
+    };
+    if let (Some(naive), Some(paced)) = (wall("naive"), wall("paced")) {
+        let _ = writeln!(
+            out,
+            "- day of {} users: naive {naive:.1} s, tidegate {paced:.1} s ({:.1}× faster)",
+            bench.settings.users,
+            naive / paced
+        );
+    } else {
+        for p in ["naive", "paced"] {
+            if let Some(w) = wall(p) {
+                let _ = writeln!(out, "- day of {} users: {p} {w:.1} s", bench.settings.users);
+            }
+        }
+    }
+    if bench.settings.phases.iter().any(|p| p == "trace") {
+        trace_summary(bench, &mut out);
+    }
+    for note in &bench.notes {
+        let _ = writeln!(out, "- NOTE: {note}");
+    }
+    out
+}
+
+/// The trace's judgements: settling after the join, the hold over the service's window, the
+/// batch's own load while the service alone exceeds the target, and overshoot after it leaves.
+fn trace_summary(bench: &Bench, out: &mut String) {
+    let target = bench.settings.target;
+    let window_rows = |w: &str| rows(bench, "trace", Some(w));
+    let rate_of = |rs: &[&Row]| {
+        let done: Vec<f64> = rs.iter().filter_map(|r| r.pace.completed).collect();
+        match (done.first(), done.last()) {
+            (Some(a), Some(b)) if rs.len() > 1 => Some((b - a) / (rs.len() - 1) as f64),
+            _ => None,
+        }
+    };
+    let alone = window_rows("tidegate alone");
+    // Documents per CPU-second while tidegate ran alone: turns a job rate into a CPU estimate.
+    let alone_cpu = mean(
+        &alone
+            .iter()
+            .skip(10)
+            .filter_map(|r| r.cpu)
+            .collect::<Vec<_>>(),
+    );
+    let alone_rate = rate_of(&alone.iter().skip(10).copied().collect::<Vec<_>>());
+    let joins = window_rows("service joins");
+    let smooth = smoothed(&joins);
+    let within = |c: &Option<f64>| c.is_some_and(|c| (c - target).abs() <= 0.2 * target);
+    let settled = (0..smooth.len()).find(|&i| smooth[i..].iter().all(within));
+    let join_cpu = mean(&joins.iter().filter_map(|r| r.cpu).collect::<Vec<_>>());
+    let _ = writeln!(
+        out,
+        "- service joins: {}-s mean CPU back within ±20% of {target:.0}% after {} s and stays; mean over the window {} ({})",
+        CPU_MEAN_SECS,
+        settled.map_or_else(|| "never".into(), |s| s.to_string()),
+        fmt(join_cpu, "%"),
+        join_cpu.map_or_else(
+            || "-".into(),
+            |c| format!("{:+.0}% of target", (c / target - 1.0) * 100.0)
+        ),
+    );
+    let heavy = window_rows("service heavy");
+    let late: Vec<&Row> = heavy.iter().skip(10).copied().collect();
+    let heavy_rate = rate_of(&late);
+    let heavy_cpu = match (heavy_rate, alone_rate, alone_cpu) {
+        (Some(h), Some(a), Some(c)) if a > 0.0 => Some(h / a * c),
+        _ => None,
+    };
+    let _ = writeln!(
+        out,
+        "- service heavy: DB CPU mean {}; after 10 s tidegate completed {} jobs/s (alone it did {} jobs/s at {}), so its own load ≈ {} of a core",
+        fmt(
+            mean(&heavy.iter().filter_map(|r| r.cpu).collect::<Vec<_>>()),
+            "%"
+        ),
+        heavy_rate.map_or_else(|| "-".into(), |r| format!("{r:.1}")),
+        alone_rate.map_or_else(|| "-".into(), |r| format!("{r:.1}")),
+        fmt(alone_cpu, "%"),
+        fmt(heavy_cpu, "%"),
+    );
+    let leaves = window_rows("service leaves");
+    let smooth = smoothed(&leaves);
+    let peak = smooth
+        .iter()
+        .flatten()
+        .copied()
+        .fold(None, |m: Option<f64>, c| Some(m.map_or(c, |m| m.max(c))));
+    let resumed = leaves.windows(2).position(
+        |w| matches!((w[0].pace.completed, w[1].pace.completed), (Some(a), Some(b)) if b > a),
+    );
+    let _ = writeln!(
+        out,
+        "- service leaves: peak {}-s mean CPU {} ({}); jobs complete again after {} s",
+        CPU_MEAN_SECS,
+        fmt(peak, "%"),
+        peak.map_or_else(
+            || "-".into(),
+            |p| format!("{:+.0}% of target", (p / target - 1.0) * 100.0)
+        ),
+        resumed.map_or_else(|| "never".into(), |s| (s + 1).to_string()),
+    );
+}
+
+fn write_outputs(bench: &Bench, summary: &str) -> Result<(), BoxError> {
+    let dir = &bench.settings.out;
+    let mut csv = String::from(
+        "t,phase,window,db_cpu,target,service_rate,service_ops,service_p50_ms,service_p99_ms,pace,limiter,completed,batch\n",
+    );
+    let opt = |v: Option<f64>| v.map_or_else(String::new, |v| format!("{v:.3}"));
+    for r in &bench.rows {
+        let _ = writeln!(
+            csv,
+            "{:.1},{},{},{},{},{},{},{},{},{},{},{},{}",
+            r.t,
+            r.phase,
+            r.window,
+            opt(r.cpu),
+            bench.settings.target,
+            r.service_rate,
+            r.ops,
+            opt(r.p50.map(|v| v * 1e3)),
+            opt(r.p99.map(|v| v * 1e3)),
+            opt(r.pace.rate),
+            r.pace.limiter.as_deref().unwrap_or(""),
+            opt(r.pace.completed),
+            opt(r.pace.batch),
+        );
+    }
+    std::fs::write(dir.join("live.csv"), csv)?;
+    let mut ops = String::from("at,phase,kind,latency_ms,ok\n");
+    for (phase, o) in &bench.ops {
+        let _ = writeln!(
+            ops,
+            "{:.3},{phase},{},{:.2},{}",
+            o.at,
+            if o.lookup { "lookup" } else { "update" },
+            o.latency * 1e3,
+            o.ok
+        );
+    }
+    std::fs::write(dir.join("ops.csv"), ops)?;
+    std::fs::write(dir.join("summary.md"), summary)?;
+    let mut svg = String::new();
+    chart(bench, &mut svg).map_err(|e| format!("chart: {e}"))?;
+    std::fs::write(dir.join("live.svg"), svg)?;
+    eprintln!(
+        "live: wrote {}",
+        ["live.csv", "ops.csv", "summary.md", "live.svg"]
+            .map(|f| dir.join(f).display().to_string())
+            .join(", ")
+    );
+    Ok(())
+}
+
+fn chart(bench: &Bench, out: &mut String) -> Result<(), Box<dyn std::error::Error>> {
+    let end = bench.rows.last().map_or(1.0, |r| r.t).max(1.0);
+    let target = bench.settings.target;
+    let root = SVGBackend::with_string(out, (1200, 900)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (title, body) = root.split_vertically(40);
+    title.draw(&Text::new(
+        format!(
+            "tidegate beside a live service (measured: FerretDB, {} cores; target {target:.0}% CPU)",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        ),
+        (20, 12),
+        ("sans-serif", 20),
+    ))?;
+    let panels = body.split_evenly((3, 1));
+    let max_cpu = bench
+        .rows
+        .iter()
+        .filter_map(|r| r.cpu)
+        .fold(target * 1.5, f64::max);
+    let max_pace = bench
+        .rows
+        .iter()
+        .filter_map(|r| r.pace.rate)
+        .fold(10.0, f64::max);
+    let max_p99 = bench.rows.iter().filter_map(|r| r.p99).fold(0.1, f64::max) * 1e3;
+    let phases = bench.spans.clone();
+    let colours = [
+        RGBColor(240, 240, 250),
+        RGBColor(250, 240, 235),
+        RGBColor(235, 248, 238),
+        RGBColor(248, 246, 230),
+    ];
+    let mut cpu = ChartBuilder::on(&panels[0])
+        .margin(10)
+        .x_label_area_size(20)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..end, 0.0..max_cpu)?;
+    cpu.configure_mesh()
+        .y_desc("DB CPU %")
+        .x_labels(12)
+        .draw()?;
+    for (i, (_, from, to)) in phases.iter().enumerate() {
+        cpu.draw_series(std::iter::once(Rectangle::new(
+            [(*from, 0.0), (*to, max_cpu)],
+            colours[i % 4].filled(),
+        )))?;
+    }
+    for (name, from, _) in &phases {
+        cpu.draw_series(std::iter::once(Text::new(
+            name.clone(),
+            (*from + 1.0, max_cpu * 0.97),
+            ("sans-serif", 14),
+        )))?;
+    }
+    for (t, label) in &bench.marks {
+        cpu.draw_series(std::iter::once(PathElement::new(
+            vec![(*t, 0.0), (*t, max_cpu)],
+            BLACK.mix(0.3),
+        )))?;
+        cpu.draw_series(std::iter::once(Text::new(
+            label.clone(),
+            (*t + 0.5, max_cpu * 0.88),
+            ("sans-serif", 11),
+        )))?;
+    }
+    let points = |f: &dyn Fn(&Row) -> Option<f64>| -> Vec<Vec<(f64, f64)>> {
+        // Broken at phase changes, so no line crosses the gap between phases.
+        let mut lines: Vec<Vec<(f64, f64)>> = Vec::new();
+        let mut phase = "";
+        for r in &bench.rows {
+            if r.phase != phase {
+                lines.push(Vec::new());
+                phase = &r.phase;
+            }
+            if let (Some(v), Some(line)) = (f(r), lines.last_mut()) {
+                line.push((r.t, v));
+            }
+        }
+        lines
+    };
+    for line in points(&|r| r.cpu) {
+        cpu.draw_series(LineSeries::new(line, RGBColor(200, 60, 40).stroke_width(1)))?;
+    }
+    cpu.draw_series(DashedLineSeries::new(
+        vec![(0.0, target), (end, target)],
+        6,
+        4,
+        BLACK.stroke_width(1),
+    ))?;
+    let mut pace = ChartBuilder::on(&panels[1])
+        .margin(10)
+        .x_label_area_size(20)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..end, 0.0..max_pace * 1.1)?;
+    pace.configure_mesh()
+        .y_desc("tidegate pace, docs/s")
+        .x_labels(12)
+        .draw()?;
+    for line in points(&|r| r.pace.rate) {
+        pace.draw_series(LineSeries::new(line, RGBColor(40, 90, 200).stroke_width(2)))?;
+    }
+    let mut lat = ChartBuilder::on(&panels[2])
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..end, 0.0..max_p99 * 1.1)?;
+    lat.configure_mesh()
+        .y_desc("service p99, ms (10 s)")
+        .x_desc("seconds")
+        .x_labels(12)
+        .draw()?;
+    for line in points(&|r| r.p99.map(|v| v * 1e3)) {
+        lat.draw_series(LineSeries::new(line, RGBColor(30, 140, 60).stroke_width(2)))?;
+    }
+    for line in points(&|r| r.p50.map(|v| v * 1e3)) {
+        lat.draw_series(LineSeries::new(
+            line,
+            RGBColor(30, 140, 60).mix(0.4).stroke_width(1),
+        ))?;
+    }
+    root.present()?;
+    Ok(())
+}
