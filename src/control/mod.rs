@@ -5,6 +5,7 @@
 
 pub mod budget;
 pub mod controller;
+pub mod cost;
 pub mod pacer;
 pub mod plant;
 pub mod probe;

@@ -191,20 +191,23 @@ impl Pacer {
         };
         self.seen = Some((now, tick.errors, tick.used));
         let mut sample = self.sample(new_errors).await;
-        sample.demand = demand;
+        let _ = demand;
         let decision = match &mut self.controller {
-            Some(controller) => controller.step(&sample),
+            Some(controller) => controller.step(&sample, &[]),
             None => {
                 // A new leader goes on from the published rate; its first sample only primes
                 // the probes' counters (a rate needs two readings).
                 let mut controller = Controller::resume(
                     self.options.controller,
-                    published.unwrap_or(self.options.controller.floor),
+                    &crate::control::controller::Handover {
+                        rate: published.unwrap_or(self.options.controller.floor),
+                        ..Default::default()
+                    },
                 );
                 let decision = if sample.probe_ok {
                     controller.hold()
                 } else {
-                    controller.step(&sample)
+                    controller.step(&sample, &[])
                 };
                 self.controller = Some(controller);
                 tracing::info!(
@@ -231,7 +234,6 @@ impl Pacer {
             rate = format!("{:.1}", decision.rate),
             cpu = sample.db_cpu.map(|c| format!("{c:.0}")),
             write_latency_ms = sample.write_latency.map(|l| format!("{:.1}", l * 1e3)),
-            demand = sample.demand.map(|d| format!("{d:.1}")),
             write_errors = sample.write_errors,
             "write rate set"
         );
@@ -308,7 +310,7 @@ impl Pacer {
             db_cpu: reading.cpu_percent,
             write_latency: reading.write_latency,
             write_errors,
-            demand: None,
+            ..Sample::default()
         }
     }
 }

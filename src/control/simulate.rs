@@ -293,13 +293,16 @@ fn run(model: &Model, users: u64, config: Config, strategy: Strategy) -> (Vec<Ro
             Strategy::Naive { .. } => "unpaced",
             Strategy::Fixed { .. } => "fixed",
             Strategy::Tidegate { .. } => {
-                let decision = controller.step(&Sample {
-                    probe_ok: true,
-                    db_cpu: Some(cpu_percent),
-                    write_latency: Some(write_latency),
-                    write_errors: 0,
-                    demand: None,
-                });
+                let decision = controller.step(
+                    &Sample {
+                        probe_ok: true,
+                        db_cpu: Some(cpu_percent),
+                        write_latency: Some(write_latency),
+                        write_errors: 0,
+                        ..Sample::default()
+                    },
+                    &[],
+                );
                 decision.limiter.name()
             }
         };
