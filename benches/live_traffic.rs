@@ -215,8 +215,7 @@ impl Service {
 
     fn stop(self) -> Vec<Op> {
         self.task.abort();
-        let ops = self.ops.lock().map(|o| o.clone()).unwrap_or_default();
-        ops
+        self.ops.lock().map(|o| o.clone()).unwrap_or_default()
     }
 }
 

@@ -120,22 +120,21 @@ impl App {
         )
     }
 
-    /// The worker, paced by a load-control loop that shares the queue's write budget with every
-    /// other process working the queue; the loop runs until `stop`.
+    /// The worker, paced by a load-control loop that shares the database's write budget with
+    /// every other process writing to the database; the loop runs until `stop`.
     pub fn paced_worker(
         &self,
         stop: &CancellationToken,
     ) -> Result<(Worker<Pipelines>, tokio::task::JoinHandle<()>), AppError> {
-        let span = self.settings.control.interval;
         let (pacer, throttle) = Pacer::build(
             self.settings.control.clone(),
             self.redis.clone(),
-            &self.queue,
+            self.queue.name(),
             self.store.clone(),
             self.settings.worker.batch_size,
         )?;
         let control = tokio::spawn(pacer.run(stop.clone()));
-        Ok((self.worker().with_throttle(throttle, span), control))
+        Ok((self.worker().with_throttle(throttle), control))
     }
 
     /// Starts what every long-lived command runs until `stop`: the metrics upkeep, the HTTP
@@ -164,6 +163,7 @@ impl App {
                 tracing::info!(%addr, "serving the back-office API at /api");
                 let router = http::admin::router(AdminState {
                     token: token.clone(),
+                    budget: self.settings.control.budget.clone(),
                     queue: self.queue.clone(),
                     runs: self.runs.clone(),
                     planner: self.planner.clone(),

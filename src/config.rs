@@ -125,13 +125,13 @@ pub const RATE_FLOOR: Var = var(
     "TIDEGATE_RATE_FLOOR",
     "50",
     "a number > 0 (documents/second), at most TIDEGATE_RATE_CEILING",
-    "slowest write pace; used when the database cannot be observed",
+    "write pace while the database cannot be observed (a blind probe); never a minimum load: with the database seen over its target, batches wait entirely",
 );
 pub const RATE_CEILING: Var = var(
     "TIDEGATE_RATE_CEILING",
     "20000",
     "a number > 0 (documents/second)",
-    "fastest write pace the controller may choose",
+    "fastest write pace the controller may choose for a queue",
 );
 pub const TARGET_CPU: Var = var(
     "TIDEGATE_TARGET_CPU",
@@ -143,7 +143,13 @@ pub const TARGET_LATENCY: Var = var(
     "TIDEGATE_TARGET_LATENCY",
     "50ms",
     "a duration > 0 such as `50ms`",
-    "mean write latency (as the database reports it) above which the rate is cut",
+    "mean write latency (as the database reports it) above which the batches' CPU budget is cut",
+);
+pub const TARGET_READ_LATENCY: Var = var(
+    "TIDEGATE_TARGET_READ_LATENCY",
+    "",
+    "empty (no read latency guard), or a duration > 0 such as `20ms`",
+    "mean read latency (serverStatus `opLatencies.reads`, or TIDEGATE_PROMETHEUS_READ_LATENCY_QUERY) above which the batches' CPU budget is cut: what the service's users feel",
 );
 pub const CONTROL_INTERVAL: Var = var(
     "TIDEGATE_CONTROL_INTERVAL",
@@ -168,6 +174,24 @@ pub const PROMETHEUS_LATENCY_QUERY: Var = var(
     "",
     "empty, or PromQL giving the database's mean write latency in seconds; needs TIDEGATE_PROMETHEUS_URL",
     "write latency from Prometheus instead of serverStatus",
+);
+pub const PROMETHEUS_READ_LATENCY_QUERY: Var = var(
+    "TIDEGATE_PROMETHEUS_READ_LATENCY_QUERY",
+    "",
+    "empty, or PromQL giving a mean read latency in seconds; needs TIDEGATE_PROMETHEUS_URL",
+    "read latency from Prometheus instead of serverStatus, e.g. the service's own request latency",
+);
+pub const BUDGET: Var = var(
+    "TIDEGATE_BUDGET",
+    "",
+    "empty (the hosts of MONGODB_URI), or a name without `{`, `}` or spaces",
+    "names the database's write budget: every process of every queue writing to the same database must share it",
+);
+pub const BUDGET_WEIGHT: Var = var(
+    "TIDEGATE_BUDGET_WEIGHT",
+    "1",
+    "a number > 0",
+    "this queue's part of the database's budget against the other queues' that have work",
 );
 
 pub const SLACK_WEBHOOK_URL: Var = Var {
@@ -321,10 +345,14 @@ pub const VARS: &[&Var] = &[
     &RATE_CEILING,
     &TARGET_CPU,
     &TARGET_LATENCY,
+    &TARGET_READ_LATENCY,
     &CONTROL_INTERVAL,
+    &BUDGET,
+    &BUDGET_WEIGHT,
     &PROMETHEUS_URL,
     &PROMETHEUS_CPU_QUERY,
     &PROMETHEUS_LATENCY_QUERY,
+    &PROMETHEUS_READ_LATENCY_QUERY,
     &SLACK_WEBHOOK_URL,
     &ADMIN_TOKEN,
     &ADMIN_ADDR,
@@ -461,9 +489,19 @@ impl Settings {
         }
         let target_cpu = r.read(&TARGET_CPU, positive_number);
         let target_latency = r.read(&TARGET_LATENCY, |v| at_least(v, Duration::from_micros(1)));
+        let target_read_latency = r.read(&TARGET_READ_LATENCY, |v| {
+            optional(v, |v| at_least(v, Duration::from_micros(1)))
+        });
         let control_interval = r.read(&CONTROL_INTERVAL, |v| {
             at_least(v, Duration::from_millis(100))
         });
+        let budget = r.read(&BUDGET, |v| {
+            optional(v, |v| match v.chars().find(|c| "{} ".contains(*c)) {
+                Some(c) => Err(format!("contains {c:?}")),
+                None => Ok(v.to_owned()),
+            })
+        });
+        let budget_weight = r.read(&BUDGET_WEIGHT, positive_number);
         let prometheus_url = r.read(&PROMETHEUS_URL, |v| {
             optional(v, |v| url_with_scheme(v, &["http", "https"]))
         });
@@ -471,10 +509,14 @@ impl Settings {
         let prometheus_latency = r.read(&PROMETHEUS_LATENCY_QUERY, |v| {
             optional(v, |v| Ok(v.to_owned()))
         });
+        let prometheus_read_latency = r.read(&PROMETHEUS_READ_LATENCY_QUERY, |v| {
+            optional(v, |v| Ok(v.to_owned()))
+        });
         if let Some(None) = prometheus_url {
             for (var, query) in [
                 (&PROMETHEUS_CPU_QUERY, &prometheus_cpu),
                 (&PROMETHEUS_LATENCY_QUERY, &prometheus_latency),
+                (&PROMETHEUS_READ_LATENCY_QUERY, &prometheus_read_latency),
             ] {
                 if let Some(Some(_)) = query {
                     r.errors.push(Invalid {
@@ -523,6 +565,9 @@ impl Settings {
         let plan_lease = r.read(&PLAN_LEASE, duration);
         let run_stall_after = r.read(&RUN_STALL_AFTER, |v| at_least(v, Duration::from_secs(1)));
 
+        let budget = budget.map(|name| {
+            name.unwrap_or_else(|| database_hosts(mongodb_uri.as_deref().unwrap_or_default()))
+        });
         // Every field is Some exactly when its variable was valid.
         let settings = (|| {
             Some(Settings {
@@ -540,13 +585,19 @@ impl Settings {
                     controller: controller::Config {
                         target_cpu: target_cpu?,
                         target_latency: target_latency?.as_secs_f64(),
+                        target_read_latency: target_read_latency?.map(|d| d.as_secs_f64()),
                         floor: rate_floor?,
                         ceiling: rate_ceiling?,
+                        interval: control_interval?.as_secs_f64(),
+                        max_batch: batch_docs? as usize,
                         ..controller::Config::default()
                     },
+                    budget: budget?,
+                    weight: budget_weight?,
                     prometheus_url: prometheus_url?,
                     prometheus_cpu: prometheus_cpu?,
                     prometheus_latency: prometheus_latency?,
+                    prometheus_read_latency: prometheus_read_latency?,
                 },
                 slack_webhook_url: slack_webhook_url?,
                 admin_token: admin_token?,
@@ -686,6 +737,21 @@ fn at_least(value: &str, min: Duration) -> Result<Duration, String> {
         return Err(format!("shorter than {}", humantime::format_duration(min)));
     }
     Ok(d)
+}
+
+/// The hosts a MongoDB connection string names, sorted and joined by `,` (without scheme,
+/// credentials, database or options): the default name of the database's write budget, the
+/// same for every process that writes to that database however its URI is spelled.
+pub fn database_hosts(uri: &str) -> String {
+    let rest = uri.split_once("://").map_or(uri, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let hosts = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, hosts)| hosts);
+    let mut hosts: Vec<&str> = hosts.split(',').filter(|h| !h.is_empty()).collect();
+    hosts.sort_unstable();
+    hosts.dedup();
+    hosts.join(",")
 }
 
 fn key_part(value: &str) -> Result<String, String> {
@@ -1006,6 +1072,35 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle} not in {text}");
         }
+    }
+
+    #[test]
+    fn the_budget_is_named_by_the_databases_hosts_however_the_uri_spells_them() {
+        assert_eq!(
+            database_hosts("mongodb://127.0.0.1:27190"),
+            "127.0.0.1:27190"
+        );
+        assert_eq!(
+            database_hosts("mongodb://u:p%40ss@b:27017,a:27017/app?replicaSet=rs0"),
+            "a:27017,b:27017"
+        );
+        assert_eq!(
+            database_hosts("mongodb+srv://user:pw@cluster0.ab1cd.mongodb.net/?retryWrites=true"),
+            "cluster0.ab1cd.mongodb.net"
+        );
+        let s = read(&[("MONGODB_URI", "mongodb://db1:27017,db0:27017/x")]).expect("valid");
+        assert_eq!(s.control.budget, "db0:27017,db1:27017");
+        let s = read(&[
+            ("TIDEGATE_BUDGET", "orders-db"),
+            ("TIDEGATE_BUDGET_WEIGHT", "3"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            (s.control.budget.as_str(), s.control.weight),
+            ("orders-db", 3.0)
+        );
+        let err = read(&[("TIDEGATE_BUDGET", "a{b}")]).expect_err("a hash tag");
+        assert_eq!(err.0[0].var, "TIDEGATE_BUDGET");
     }
 
     #[test]

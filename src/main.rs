@@ -137,7 +137,7 @@ fn main() -> ExitCode {
 }
 
 fn run_simulation(users: u64, target_cpu: f64, out: &Path) -> ExitCode {
-    let cores = simulate::Model::m50().cores;
+    let cores = simulate::m50().cores;
     if !(target_cpu > 0.0 && target_cpu < cores * 100.0) {
         eprintln!(
             "tidegate: --target-cpu {target_cpu} is invalid (accepted: more than 0 and less than {})",

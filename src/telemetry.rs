@@ -42,6 +42,11 @@ pub mod names {
     pub const RATE: &str = "tidegate_rate_documents_per_second";
     pub const TARGET: &str = "tidegate_target";
     pub const LIMITER: &str = "tidegate_limiting_signal";
+    pub const CPU_BUDGET: &str = "tidegate_cpu_budget_percent";
+    pub const LIVE_LOAD: &str = "tidegate_live_load_percent";
+    pub const BATCH_COST: &str = "tidegate_batch_cost_cpu_seconds";
+    pub const BATCH_TARGET: &str = "tidegate_batch_target_documents";
+    pub const PROBE_LAG: &str = "tidegate_probe_lag_seconds";
     pub const CONTROL_MEMBERS: &str = "tidegate_control_members";
     pub const CONTROL_LEADER: &str = "tidegate_control_leader";
     pub const THROTTLE_WAIT: &str = "tidegate_throttle_wait_seconds";
@@ -328,35 +333,70 @@ pub const CATALOGUE: &[Metric] = &[
         Gauge,
         None,
         &["scope"],
-        "Write budget in documents/second: scope=total for all workers of the queue, scope=local for this process",
+        "Write pace in documents/second: scope=total for all processes of this queue, scope=local for this process",
+    ),
+    metric(
+        names::CPU_BUDGET,
+        Gauge,
+        Some(Unit::Percent),
+        &[],
+        "Database CPU all batches on this database may use: the target minus the live load, 0 when there is no headroom (leader only)",
+    ),
+    metric(
+        names::LIVE_LOAD,
+        Gauge,
+        Some(Unit::Percent),
+        &[],
+        "Database CPU without the batches (the service's own load), as the controller learned it (leader only)",
+    ),
+    metric(
+        names::BATCH_COST,
+        Gauge,
+        Some(Unit::Seconds),
+        &["queue", "part"],
+        "Database CPU-seconds a queue's batch costs, as learned: part=batch (fixed, whatever it carries) and part=document (each)",
+    ),
+    metric(
+        names::BATCH_TARGET,
+        Gauge,
+        None,
+        &[],
+        "Documents per batch the controller chose for this process's queue",
+    ),
+    metric(
+        names::PROBE_LAG,
+        Gauge,
+        Some(Unit::Seconds),
+        &[],
+        "How far the probe's readings lag behind, as the controller found (leader only)",
     ),
     metric(
         names::TARGET,
         Gauge,
         None,
         &["signal"],
-        "The controller's targets, by signal (cpu in percent, write_latency in seconds)",
+        "The controller's targets, by signal (cpu in percent, write_latency and read_latency in seconds)",
     ),
     metric(
         names::LIMITER,
         Gauge,
         None,
         &["signal"],
-        "1 for the signal that set the rate in the last interval (cpu, latency, errors, blind, probing, demand, floor, ceiling, resuming), else 0",
+        "1 for the signal that set the pace in the last interval (cpu, no_headroom, latency, read_latency, errors, blind, probing, ceiling, resuming), else 0",
     ),
     metric(
         names::CONTROL_MEMBERS,
         Gauge,
         None,
         &[],
-        "Worker processes sharing the queue's write budget",
+        "Worker processes sharing the database's write budget (every queue's)",
     ),
     metric(
         names::CONTROL_LEADER,
         Gauge,
         None,
         &[],
-        "1 when this process runs the queue's controller, else 0",
+        "1 when this process runs the database's controller, else 0",
     ),
     metric(
         names::THROTTLE_WAIT,

@@ -107,7 +107,7 @@ pub struct Worker<P> {
     redis_url: String,
     pipeline: Arc<P>,
     options: WorkerOptions,
-    throttle: Option<(Throttle, Duration)>,
+    throttle: Option<Throttle>,
 }
 
 /// Jobs settled by a worker over its life.
@@ -144,11 +144,11 @@ impl<P: Pipeline> Worker<P> {
     }
 
     /// Paces batches through `throttle`: each loop pays for a batch of n jobs (one document
-    /// written per job) before it takes them, and a batch carries at most `span` of the
-    /// queue's total budget (see [`Throttle::batch_hint`]; the control interval, so that each
-    /// interval the probes see holds about a batch's load). Unpaced without a throttle.
-    pub fn with_throttle(mut self, throttle: Throttle, span: Duration) -> Self {
-        self.throttle = Some((throttle, span));
+    /// written per job) before it takes them, n as the controller chose (see
+    /// [`Throttle::batch_hint`]); each batch's work on the database is noted in the throttle's
+    /// ledger, and the queue's backlog is told to it. Unpaced without a throttle.
+    pub fn with_throttle(mut self, throttle: Throttle) -> Self {
+        self.throttle = Some(throttle);
         self
     }
 
@@ -160,6 +160,7 @@ impl<P: Pipeline> Worker<P> {
         let upkeep = tokio::spawn(upkeep(
             self.queue.clone(),
             options.clone(),
+            self.throttle.clone(),
             upkeep_stop.clone(),
         ));
 
@@ -201,20 +202,19 @@ struct BatchLoop<P> {
     queue: Queue,
     pipeline: Arc<P>,
     options: Arc<WorkerOptions>,
-    throttle: Option<(Throttle, Duration)>,
+    throttle: Option<Throttle>,
     token_base: String,
     blocking: redis::aio::MultiplexedConnection,
     shutdown: CancellationToken,
 }
 
 impl<P> BatchLoop<P> {
-    /// Jobs to take now: the batch size, or less when the throttle's pace asks for smaller
-    /// batches.
+    /// Jobs to take now: the batch size, or less when the controller chose smaller batches.
     fn batch_size(&self) -> usize {
         let max = self.options.batch_size.max(1);
         self.throttle
             .as_ref()
-            .map_or(max, |(t, span)| t.batch_hint(*span).min(max))
+            .map_or(max, |t| t.batch_hint().min(max))
     }
 }
 
@@ -234,8 +234,14 @@ async fn batch_loop<P: Pipeline>(mut l: BatchLoop<P>) -> WorkerStats {
         let token = format!("{}:{batch_no}", l.token_base);
         let want = l.batch_size();
         // Paid before taking, so a batch never sits locked waiting for a budget that has
-        // shrunk meanwhile; budget paid for jobs that were not there is simply not used.
-        if let Some((throttle, _)) = &l.throttle {
+        // shrunk meanwhile; budget paid for jobs that were not there is simply not used. And
+        // no more batches in flight than the pace needs: overlapping batches contend.
+        let mut slot = None;
+        if let Some(throttle) = &l.throttle {
+            tokio::select! {
+                () = l.shutdown.cancelled() => break,
+                claimed = throttle.claim() => slot = Some(claimed),
+            }
             tokio::select! {
                 () = l.shutdown.cancelled() => break,
                 _ = throttle.acquire(want) => {}
@@ -271,10 +277,8 @@ async fn batch_loop<P: Pipeline>(mut l: BatchLoop<P>) -> WorkerStats {
             continue;
         }
         let taken = fill(&l, &token, taken, want).await;
-        if let Some((throttle, _)) = &l.throttle {
-            throttle.record_used(taken.jobs.len() + taken.malformed.len());
-        }
         stats += run_batch(&l, &token, taken).await;
+        drop(slot);
     }
     stats
 }
@@ -333,7 +337,13 @@ async fn run_batch<P: Pipeline>(l: &BatchLoop<P>, token: &str, taken: queue::Tak
         tracing::debug!(job = %job.id, pipeline, attempt = job.attempts_made + 1, "active");
     }
 
-    let Some(outcomes) = process_with_locks(l, token, &jobs).await else {
+    // The batch's work on the database, for the controller to learn what a batch costs.
+    let noted = l.throttle.as_ref().map(|t| (t, t.start_batch(jobs.len())));
+    let finished = process_with_locks(l, token, &jobs).await;
+    if let Some((throttle, seq)) = noted {
+        throttle.end_batch(seq);
+    }
+    let Some(outcomes) = finished else {
         let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
         let released = l.queue.release(token, &ids).await.unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot release unfinished jobs; the stalled check will recover them");
@@ -499,8 +509,14 @@ async fn settle<P: Pipeline>(
     stats
 }
 
-/// Stalled-job recovery and queue depth sampling, until `stop`.
-async fn upkeep(queue: Queue, options: Arc<WorkerOptions>, stop: CancellationToken) {
+/// Stalled-job recovery and queue depth sampling (told to the throttle, when paced, as the
+/// queue's backlog), until `stop`.
+async fn upkeep(
+    queue: Queue,
+    options: Arc<WorkerOptions>,
+    throttle: Option<Throttle>,
+    stop: CancellationToken,
+) {
     let mut stalled = tokio::time::interval(options.stalled_interval);
     let mut depth = tokio::time::interval(options.depth_interval);
     loop {
@@ -516,6 +532,9 @@ async fn upkeep(queue: Queue, options: Arc<WorkerOptions>, stop: CancellationTok
             },
             _ = depth.tick() => match queue.counts().await {
                 Ok(counts) => {
+                    if let Some(throttle) = &throttle {
+                        throttle.set_backlog(counts.waiting + counts.prioritized);
+                    }
                     for (state, n) in counts.by_state() {
                         metrics::gauge!(names::QUEUE_JOBS, "queue" => queue.name().to_owned(), "state" => state)
                             .set(n as f64);

@@ -27,6 +27,8 @@ const TZ: chrono_tz::Tz = chrono_tz::Asia::Seoul;
 
 struct Admin {
     base: String,
+    /// The test's own write budget (every test isolates its own).
+    budget: String,
     queue: Queue,
     runs: Runs,
     planner: Planner,
@@ -89,8 +91,10 @@ async fn start() -> Admin {
         attempts: 1,
         backoff: Backoff::Millis(10),
     };
+    let budget = common::unique("admin_budget");
     let app = router(AdminState {
         token: TOKEN.into(),
+        budget: budget.clone(),
         queue: queue.clone(),
         runs: runs.clone(),
         planner: planner.clone(),
@@ -102,6 +106,7 @@ async fn start() -> Admin {
     tokio::spawn(async move { axum::serve(listener, app).await });
     Admin {
         base,
+        budget,
         queue,
         runs,
         planner,
@@ -617,6 +622,7 @@ async fn the_page_shows_a_failed_job_and_chromium_retries_it() {
     // FerretDB the database CPU comes from Prometheus, as in the demo.
     let mut options = ControlOptions {
         interval: Duration::from_secs(1),
+        budget: admin.budget.clone(),
         ..ControlOptions::default()
     };
     if std::env::var("FERRETDB_METRICS_URL").is_ok() {
@@ -626,7 +632,7 @@ async fn the_page_shows_a_failed_job_and_chromium_retries_it() {
     }
     let redis = admin.queue.connection();
     let (pacer, _throttle) =
-        Pacer::build(options, redis, &admin.queue, admin.store.clone(), 500).expect("pacer");
+        Pacer::build(options, redis, admin.queue.name(), admin.store.clone(), 500).expect("pacer");
     let stop = CancellationToken::new();
     let pacing = tokio::spawn(pacer.run(stop.clone()));
 

@@ -11,15 +11,18 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDate;
 use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::doc;
-use tidegate::control::budget::{self, Budget, Why};
-use tidegate::control::controller::Config;
+use serde_json::json;
+use tidegate::control::budget::{self, Budget, Finished, Report, Started, Why};
+use tidegate::control::controller::{Config, Decision, Limiter, Pace};
+use tidegate::control::cost::Cost;
 use tidegate::control::pacer::{ControlOptions, Pacer};
 use tidegate::control::probe::{Probe, PrometheusProbe};
 use tidegate::control::throttle::Throttle;
 use tidegate::pipeline::Pipelines;
 use tidegate::pipeline::score::{self, ScorePipeline};
 use tidegate::pipeline::upsert::UpsertPipeline;
-use tidegate::queue::{Backoff, Queue, connect};
+use tidegate::queue::keys::BudgetKeys;
+use tidegate::queue::{Backoff, NewJob, Queue, connect};
 use tidegate::runs::Runs;
 use tidegate::schedule::Planner;
 use tidegate::store::{Store, StoreOptions};
@@ -28,8 +31,11 @@ use tokio_util::sync::CancellationToken;
 
 const TZ: chrono_tz::Tz = chrono_tz::Asia::Seoul;
 const INTERVAL: Duration = Duration::from_secs(1);
-/// Below what the naive mode reaches on two cores, above the floor's load.
+/// Below what the naive mode reaches on two cores.
 const TARGET_CPU: f64 = 70.0;
+/// A day long enough for ~30 settled seconds at the target: on FerretDB a batch of 500 users
+/// then costs ~1.5 CPU-seconds (its read scans the day's 24,000 events), 16 batches in all.
+const DAY_USERS: u64 = 8000;
 /// `irate`: the last two scrapes (1 s apart), so the controller sees about one interval of lag.
 const FERRETDB_CPU: &str = r#"irate(process_cpu_seconds_total{job="ferretdb"}[3s]) * 100"#;
 
@@ -40,77 +46,202 @@ fn day() -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 11, 24).expect("date")
 }
 
-#[tokio::test]
-async fn one_leader_sets_the_rate_and_every_member_takes_an_equal_share() {
-    let redis = connect(&common::redis_url()).await.expect("redis");
-    let queue = Queue::new(redis.clone(), "bull", &common::unique("budget"));
-    let interval = Duration::from_millis(500);
-    let mut members: Vec<Budget> = (0..3)
-        .map(|_| Budget::new(redis.clone(), queue.keys(), interval))
-        .collect();
-    let mut ticks = Vec::new();
-    for m in &mut members {
-        ticks.push(m.tick(0, 0).await.expect("tick"));
-    }
-    // All three have joined once the last one ticks; the first to tick leads.
-    assert!(ticks[0].leader && !ticks[1].leader && !ticks[2].leader);
-    assert_eq!(ticks[2].members, 3);
-    assert_eq!(ticks[2].rate, None, "nothing published yet");
-
-    let why = Why {
+fn why() -> Why {
+    Why {
         limiter: "cpu",
         cpu: Some(150.0),
-        latency: None,
+        write_latency: None,
+        read_latency: Some(0.004),
         target_cpu: 200.0,
         target_latency: 0.05,
-    };
-    assert!(members[0].publish(900.0, &why).await.expect("publish"));
-    assert!(
-        !members[1].publish(5.0, &why).await.expect("publish"),
-        "only the leader publishes"
-    );
-    // What the back-office shows.
-    let status = budget::status(&mut redis.clone(), queue.keys())
-        .await
-        .expect("status");
-    assert_eq!(
-        (status.rate, status.members, status.limiter.as_deref()),
-        (Some(900.0), 3, Some("cpu"))
-    );
-    assert_eq!(
-        (status.db_cpu, status.target_cpu),
-        (Some(150.0), Some(200.0))
-    );
-    assert_eq!(status.write_latency, None, "not measured is not 0");
-    let tick = members[1].tick(2, 0).await.expect("tick");
-    assert_eq!(tick.rate, Some(900.0));
-    assert_eq!(tick.share(900.0), 300.0);
-    assert_eq!(tick.errors, 2, "write errors add up across members");
+    }
+}
 
-    // The leader leaves: the next member to tick takes over, and shares grow.
-    members[0].leave().await.expect("leave");
-    let tick = members[2].tick(0, 0).await.expect("tick");
-    assert!(tick.leader);
-    assert_eq!(tick.members, 2);
-    assert_eq!(tick.share(900.0), 450.0);
+fn pace(queue: &str, rate: f64, batch: usize) -> Pace {
+    Pace {
+        queue: queue.into(),
+        rate,
+        batch,
+        budget: None,
+        cost: Some(Cost {
+            per_batch: 30.0,
+            per_document: 0.2,
+        }),
+    }
+}
+
+fn decision(paces: Vec<Pace>) -> Decision {
+    Decision {
+        budget: Some(80.0),
+        live: Some(20.0),
+        limiter: Limiter::Cpu,
+        paces,
+    }
 }
 
 #[tokio::test]
-async fn an_unreachable_database_drops_the_rate_to_the_floor_within_one_interval() {
+async fn one_leader_publishes_a_pace_per_queue_and_members_share_their_queues() {
     let redis = connect(&common::redis_url()).await.expect("redis");
-    let queue = Queue::new(redis.clone(), "bull", &common::unique("blind"));
+    let name = common::unique("budget");
+    let keys = BudgetKeys::new(&name);
+    let interval = Duration::from_millis(500);
+    let mut members: Vec<Budget> = ["a", "a", "b"]
+        .iter()
+        .map(|q| Budget::new(redis.clone(), keys.clone(), q, 1.0, interval))
+        .collect();
+    let mut ticks = Vec::new();
+    for m in &mut members {
+        ticks.push(m.tick(&Report::default()).await.expect("tick"));
+    }
+    // All three have joined once the last one ticks; the first to tick leads.
+    assert!(ticks[0].leader && !ticks[1].leader && !ticks[2].leader);
+    assert_eq!((ticks[2].members, ticks[2].queue_members), (3, 1));
+    assert_eq!(ticks[1].queue_members, 2, "two processes work queue a");
+    assert_eq!(ticks[2].pace, None, "nothing published yet");
+
+    let decided = decision(vec![pace("a", 900.0, 500), pace("b", 300.0, 100)]);
+    assert!(members[0].publish(&decided, &why()).await.expect("publish"));
+    assert!(
+        !members[1].publish(&decided, &why()).await.expect("publish"),
+        "only the leader publishes"
+    );
+    // What the back-office shows for queue a.
+    let status = budget::status(&mut redis.clone(), &keys, &name, "a")
+        .await
+        .expect("status");
+    assert_eq!(
+        (
+            status.rate,
+            status.batch,
+            status.members,
+            status.limiter.as_deref()
+        ),
+        (Some(900.0), Some(500), 3, Some("cpu"))
+    );
+    assert_eq!(
+        (status.cpu_budget, status.live_load),
+        (Some(80.0), Some(20.0))
+    );
+    assert_eq!(
+        (status.db_cpu, status.read_latency),
+        (Some(150.0), Some(0.004))
+    );
+    assert_eq!(status.write_latency, None, "not measured is not 0");
+
+    let tick = members[1]
+        .tick(&Report {
+            errors: 2,
+            ..Report::default()
+        })
+        .await
+        .expect("tick");
+    assert_eq!(tick.pace, Some((900.0, 500)), "queue a's pace");
+    assert_eq!(tick.errors, 2, "write errors add up across members");
+    let tick = members[2].tick(&Report::default()).await.expect("tick");
+    assert_eq!(tick.pace, Some((300.0, 100)), "queue b's pace");
+
+    // The leader leaves: the next member to tick takes over, and queue a's share grows.
+    members[0].leave().await.expect("leave");
+    let tick = members[1].tick(&Report::default()).await.expect("tick");
+    assert!(tick.leader);
+    assert_eq!((tick.members, tick.queue_members), (2, 1));
+}
+
+#[tokio::test]
+async fn the_leader_reads_every_members_batches_on_redis_clock() {
+    let redis = connect(&common::redis_url()).await.expect("redis");
+    let keys = BudgetKeys::new(&common::unique("ledger"));
+    let interval = Duration::from_millis(500);
+    let mut leader = Budget::new(redis.clone(), keys.clone(), "a", 1.0, interval);
+    let mut other = Budget::new(redis.clone(), keys.clone(), "b", 3.0, interval);
+    leader.tick(&Report::default()).await.expect("tick");
+    let tick = other
+        .tick(&Report {
+            backlog: 40,
+            started: vec![Started {
+                seq: 1,
+                ago_ms: 100,
+                documents: 50,
+            }],
+            finished: vec![Finished {
+                seq: 2,
+                started_ago_ms: 900,
+                ended_ago_ms: 400,
+                documents: 30,
+            }],
+            ..Report::default()
+        })
+        .await
+        .expect("tick");
+    let ledger = leader.ledger().await.expect("ledger");
+    let b = ledger
+        .members
+        .iter()
+        .find(|m| m.queue == "b")
+        .expect("member b");
+    assert_eq!((b.weight, b.backlog), (3.0, 40));
+    let mut batches = ledger.batches.clone();
+    batches.sort_by_key(|b| b.start_ms);
+    assert_eq!(batches.len(), 2, "{batches:?}");
+    let (done, flying) = (&batches[0], &batches[1]);
+    assert_eq!((done.queue.as_str(), done.documents), ("b", 30));
+    assert_eq!(done.start_ms, tick.now_ms - 900);
+    assert_eq!(done.end_ms, Some(tick.now_ms - 400));
+    assert_eq!((flying.documents, flying.end_ms), (50, None));
+    assert_eq!(flying.start_ms, tick.now_ms - 100);
+
+    // The batch in flight ends; then its process dies with another one in flight, which no
+    // longer loads the database and leaves the ledger.
+    other
+        .tick(&Report {
+            started: vec![Started {
+                seq: 3,
+                ago_ms: 10,
+                documents: 5,
+            }],
+            finished: vec![Finished {
+                seq: 1,
+                started_ago_ms: 300,
+                ended_ago_ms: 50,
+                documents: 50,
+            }],
+            ..Report::default()
+        })
+        .await
+        .expect("tick");
+    let ledger = leader.ledger().await.expect("ledger");
+    assert_eq!(
+        ledger.batches.iter().filter(|b| b.end_ms.is_some()).count(),
+        2
+    );
+    assert_eq!(
+        ledger.batches.iter().filter(|b| b.end_ms.is_none()).count(),
+        1
+    );
+    other.leave().await.expect("leave");
+    let ledger = leader.ledger().await.expect("ledger");
+    assert_eq!(
+        ledger.batches.iter().filter(|b| b.end_ms.is_none()).count(),
+        0
+    );
+    assert_eq!(ledger.members.len(), 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_database_drops_the_pace_to_the_floor_within_one_interval() {
+    let redis = connect(&common::redis_url()).await.expect("redis");
+    let name = common::unique("blind");
+    let queue = common::unique("blind_queue");
     let interval = Duration::from_millis(500);
     // Another process was writing at 1,000 documents/s, then went away.
-    let mut before = Budget::new(redis.clone(), queue.keys(), interval);
-    before.tick(0, 0).await.expect("tick");
-    let why = Why {
-        limiter: "cpu",
-        cpu: Some(100.0),
-        latency: Some(0.01),
-        target_cpu: 200.0,
-        target_latency: 0.05,
-    };
-    assert!(before.publish(1000.0, &why).await.expect("publish"));
+    let mut before = Budget::new(redis.clone(), BudgetKeys::new(&name), &queue, 1.0, interval);
+    before.tick(&Report::default()).await.expect("tick");
+    assert!(
+        before
+            .publish(&decision(vec![pace(&queue, 1000.0, 200)]), &why())
+            .await
+            .expect("publish")
+    );
     before.leave().await.expect("leave");
 
     // Nothing listens on port 1: every serverStatus fails.
@@ -119,6 +250,7 @@ async fn an_unreachable_database_drops_the_rate_to_the_floor_within_one_interval
         .expect("a client connects lazily");
     let options = ControlOptions {
         interval,
+        budget: name.clone(),
         controller: Config {
             floor: 7.0,
             ..Config::default()
@@ -127,16 +259,17 @@ async fn an_unreachable_database_drops_the_rate_to_the_floor_within_one_interval
     };
     let (mut pacer, throttle) =
         Pacer::build(options, redis.clone(), &queue, store, 100).expect("pacer");
+    throttle.set_backlog(10);
     pacer.tick().await;
     assert_eq!(
         throttle.rate(),
         7.0,
         "blind: the floor, at the first interval"
     );
-    let mut reader = Budget::new(redis, queue.keys(), interval);
-    let tick = reader.tick(0, 0).await.expect("tick");
+    let mut reader = Budget::new(redis, BudgetKeys::new(&name), &queue, 1.0, interval);
+    let tick = reader.tick(&Report::default()).await.expect("tick");
     assert_eq!(
-        tick.rate,
+        tick.pace.map(|p| p.0),
         Some(7.0),
         "and the floor is what the others are told"
     );
@@ -148,6 +281,8 @@ struct World {
     runs: Runs,
     queue: Queue,
     redis: redis::aio::ConnectionManager,
+    /// The database's write budget, this test's own.
+    budget: String,
     ferretdb: bool,
 }
 
@@ -187,17 +322,21 @@ async fn world(users: u64) -> World {
         runs,
         queue,
         redis,
+        budget: common::unique("control_budget"),
         ferretdb: build.contains_key("ferretdbFeatures"),
     }
 }
 
-fn control_options(w: &World) -> ControlOptions {
+fn control_options(w: &World, weight: f64) -> ControlOptions {
     let mut options = ControlOptions {
         interval: INTERVAL,
+        budget: w.budget.clone(),
+        weight,
         controller: Config {
             target_cpu: TARGET_CPU,
             floor: 20.0,
             ceiling: 5_000.0,
+            interval: INTERVAL.as_secs_f64(),
             ..Config::default()
         },
         ..ControlOptions::default()
@@ -238,6 +377,10 @@ impl CpuGauge {
     }
 }
 
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len().max(1) as f64
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
@@ -263,69 +406,73 @@ async fn naive_cpu(w: &World, users: usize, gauge: &mut CpuGauge) -> Vec<f64> {
     samples
 }
 
+/// Worker processes, each with its own pacer and throttle, sharing the database's budget as
+/// separate processes would.
+#[derive(Default)]
 struct Paced {
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     throttles: Vec<Throttle>,
 }
 
-/// `processes` worker processes on the queue, each with its own pacer and throttle, sharing
-/// the queue's budget as separate processes would.
-fn start_paced(w: &World, processes: usize) -> Paced {
-    let stop = CancellationToken::new();
-    let mut tasks = Vec::new();
-    let mut throttles = Vec::new();
-    for _ in 0..processes {
-        let options = control_options(w);
-        let (pacer, throttle) = Pacer::build(
-            options,
-            w.redis.clone(),
-            &w.queue,
-            w.store.clone(),
-            WorkerOptions::default().batch_size,
-        )
-        .expect("pacer");
-        let pipelines = Pipelines {
-            score: ScorePipeline::new(w.store.clone(), TZ, Some(w.runs.clone())),
-            upsert: UpsertPipeline::new(w.store.clone()),
-        };
-        let worker = Worker::new(
-            w.queue.clone(),
-            &common::redis_url(),
-            pipelines,
-            WorkerOptions {
-                idle_block: Duration::from_millis(200),
-                ..WorkerOptions::default()
-            },
-        )
-        .with_throttle(throttle.clone(), INTERVAL);
-        tasks.push(tokio::spawn(pacer.run(stop.clone())));
-        tasks.push(tokio::spawn({
-            let stop = stop.clone();
-            async move {
-                worker.run(stop).await.expect("worker");
-            }
-        }));
-        throttles.push(throttle);
+impl Paced {
+    /// `processes` more on `queue`, whose part of the budget is `weight`.
+    fn start(&mut self, w: &World, queue: &Queue, processes: usize, weight: f64) {
+        for _ in 0..processes {
+            let (pacer, throttle) = Pacer::build(
+                control_options(w, weight),
+                w.redis.clone(),
+                queue.name(),
+                w.store.clone(),
+                WorkerOptions::default().batch_size,
+            )
+            .expect("pacer");
+            let pipelines = Pipelines {
+                score: ScorePipeline::new(w.store.clone(), TZ, Some(w.runs.clone())),
+                upsert: UpsertPipeline::new(w.store.clone()),
+            };
+            let worker = Worker::new(
+                queue.clone(),
+                &common::redis_url(),
+                pipelines,
+                WorkerOptions {
+                    idle_block: Duration::from_millis(200),
+                    depth_interval: Duration::from_millis(500),
+                    ..WorkerOptions::default()
+                },
+            )
+            .with_throttle(throttle.clone());
+            self.tasks.push(tokio::spawn(pacer.run(self.stop.clone())));
+            self.tasks.push(tokio::spawn({
+                let stop = self.stop.clone();
+                async move {
+                    worker.run(stop).await.expect("worker");
+                }
+            }));
+            self.throttles.push(throttle);
+        }
     }
-    Paced {
-        stop,
-        tasks,
-        throttles,
+
+    async fn stop(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            task.await.expect("task");
+        }
     }
 }
 
 /// CPU samples taken once the controller has had time to settle, while work was left.
 struct Held {
     steady: Vec<f64>,
-    /// Per sample, the sum of every process's local rate over the largest one: how many
-    /// shares the total was split into.
+    /// Per sample, the sum of the first queue's processes' local rates over the largest one:
+    /// how many shares its pace was split into.
     shares: Vec<f64>,
 }
 
-async fn run_paced(w: &World, processes: usize, gauge: &mut CpuGauge) -> Held {
-    let run = w.planner.plan(day(), "test", false).await.expect("plan");
-    let paced = start_paced(w, processes);
+/// Samples the CPU every interval until `queue` is drained; the first twelve intervals (a cold
+/// start, and the CPU window covering only what followed) and the last three (the drain) are
+/// not judged.
+async fn hold(queue: &Queue, paced: &Paced, processes: usize, gauge: &mut CpuGauge) -> Held {
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut held = Held {
         steady: Vec::new(),
@@ -335,36 +482,26 @@ async fn run_paced(w: &World, processes: usize, gauge: &mut CpuGauge) -> Held {
     loop {
         tokio::time::sleep(INTERVAL).await;
         assert!(Instant::now() < deadline, "the run did not end in time");
-        let counts = w.queue.counts().await.expect("counts");
+        let counts = queue.counts().await.expect("counts");
         if counts.waiting + counts.active == 0 {
             break;
         }
         let cpu = gauge.read().await;
-        // Ten intervals to settle (the issue's bound) from a cold start at the floor, and two
-        // more for the CPU window to cover only settled intervals.
         if started.elapsed() >= INTERVAL * 12
             && let Some(cpu) = cpu
         {
             held.steady.push(cpu);
-            let rates: Vec<f64> = paced.throttles.iter().map(Throttle::rate).collect();
+            let rates: Vec<f64> = paced.throttles[..processes]
+                .iter()
+                .map(Throttle::rate)
+                .collect();
             let max = rates.iter().copied().fold(0.0, f64::max);
-            held.shares.push(rates.iter().sum::<f64>() / max);
+            held.shares.push(rates.iter().sum::<f64>() / max.max(1e-9));
         }
     }
-    // The last seconds are the drain: the final batches, then nothing.
     let keep = held.steady.len().saturating_sub(3);
     held.steady.truncate(keep);
     held.shares.truncate(keep);
-    let ended = w
-        .runs
-        .wait_for_end(&run.id, Duration::from_secs(120))
-        .await
-        .expect("run ends");
-    assert_eq!(ended.failed, 0);
-    paced.stop.cancel();
-    for task in paced.tasks {
-        task.await.expect("task");
-    }
     held
 }
 
@@ -386,40 +523,111 @@ async fn holds_the_target(processes: usize, users: u64) {
         "the naive mode should exceed the target clearly: median {naive_median:.0}% {naive:?}"
     );
 
-    let mut held = run_paced(&w, processes, &mut gauge).await;
+    let run = w.planner.plan(day(), "test", false).await.expect("plan");
+    let mut paced = Paced::default();
+    paced.start(&w, &w.queue, processes, 1.0);
+    let held = hold(&w.queue, &paced, processes, &mut gauge).await;
+    let ended = w
+        .runs
+        .wait_for_end(&run.id, Duration::from_secs(120))
+        .await
+        .expect("run ends");
+    assert_eq!(ended.failed, 0);
+    paced.stop().await;
     assert!(
         held.steady.len() >= 10,
         "too short to judge: {:?}",
         held.steady
     );
     let steady = held.steady.clone();
-    let paced_median = median(&mut held.steady);
+    let paced_mean = mean(&steady);
     eprintln!(
-        "{processes} process(es): naive median {naive_median:.0}%, paced median {paced_median:.0}% (target {TARGET_CPU}%) over {} s: {:?}",
+        "{processes} process(es): naive median {naive_median:.0}%, paced mean {paced_mean:.0}% (target {TARGET_CPU}%) over {} s: {:?}",
         steady.len(),
         steady.iter().map(|c| c.round()).collect::<Vec<_>>()
     );
+    // Batches here cost ~1.5 CPU-seconds each (a scan of the day's events), so one-second
+    // readings alternate between a batch and none: the hold is the mean's.
     assert!(
-        (paced_median - TARGET_CPU).abs() <= 0.4 * TARGET_CPU,
-        "paced median {paced_median:.0}% is not near the target {TARGET_CPU}%: {steady:?}"
+        (paced_mean - TARGET_CPU).abs() <= 0.3 * TARGET_CPU,
+        "paced mean {paced_mean:.0}% is not near the target {TARGET_CPU}%: {steady:?}"
     );
-    // Every process paces at an equal share of one total: the local rates add up to about N
-    // times the largest (a share is total / members), not to N totals. Not exactly N: the
-    // processes tick at different moments of an interval, some still on the last total.
-    let mut shares = held.shares;
+    // Every process paces at an equal share of its queue's pace: the local rates add up to
+    // about N times the largest, not to N paces. Not exactly N: the processes tick at
+    // different moments of an interval, some still on the last pace.
+    let mut shares = held.shares.clone();
     let typical = median(&mut shares);
     assert!(
         (typical - processes as f64).abs() <= 0.15 * processes as f64,
-        "local rates should be equal shares of one total: {shares:?}"
+        "local rates should be equal shares of one pace: {shares:?}"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_process_holds_the_database_near_a_target_the_naive_mode_exceeds() {
-    holds_the_target(1, 2500).await;
+    holds_the_target(1, DAY_USERS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_hold_one_target_together() {
-    holds_the_target(3, 2500).await;
+    holds_the_target(3, DAY_USERS).await;
+}
+
+/// Two queues write to one database: the score day (a scan per batch) and generic upserts
+/// keyed by `_id` (cheap per batch, a cost per document). One budget: together they hold the
+/// one target, and both make progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_queues_on_one_database_hold_one_target() {
+    let _serial = SERIAL.lock().await;
+    let w = world(DAY_USERS).await;
+    if !w.ferretdb {
+        eprintln!("skipped: calibrated for FerretDB; MONGODB_URI points at another server");
+        return;
+    }
+    let mut gauge = CpuGauge::new(&w).await;
+    let upserts = Queue::new(w.redis.clone(), "bull", &common::unique("control_upserts"));
+    let jobs: Vec<NewJob> = (0..30_000)
+        .map(|n| {
+            NewJob::new(
+                "upsert",
+                json!({"collection": "counters", "key": ["_id"],
+                       "document": {"_id": format!("k{n}"), "n": n, "pad": "x".repeat(200)}}),
+            )
+        })
+        .collect();
+    upserts.add_bulk(&jobs).await.expect("add upserts");
+    let run = w.planner.plan(day(), "test", false).await.expect("plan");
+    let mut paced = Paced::default();
+    paced.start(&w, &w.queue, 1, 1.0);
+    paced.start(&w, &upserts, 1, 1.0);
+    let held = hold(&w.queue, &paced, 1, &mut gauge).await;
+    let ended = w
+        .runs
+        .wait_for_end(&run.id, Duration::from_secs(120))
+        .await
+        .expect("run ends");
+    assert_eq!(ended.failed, 0);
+    let counts = upserts.counts().await.expect("counts");
+    paced.stop().await;
+    let combined = mean(&held.steady);
+    eprintln!(
+        "two queues: combined mean {combined:.0}% (target {TARGET_CPU}%) over {} s; upserts left {}: {:?}",
+        held.steady.len(),
+        counts.waiting,
+        held.steady.iter().map(|c| c.round()).collect::<Vec<_>>()
+    );
+    assert!(
+        held.steady.len() >= 10,
+        "too short to judge: {:?}",
+        held.steady
+    );
+    assert!(
+        (combined - TARGET_CPU).abs() <= 0.3 * TARGET_CPU,
+        "the two queues together should hold one target: mean {combined:.0}%: {:?}",
+        held.steady
+    );
+    assert!(
+        counts.completed > 0,
+        "the upsert queue made progress too: {counts:?}"
+    );
 }

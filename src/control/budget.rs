@@ -1,8 +1,12 @@
-//! One write budget per queue, shared in Redis by every process that works it. Each control
-//! interval each process renews its membership; one of them holds a lease and runs the
-//! controller, publishing the queue's total rate; each takes an equal share of it. N workers
-//! thus hold the database at one target, not N times it, and a dead leader's lease passes to
-//! another process within a few intervals. Times come from Redis' clock, so hosts may disagree.
+//! One write budget per database, shared in Redis by every process of every queue that writes
+//! to it. Each control interval each process renews its membership (with its queue, the
+//! queue's weight and how many of its jobs wait) and reports the batches it started and
+//! finished; one of them holds a lease, reads the batch ledger and the members, runs the
+//! controller, and publishes one pace per queue; each process takes an equal share of its
+//! queue's pace. N processes of one queue thus hold the database at one target, not N times
+//! it; two queues on one database split one target by weight; and a dead leader's lease passes
+//! to another process within a few intervals. Times come from Redis' clock, so hosts' clocks
+//! may disagree.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -10,36 +14,85 @@ use std::time::Duration;
 use redis::Script;
 use redis::aio::ConnectionManager;
 
-use crate::queue::keys::Keys;
+use crate::control::controller::{Decision, Pace};
+use crate::control::cost::Cost;
+use crate::queue::keys::BudgetKeys;
 
 static TICK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/tick.lua")));
 static PUBLISH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/publish.lua")));
 
+/// A batch as a process reports it: ms ago (on its own clock, at the report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Started {
+    pub seq: u64,
+    pub ago_ms: u64,
+    pub documents: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finished {
+    pub seq: u64,
+    pub started_ago_ms: u64,
+    pub ended_ago_ms: u64,
+    pub documents: u64,
+}
+
+/// What one process tells the budget each interval.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    /// Transient write errors since the last report.
+    pub errors: u64,
+    /// Jobs of its queue waiting to be taken.
+    pub backlog: u64,
+    pub started: Vec<Started>,
+    pub finished: Vec<Finished>,
+}
+
 /// What one tick learned.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Tick {
     /// This process holds the lease: it runs the controller this interval.
     pub leader: bool,
     /// Processes sharing the budget, this one included.
     pub members: u64,
-    /// The total rate the leader last published, if it is still current.
-    pub rate: Option<f64>,
+    /// Of which working this process's queue.
+    pub queue_members: u64,
+    /// This queue's pace as the leader last published it, if it is still current.
+    pub pace: Option<(f64, usize)>,
     /// Transient write errors all members have reported, ever (a counter).
     pub errors: u64,
-    /// Documents all members have taken under the budget, ever (a counter): the demand.
-    pub used: u64,
+    /// Redis' clock at the tick, ms.
+    pub now_ms: u64,
 }
 
-impl Tick {
-    /// This process's share of a total rate.
-    pub fn share(&self, total: f64) -> f64 {
-        total / self.members.max(1) as f64
-    }
+/// A member as the leader sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub queue: String,
+    pub weight: f64,
+    pub backlog: u64,
+}
+
+/// A batch in the ledger, on Redis' clock (ms).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerBatch {
+    pub queue: String,
+    pub start_ms: u64,
+    /// `None` while in flight.
+    pub end_ms: Option<u64>,
+    pub documents: u64,
+}
+
+/// Everything the leader decides from, read in one round trip.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ledger {
+    pub members: Vec<Member>,
+    pub batches: Vec<LedgerBatch>,
 }
 
 /// ZSET of the database CPU the leaders saw, one member per control interval (score = ms),
 /// kept two weeks: run reports read the mean and peak over a run from it. One per Redis, since
-/// the processes of every queue watch the same database.
+/// run reports do not know which budget watched their database.
 const DB_CPU_KEY: &str = "tidegate:db-cpu";
 const DB_CPU_KEEP_MS: u64 = 14 * 86_400_000;
 
@@ -82,71 +135,124 @@ pub async fn cpu_between(
     Ok(Some((mean, peak)))
 }
 
-/// What the leader decided the rate from.
+/// What the leader decided from, published beside the paces.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Why {
     pub limiter: &'static str,
     /// Database CPU, percent of one core; `None` when not measured.
     pub cpu: Option<f64>,
-    /// Mean write latency, seconds.
-    pub latency: Option<f64>,
+    /// Mean write and read latency, seconds.
+    pub write_latency: Option<f64>,
+    pub read_latency: Option<f64>,
     pub target_cpu: f64,
     pub target_latency: f64,
 }
 
-/// The queue's load control as the last leader published it, read by the back-office.
+/// The load control of a queue as the last leader published it, read by the back-office.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
-    /// Total documents/second for the queue; `None` when no leader published one lately.
+    /// The database's budget this queue shares.
+    pub budget_name: String,
+    /// This queue's documents/second; `None` when no leader published one lately.
     pub rate: Option<f64>,
-    /// Processes sharing the budget.
+    /// Documents per batch.
+    pub batch: Option<u64>,
+    /// Processes sharing the budget (every queue's).
     pub members: u64,
-    /// The signal that limits the rate (`cpu`, `latency`, `errors`, `blind`, `demand`, ...).
+    /// The signal that limits the pace (`cpu`, `no_headroom`, `latency`, `blind`, ...).
     pub limiter: Option<String>,
+    /// CPU percent all batches may use.
+    pub cpu_budget: Option<f64>,
+    /// CPU percent the database uses without the batches, as learned.
+    pub live_load: Option<f64>,
     pub db_cpu: Option<f64>,
     pub target_cpu: Option<f64>,
     /// Seconds.
     pub write_latency: Option<f64>,
+    pub read_latency: Option<f64>,
     pub target_latency: Option<f64>,
-    /// When the rate was decided, ms since the epoch.
+    /// When the pace was decided, ms since the epoch.
     pub decided_at: Option<u64>,
 }
 
-/// Reads the published state of `keys`' budget in one round trip.
-pub async fn status(conn: &mut ConnectionManager, keys: &Keys) -> redis::RedisResult<Status> {
+/// One queue's published pace field: rate, batch, then the learned costs (empty when not).
+fn pace_field(pace: &Pace) -> String {
+    let cost = pace.cost.map_or((String::new(), String::new()), |c| {
+        (c.per_batch.to_string(), c.per_document.to_string())
+    });
+    format!("{}:{}:{}:{}", pace.rate, pace.batch, cost.0, cost.1)
+}
+
+fn parse_pace(queue: &str, field: &str) -> Option<Pace> {
+    let mut parts = field.split(':');
+    let rate = parts.next()?.parse().ok()?;
+    let batch = parts.next()?.parse().ok()?;
+    let per_batch = parts.next().and_then(|v| v.parse().ok());
+    let per_document = parts.next().and_then(|v| v.parse().ok());
+    Some(Pace {
+        queue: queue.to_owned(),
+        rate,
+        batch,
+        budget: None,
+        cost: per_batch
+            .zip(per_document)
+            .map(|(per_batch, per_document)| Cost {
+                per_batch,
+                per_document,
+            }),
+    })
+}
+
+/// Reads the published state of `queue`'s pace on `keys`' budget in one round trip.
+pub async fn status(
+    conn: &mut ConnectionManager,
+    keys: &BudgetKeys,
+    name: &str,
+    queue: &str,
+) -> redis::RedisResult<Status> {
     let now = crate::queue::now_ms();
-    let (fields, members): (Vec<Option<String>>, u64) = redis::pipe()
+    let fields = [
+        "pace_until",
+        "limiter",
+        "cpu",
+        "target_cpu",
+        "write_latency",
+        "read_latency",
+        "target_latency",
+        "decided_at",
+        "budget",
+        "live",
+    ];
+    let (values, pace, members): (Vec<Option<String>>, Option<String>, u64) = redis::pipe()
         .cmd("HMGET")
         .arg(keys.budget())
-        .arg(&[
-            "rate",
-            "rate_until",
-            "limiter",
-            "cpu",
-            "target_cpu",
-            "latency",
-            "target_latency",
-            "decided_at",
-        ])
-        .zcount(keys.budget_members(), now, "+inf")
+        .arg(&fields)
+        .hget(keys.budget(), format!("pace:{queue}"))
+        .zcount(keys.members(), now, "+inf")
         .query_async(conn)
         .await?;
     let number = |i: usize| {
-        fields
+        values
             .get(i)
             .cloned()
             .flatten()
             .and_then(|v| v.parse::<f64>().ok())
     };
-    let current = number(1).is_some_and(|until| until >= now as f64);
+    let current = number(0).is_some_and(|until| until >= now as f64);
+    let pace = pace.filter(|_| current).and_then(|p| parse_pace(queue, &p));
     Ok(Status {
-        rate: number(0).filter(|_| current),
+        budget_name: name.to_owned(),
+        rate: pace.as_ref().map(|p| p.rate),
+        batch: pace.as_ref().map(|p| p.batch as u64),
         members,
-        limiter: fields.get(2).cloned().flatten(),
-        db_cpu: number(3),
-        target_cpu: number(4),
-        write_latency: number(5),
+        limiter: values.get(1).cloned().flatten(),
+        cpu_budget: number(8),
+        live_load: number(9),
+        db_cpu: number(2),
+        target_cpu: number(3),
+        write_latency: number(4),
+        read_latency: number(5),
         target_latency: number(6),
         decided_at: number(7).map(|v| v as u64),
     })
@@ -155,21 +261,32 @@ pub async fn status(conn: &mut ConnectionManager, keys: &Keys) -> redis::RedisRe
 #[derive(Clone)]
 pub struct Budget {
     conn: ConnectionManager,
-    budget: String,
-    members: String,
+    keys: BudgetKeys,
+    queue: String,
+    weight: f64,
     id: String,
     /// Membership and lease last this long without renewal: a few intervals.
     ttl: Duration,
+    /// Finished batches are kept this long: the probe's longest lag, a reading and a margin.
+    keep: Duration,
 }
 
 impl Budget {
-    pub fn new(conn: ConnectionManager, keys: &Keys, interval: Duration) -> Self {
+    pub fn new(
+        conn: ConnectionManager,
+        keys: BudgetKeys,
+        queue: &str,
+        weight: f64,
+        interval: Duration,
+    ) -> Self {
         Self {
             conn,
-            budget: keys.budget(),
-            members: keys.budget_members(),
+            keys,
+            queue: queue.to_owned(),
+            weight,
             id: format!("{:016x}", rand::random::<u64>()),
             ttl: (interval * 3).max(Duration::from_millis(300)),
+            keep: (interval * 6).max(Duration::from_secs(30)),
         }
     }
 
@@ -182,60 +299,213 @@ impl Budget {
         &self.id
     }
 
-    /// Renews membership, reports `new_errors` and the documents `used` since the last tick,
-    /// takes or keeps the lease, reads the rate.
-    pub async fn tick(&mut self, new_errors: u64, used: u64) -> redis::RedisResult<Tick> {
-        let (leader, members, rate, errors, used): (u8, u64, String, u64, u64) = TICK
-            .key(&self.budget)
-            .key(&self.members)
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// Renews membership, reports this interval's errors, backlog and batches, takes or keeps
+    /// the lease, and reads this queue's pace.
+    pub async fn tick(&mut self, report: &Report) -> redis::RedisResult<Tick> {
+        let mut call = TICK.prepare_invoke();
+        call.key(self.keys.budget())
+            .key(self.keys.members())
+            .key(self.keys.member_info())
+            .key(self.keys.in_flight())
+            .key(self.keys.finished())
             .arg(&self.id)
             .arg(self.ttl.as_millis() as u64)
-            .arg(new_errors)
-            .arg(used)
-            .invoke_async(&mut self.conn)
-            .await?;
+            .arg(report.errors)
+            .arg(&self.queue)
+            .arg(self.weight)
+            .arg(report.backlog)
+            .arg(self.keep.as_millis() as u64)
+            .arg(report.started.len());
+        for s in &report.started {
+            call.arg(s.seq).arg(s.ago_ms).arg(s.documents);
+        }
+        call.arg(report.finished.len());
+        for f in &report.finished {
+            call.arg(f.seq)
+                .arg(f.started_ago_ms)
+                .arg(f.ended_ago_ms)
+                .arg(f.documents);
+        }
+        let (leader, members, queue_members, pace, errors, now_ms): (
+            u8,
+            u64,
+            u64,
+            String,
+            u64,
+            u64,
+        ) = call.invoke_async(&mut self.conn).await?;
         Ok(Tick {
             leader: leader == 1,
             members,
-            rate: rate.parse().ok(),
+            queue_members,
+            pace: parse_pace(&self.queue, &pace).map(|p| (p.rate, p.batch)),
             errors,
-            used,
+            now_ms,
         })
     }
 
-    /// Publishes the total rate and what it was decided from; false if another process has
-    /// taken the lease meanwhile.
-    pub async fn publish(&mut self, rate: f64, why: &Why) -> redis::RedisResult<bool> {
-        let number = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
-        let published: u8 = PUBLISH
-            .key(&self.budget)
-            .arg(&self.id)
-            .arg(rate)
-            .arg(self.ttl.as_millis() as u64)
-            .arg(&[
-                ("limiter", why.limiter.to_owned()),
-                ("cpu", number(why.cpu)),
-                ("latency", number(why.latency)),
-                ("target_cpu", why.target_cpu.to_string()),
-                ("target_latency", why.target_latency.to_string()),
-            ])
-            .invoke_async(&mut self.conn)
+    /// The members and the batches of the last `keep`, for the leader. Members' in-flight
+    /// batches only: a process that died mid-batch does not load the database any more.
+    pub async fn ledger(&mut self) -> redis::RedisResult<Ledger> {
+        type Fields = Vec<(String, String)>;
+        let (info, in_flight, finished): (Fields, Fields, Vec<String>) = redis::pipe()
+            .hgetall(self.keys.member_info())
+            .hgetall(self.keys.in_flight())
+            .zrange(self.keys.finished(), 0, -1)
+            .query_async(&mut self.conn)
             .await?;
+        let mut ledger = Ledger::default();
+        let mut ids = Vec::new();
+        for (id, value) in info {
+            let mut parts = value.splitn(3, ':');
+            let (Some(weight), Some(backlog), Some(queue)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            ids.push(id);
+            ledger.members.push(Member {
+                queue: queue.to_owned(),
+                weight: weight.parse().unwrap_or(1.0),
+                backlog: backlog.parse().unwrap_or(0),
+            });
+        }
+        let mut dead = Vec::new();
+        for (field, value) in in_flight {
+            let process = field.split(':').next().unwrap_or_default();
+            let mut parts = value.splitn(3, ':');
+            let batch = (|| {
+                Some(LedgerBatch {
+                    start_ms: parts.next()?.parse().ok()?,
+                    documents: parts.next()?.parse().ok()?,
+                    queue: parts.next()?.to_owned(),
+                    end_ms: None,
+                })
+            })();
+            match batch {
+                Some(batch) if ids.iter().any(|i| i == process) => ledger.batches.push(batch),
+                _ => dead.push(field),
+            }
+        }
+        if !dead.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("HDEL")
+                .arg(self.keys.in_flight())
+                .arg(&dead)
+                .query_async(&mut self.conn)
+                .await;
+        }
+        for member in finished {
+            // <process>:<seq>:<start>:<end>:<documents>:<queue>
+            let mut parts = member.splitn(6, ':');
+            let batch = (|| {
+                parts.next()?;
+                parts.next()?;
+                Some(LedgerBatch {
+                    start_ms: parts.next()?.parse().ok()?,
+                    end_ms: Some(parts.next()?.parse().ok()?),
+                    documents: parts.next()?.parse().ok()?,
+                    queue: parts.next()?.to_owned(),
+                })
+            })();
+            ledger.batches.extend(batch);
+        }
+        Ok(ledger)
+    }
+
+    /// Publishes the decision and what it was decided from; false if another process has
+    /// taken the lease meanwhile.
+    pub async fn publish(&mut self, decision: &Decision, why: &Why) -> redis::RedisResult<bool> {
+        let number = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
+        let mut fields: Vec<(String, String)> = vec![
+            ("limiter".into(), why.limiter.to_owned()),
+            ("cpu".into(), number(why.cpu)),
+            ("write_latency".into(), number(why.write_latency)),
+            ("read_latency".into(), number(why.read_latency)),
+            ("target_cpu".into(), why.target_cpu.to_string()),
+            ("target_latency".into(), why.target_latency.to_string()),
+            ("budget".into(), number(decision.budget)),
+            ("live".into(), number(decision.live)),
+        ];
+        for pace in &decision.paces {
+            fields.push((format!("pace:{}", pace.queue), pace_field(pace)));
+        }
+        let mut call = PUBLISH.prepare_invoke();
+        call.key(self.keys.budget())
+            .arg(&self.id)
+            .arg(self.ttl.as_millis() as u64);
+        for (field, value) in &fields {
+            call.arg(field).arg(value);
+        }
+        let published: u8 = call.invoke_async(&mut self.conn).await?;
         Ok(published == 1)
+    }
+
+    /// The paces and budget the last leader published, for a new leader to go on from.
+    pub async fn published(
+        &mut self,
+        queues: &[String],
+    ) -> redis::RedisResult<(Option<f64>, Vec<Pace>)> {
+        let fields: Vec<String> = queues.iter().map(|q| format!("pace:{q}")).collect();
+        let (budget, values): (Option<String>, Vec<Option<String>>) = redis::pipe()
+            .hget(self.keys.budget(), "budget")
+            .cmd("HMGET")
+            .arg(self.keys.budget())
+            .arg(&fields)
+            .query_async(&mut self.conn)
+            .await?;
+        let paces = queues
+            .iter()
+            .zip(values)
+            .filter_map(|(q, v)| v.and_then(|v| parse_pace(q, &v)))
+            .collect();
+        Ok((budget.and_then(|b| b.parse().ok()), paces))
     }
 
     /// Leaves at shutdown, so the others' shares grow at their next tick.
     pub async fn leave(&mut self) -> redis::RedisResult<()> {
         redis::pipe()
-            .zrem(&self.members, &self.id)
+            .zrem(self.keys.members(), &self.id)
+            .ignore()
+            .hdel(self.keys.member_info(), &self.id)
             .ignore()
             .cmd("EVAL")
             .arg("if redis.call('HGET', KEYS[1], 'leader') == ARGV[1] then redis.call('HDEL', KEYS[1], 'leader', 'leader_until') end")
             .arg(1)
-            .arg(&self.budget)
+            .arg(self.keys.budget())
             .arg(&self.id)
             .ignore()
             .query_async(&mut self.conn)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pace_survives_its_field() {
+        let pace = Pace {
+            queue: "q".into(),
+            rate: 12.5,
+            batch: 300,
+            budget: Some(40.0),
+            cost: Some(Cost {
+                per_batch: 30.0,
+                per_document: 0.25,
+            }),
+        };
+        let back = parse_pace("q", &pace_field(&pace)).expect("parses");
+        assert_eq!((back.rate, back.batch, back.cost), (12.5, 300, pace.cost));
+        let unlearned = Pace { cost: None, ..pace };
+        assert_eq!(
+            parse_pace("q", &pace_field(&unlearned)).map(|p| p.cost),
+            Some(None)
+        );
+        assert_eq!(parse_pace("q", ""), None);
     }
 }

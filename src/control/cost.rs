@@ -1,15 +1,19 @@
 //! What the database's load is made of, learned online: the live load (everything but the
-//! batch) and the batch's cost, a fixed part per batch (a command, a read, a scan) and a part
-//! per document. Pure: times are seconds on the caller's clock, nothing here reads one.
+//! batches) and what each kind of batch costs, a fixed part per batch (a command, a read, a
+//! scan) and a part per document. A kind ("class") is one queue's job: two queues writing to
+//! one database cost differently. Pure: times are seconds on the caller's clock; nothing here
+//! reads one.
 //!
 //! Each probe reading is the mean CPU over a window of time. The batches that ran in that
 //! window explain part of it: a batch's cost is spread evenly over the time it was in flight
 //! (a batch still in flight is expected to last as long as recent ones did), so a window holds
-//! a fraction of it. The reading is then `live + C0·batches/s + C1·documents/s`, linear in the
-//! three unknowns, and a Kalman filter tracks them: the live load moves quickly (a service
-//! joins), the costs slowly (a collection grows). Pauses pin the live load down (no batch in
-//! the window), and batches that leave less often than every interval, or vary in size, tell
-//! the two costs apart.
+//! a fraction of it. The reading is then `live + Σ (C0·batches/s + C1·documents/s)` over the
+//! classes, linear in the unknowns, and a Kalman filter tracks them: the live load moves
+//! quickly (a service joins), the costs slowly (a collection grows). Pauses pin the live load
+//! down (no batch in the window); batches that leave less often than every interval, or vary
+//! in size, tell the costs apart. A CUSUM on the innovations notices a step in the live load
+//! within about two readings and lets the filter jump to it instead of drifting, so a step is
+//! not mistaken for a change of cost.
 //!
 //! Where a probe's window really lies is not known exactly: `serverStatus` between two of our
 //! calls, PromQL's `irate` a scrape interval or so earlier. So one filter runs per candidate
@@ -20,6 +24,8 @@
 /// One batch as the workers report it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Batch {
+    /// Which class (queue) it belongs to: an index from [`CostModel::class`].
+    pub class: usize,
     /// When its work on the database began, seconds.
     pub start: f64,
     /// When it ended; `None` while in flight.
@@ -34,18 +40,25 @@ const SCORE_WEIGHT: f64 = 0.05;
 /// A filter must predict this much better than the believed one to replace it.
 const SWITCH_MARGIN: f64 = 0.8;
 
-/// The batch work a window `[from, to)` held: (batches, documents) per second.
-pub fn attribute(batches: &[Batch], from: f64, to: f64, now: f64, expected: f64) -> (f64, f64) {
+/// The share of each batch of `class` that ran in `[from, to)`: (batches, documents) per
+/// second. A batch in flight at `now` is expected to run `expected` seconds in all.
+pub fn attribute(
+    batches: &[Batch],
+    class: usize,
+    from: f64,
+    to: f64,
+    now: f64,
+    expected: f64,
+) -> (f64, f64) {
     let span = to - from;
     if span <= 0.0 {
         return (0.0, 0.0);
     }
     let (mut per_batch, mut per_doc) = (0.0, 0.0);
-    for b in batches {
+    for b in batches.iter().filter(|b| b.class == class) {
         let end = b.end.unwrap_or_else(|| (b.start + expected).max(now));
         let share = if end > b.start {
-            let overlap = (end.min(to) - b.start.max(from)).max(0.0);
-            overlap / (end - b.start)
+            (end.min(to) - b.start.max(from)).max(0.0) / (end - b.start)
         } else if (from..to).contains(&b.start) {
             1.0
         } else {
@@ -57,30 +70,17 @@ pub fn attribute(batches: &[Batch], from: f64, to: f64, now: f64, expected: f64)
     (per_batch / span, per_doc / span)
 }
 
-/// The estimate the controller uses.
+/// What is believed of one class.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Estimate {
-    /// CPU percent the database would use without the batch.
-    pub live: f64,
+pub struct Cost {
     /// Percent-seconds per batch, whatever it carries.
     pub per_batch: f64,
     /// Percent-seconds per document.
     pub per_document: f64,
-    /// The lag believed, seconds.
-    pub lag: f64,
 }
 
-#[derive(Debug, Clone)]
-struct Filter {
-    lag: f64,
-    /// [live, per batch, per document].
-    theta: [f64; 3],
-    p: [[f64; 3]; 3],
-    score: f64,
-}
-
-/// Scales that make the filter's noise and bounds fit any database: the target CPU, the
-/// interval, and the fastest pace allowed.
+/// Scales that make the filter's noise, priors and bounds fit any database: the target CPU,
+/// the interval, and the fastest pace allowed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scale {
     pub target: f64,
@@ -88,9 +88,19 @@ pub struct Scale {
     pub ceiling: f64,
 }
 
+/// A Kalman filter over `[live, C0 of class 0, C1 of class 0, C0 of class 1, ...]`.
+#[derive(Debug, Clone)]
+struct Filter {
+    lag: f64,
+    theta: Vec<f64>,
+    p: Vec<Vec<f64>>,
+    score: f64,
+}
+
 #[derive(Debug, Clone)]
 pub struct CostModel {
     scale: Scale,
+    classes: Vec<String>,
     filters: Vec<Filter>,
     best: usize,
     /// Mean squared innovation of the believed filter: the readings' own noise.
@@ -98,39 +108,71 @@ pub struct CostModel {
     /// Recent batches' mean time in flight, seconds.
     duration: Option<f64>,
     observed: u64,
-    /// CUSUM of the believed filter's innovations, upwards and downwards: evidence that the
-    /// live load stepped.
+    /// CUSUM of the believed filter's innovations, upwards and downwards.
     cusum: (f64, f64),
 }
 
 impl CostModel {
     pub fn new(scale: Scale) -> Self {
-        // Priors: no cost known, with a spread as wide as a batch costing a whole interval of
-        // the target, or a document costing so much that the ceiling would use the target.
-        let c0 = scale.target * scale.interval;
-        let c1 = scale.target / scale.ceiling.max(1e-9) * 10.0;
-        let p = [
-            [scale.target.powi(2), 0.0, 0.0],
-            [0.0, c0 * c0, 0.0],
-            [0.0, 0.0, c1 * c1],
-        ];
         let filters = LAGS
             .iter()
             .map(|l| Filter {
                 lag: l * scale.interval,
-                theta: [0.0, 0.0, 0.0],
-                p,
+                theta: vec![0.0],
+                p: vec![vec![scale.target.powi(2)]],
                 score: 0.0,
             })
             .collect();
         Self {
             scale,
+            classes: Vec::new(),
             filters,
             best: 0,
             noise: (0.2 * scale.target).powi(2),
             duration: None,
             observed: 0,
             cusum: (0.0, 0.0),
+        }
+    }
+
+    /// The index of the class `name`, added (with no cost known) when new.
+    pub fn class(&mut self, name: &str) -> usize {
+        if let Some(i) = self.classes.iter().position(|c| c == name) {
+            return i;
+        }
+        // Priors: no cost known, with a spread as wide as a batch costing a whole interval of
+        // the target, or a document costing so much that a tenth of the ceiling would use it.
+        let s = self.scale;
+        let c0 = s.target * s.interval;
+        let c1 = s.target / s.ceiling.max(1e-9) * 10.0;
+        for f in &mut self.filters {
+            f.theta.extend([0.0, 0.0]);
+            for row in &mut f.p {
+                row.extend([0.0, 0.0]);
+            }
+            let n = f.theta.len();
+            let mut r0 = vec![0.0; n];
+            r0[n - 2] = c0 * c0;
+            let mut r1 = vec![0.0; n];
+            r1[n - 1] = c1 * c1;
+            f.p.push(r0);
+            f.p.push(r1);
+        }
+        self.classes.push(name.to_owned());
+        self.classes.len() - 1
+    }
+
+    /// Starts a class from costs learned elsewhere (another leader): believed, with a spread
+    /// of a third of themselves, and learned again from here.
+    pub fn seed(&mut self, class: usize, cost: Cost) {
+        let (i, j) = (1 + 2 * class, 2 + 2 * class);
+        for f in &mut self.filters {
+            if j < f.theta.len() {
+                f.theta[i] = cost.per_batch.max(0.0);
+                f.theta[j] = cost.per_document.max(0.0);
+                f.p[i][i] = (cost.per_batch / 3.0).powi(2);
+                f.p[j][j] = (cost.per_document / 3.0).powi(2);
+            }
         }
     }
 
@@ -151,17 +193,28 @@ impl CostModel {
         let expected = self.duration.unwrap_or(self.scale.interval);
         let first = self.observed == 0;
         self.observed += 1;
-        let noise = self.noise;
-        let q = self.process_noise();
+        let (noise, q) = (self.noise, self.process_noise());
+        let classes = self.classes.len();
         let mut innovations = Vec::with_capacity(self.filters.len());
         for f in &mut self.filters {
-            let (per_batch, per_doc) =
-                attribute(batches, at - f.lag - elapsed, at - f.lag, at, expected);
-            if first {
-                // The first reading sets the live load: before any batch it is all there is.
-                f.theta[0] = cpu - f.theta[1] * per_batch - f.theta[2] * per_doc;
+            let mut phi = Vec::with_capacity(1 + 2 * classes);
+            phi.push(1.0);
+            for class in 0..classes {
+                let (b, d) = attribute(
+                    batches,
+                    class,
+                    at - f.lag - elapsed,
+                    at - f.lag,
+                    at,
+                    expected,
+                );
+                phi.extend([b, d]);
             }
-            let e = f.update([1.0, per_batch, per_doc], cpu, noise, &q);
+            if first {
+                // The first reading sets the live load: what the batches do not explain.
+                f.theta[0] = cpu - dot(&phi[1..], &f.theta[1..]);
+            }
+            let e = f.update(&phi, cpu, noise, &q);
             f.score = if first {
                 e * e
             } else {
@@ -182,8 +235,7 @@ impl CostModel {
         // A step in the live load (a service joins or leaves) shows as innovations of one sign
         // beyond the noise. A two-sided CUSUM (slack half a deviation, alarm at 2.5) notices
         // it within about two readings; the live load's uncertainty then widens by the step,
-        // so the filter moves there at once instead of drifting, and the costs keep what
-        // they learned.
+        // so the filter moves there at once, and the costs keep what they learned.
         let sd = self.noise.sqrt();
         let (up, down) = self.cusum;
         let (up, down) = ((up + e - 0.5 * sd).max(0.0), (down - e - 0.5 * sd).max(0.0));
@@ -204,28 +256,18 @@ impl CostModel {
     }
 
     /// How much each part may drift per reading: the live load by a twentieth of the target
-    /// (steps are caught apart, see `observe`), the costs by 5% of themselves.
-    fn process_noise(&self) -> [f64; 3] {
+    /// (steps are caught apart), the costs by 5% of themselves.
+    fn process_noise(&self) -> Vec<f64> {
         let s = self.scale;
-        let theta = self.filters[self.best].theta;
+        let theta = &self.filters[self.best].theta;
         let c0_floor = 0.001 * s.target * s.interval;
         let c1_floor = 0.001 * s.target / s.ceiling.max(1e-9);
-        [
-            (0.05 * s.target).powi(2),
-            (0.05 * theta[1] + c0_floor).powi(2),
-            (0.05 * theta[2] + c1_floor).powi(2),
-        ]
-    }
-
-    /// Starts from costs another process learned: believed, with a spread of a third of
-    /// themselves, and learned again from here.
-    pub fn seed(&mut self, per_batch: f64, per_document: f64) {
-        for f in &mut self.filters {
-            f.theta[1] = per_batch.max(0.0);
-            f.theta[2] = per_document.max(0.0);
-            f.p[1][1] = (per_batch / 3.0).powi(2);
-            f.p[2][2] = (per_document / 3.0).powi(2);
+        let mut q = vec![(0.05 * s.target).powi(2)];
+        for class in 0..self.classes.len() {
+            q.push((0.05 * theta[1 + 2 * class] + c0_floor).powi(2));
+            q.push((0.05 * theta[2 + 2 * class] + c1_floor).powi(2));
         }
+        q
     }
 
     /// How many readings it has learned from.
@@ -233,205 +275,245 @@ impl CostModel {
         self.observed
     }
 
-    pub fn estimate(&self) -> Estimate {
-        let f = &self.filters[self.best];
-        Estimate {
-            live: f.theta[0],
-            per_batch: f.theta[1],
-            per_document: f.theta[2],
-            lag: f.lag,
+    /// The live load, CPU percent.
+    pub fn live(&self) -> f64 {
+        self.filters[self.best].theta[0]
+    }
+
+    /// The lag believed, seconds.
+    pub fn lag(&self) -> f64 {
+        self.filters[self.best].lag
+    }
+
+    pub fn cost(&self, class: usize) -> Cost {
+        let theta = &self.filters[self.best].theta;
+        Cost {
+            per_batch: theta.get(1 + 2 * class).copied().unwrap_or(0.0),
+            per_document: theta.get(2 + 2 * class).copied().unwrap_or(0.0),
         }
     }
 
-    /// A batch of `documents`: its expected cost, and one standard deviation of what is still
-    /// unknown about it.
-    pub fn batch_cost(&self, documents: f64) -> (f64, f64) {
+    /// A batch of `documents` of `class`: its expected cost, and one standard deviation of what
+    /// is still unknown about it.
+    pub fn batch_cost(&self, class: usize, documents: f64) -> (f64, f64) {
         let f = &self.filters[self.best];
-        let mean = f.theta[1] + f.theta[2] * documents;
-        let phi = [0.0, 1.0, documents];
-        (mean, quad(&f.p, &phi).max(0.0).sqrt())
-    }
-
-    /// The live load as the believed filter sees it, and how sure it is (one deviation).
-    pub fn live(&self) -> (f64, f64) {
-        let f = &self.filters[self.best];
-        (f.theta[0], f.p[0][0].max(0.0).sqrt())
+        let (i, j) = (1 + 2 * class, 2 + 2 * class);
+        if j >= f.theta.len() {
+            return (0.0, f64::INFINITY);
+        }
+        let mean = f.theta[i] + f.theta[j] * documents;
+        let var = f.p[i][i] + 2.0 * documents * f.p[i][j] + documents * documents * f.p[j][j];
+        (mean, var.max(0.0).sqrt())
     }
 }
 
 impl Filter {
     /// One Kalman step: returns the innovation (reading minus prediction).
-    fn update(&mut self, phi: [f64; 3], y: f64, r: f64, q: &[f64; 3]) -> f64 {
-        for (i, qi) in q.iter().enumerate() {
+    fn update(&mut self, phi: &[f64], y: f64, r: f64, q: &[f64]) -> f64 {
+        let n = self.theta.len();
+        for (i, qi) in q.iter().enumerate().take(n) {
             self.p[i][i] += qi;
         }
-        let ph = mul(&self.p, &phi);
-        let s = dot(&phi, &ph) + r;
-        let e = y - dot(&phi, &self.theta);
+        let ph: Vec<f64> = self.p.iter().map(|row| dot(row, phi)).collect();
+        let s = dot(phi, &ph) + r;
+        let e = y - dot(phi, &self.theta);
         if s <= 0.0 || !s.is_finite() {
             return e;
         }
-        let k = ph.map(|v| v / s);
-        for (t, ki) in self.theta.iter_mut().zip(k) {
-            *t += ki * e;
+        for (t, v) in self.theta.iter_mut().zip(&ph) {
+            *t += v / s * e;
         }
-        // P ← P − K·φᵀP, kept symmetric.
-        let mut p = self.p;
-        for (i, row) in p.iter_mut().enumerate() {
-            for (j, v) in row.iter_mut().enumerate() {
-                *v -= k[i] * ph[j];
+        // P ← P − (Pφ)(Pφ)ᵀ / s, kept symmetric.
+        for i in 0..n {
+            for j in 0..n {
+                self.p[i][j] -= ph[i] * ph[j] / s;
             }
         }
-        for i in 0..3 {
+        for i in 0..n {
             for j in 0..i {
-                let m = 0.5 * (p[i][j] + p[j][i]);
-                p[i][j] = m;
-                p[j][i] = m;
+                let m = 0.5 * (self.p[i][j] + self.p[j][i]);
+                self.p[i][j] = m;
+                self.p[j][i] = m;
             }
         }
-        self.p = p;
         // Costs are never negative (a clamped one keeps its spread). The live load is left
         // free: clamping it at zero would bias it upwards when it is near zero.
-        self.theta[1] = self.theta[1].max(0.0);
-        self.theta[2] = self.theta[2].max(0.0);
+        for t in self.theta.iter_mut().skip(1) {
+            *t = t.max(0.0);
+        }
         e
     }
 }
 
-fn dot(a: &[f64; 3], b: &[f64; 3]) -> f64 {
+fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-fn mul(m: &[[f64; 3]; 3], v: &[f64; 3]) -> [f64; 3] {
-    [dot(&m[0], v), dot(&m[1], v), dot(&m[2], v)]
-}
-
-fn quad(m: &[[f64; 3]; 3], v: &[f64; 3]) -> f64 {
-    dot(v, &mul(m, v))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_window_holds_the_share_of_each_batch_that_ran_in_it() {
-        let batches = [
-            // Ran 1-3: half of it in [2, 4).
-            Batch {
-                start: 1.0,
-                end: Some(3.0),
-                documents: 100.0,
-            },
-            // Wholly inside.
-            Batch {
-                start: 2.5,
-                end: Some(3.0),
-                documents: 10.0,
-            },
-            // In flight since 3.5, expected to last 1 s: half of it by 4.
-            Batch {
-                start: 3.5,
-                end: None,
-                documents: 50.0,
-            },
-            // Before the window.
-            Batch {
-                start: 0.0,
-                end: Some(1.0),
-                documents: 7.0,
-            },
-        ];
-        let (b, d) = attribute(&batches, 2.0, 4.0, 3.6, 1.0);
-        assert!((b - (0.5 + 1.0 + 0.5) / 2.0).abs() < 1e-9, "{b}");
-        assert!((d - (50.0 + 10.0 + 25.0) / 2.0).abs() < 1e-9, "{d}");
+    fn scale() -> Scale {
+        Scale {
+            target: 100.0,
+            interval: 1.0,
+            ceiling: 20_000.0,
+        }
     }
 
-    /// Readings of a plant with `live` CPU and batches costing `c0 + c1·n` percent-seconds,
-    /// one batch of `n` every `every` seconds, each in flight for `duration`; the probe's
-    /// window lags by `lag`.
+    #[test]
+    fn a_window_holds_the_share_of_each_batch_that_ran_in_it() {
+        let b = |class, start, end, documents| Batch {
+            class,
+            start,
+            end,
+            documents,
+        };
+        let batches = [
+            b(0, 1.0, Some(3.0), 100.0),  // ran 1-3: half of it in [2, 4)
+            b(0, 2.5, Some(3.0), 10.0),   // wholly inside
+            b(0, 3.5, None, 50.0),        // in flight since 3.5, expected 1 s: half by 4
+            b(0, 0.0, Some(1.0), 7.0),    // before the window
+            b(1, 2.0, Some(3.0), 1000.0), // another class
+        ];
+        let (per_batch, per_doc) = attribute(&batches, 0, 2.0, 4.0, 3.6, 1.0);
+        assert!(
+            (per_batch - (0.5 + 1.0 + 0.5) / 2.0).abs() < 1e-9,
+            "{per_batch}"
+        );
+        assert!(
+            (per_doc - (50.0 + 10.0 + 25.0) / 2.0).abs() < 1e-9,
+            "{per_doc}"
+        );
+        assert_eq!(attribute(&batches, 1, 2.0, 4.0, 3.6, 1.0), (0.5, 500.0));
+    }
+
+    /// Readings of a plant with `live` CPU where each class `k` costs `c0 + c1·n`, one batch
+    /// every three seconds per class, in flight 0.8 s; the probe's window lags by `lag`.
     fn learn(
         model: &mut CostModel,
-        plant: (f64, f64, f64),
-        n: &dyn Fn(usize) -> f64,
+        live: f64,
+        costs: &[(f64, f64)],
+        n: &dyn Fn(usize, usize) -> f64,
         seconds: std::ops::RangeInclusive<usize>,
         lag: f64,
     ) {
-        let (live, c0, c1) = plant;
-        let (every, duration) = (3usize, 0.8);
+        let classes: Vec<usize> = (0..costs.len())
+            .map(|k| model.class(&format!("q{k}")))
+            .collect();
         let mut batches: Vec<Batch> = Vec::new();
         for t in seconds {
-            if (t - 1) % every == 0 {
-                let docs = n(t);
-                batches.push(Batch {
-                    start: (t - 1) as f64 + 0.1,
-                    end: Some((t - 1) as f64 + 0.1 + duration),
-                    documents: docs,
-                });
+            for (k, class) in classes.iter().enumerate() {
+                if (t + k).is_multiple_of(3) {
+                    let start = (t - 1) as f64 + 0.1;
+                    batches.push(Batch {
+                        class: *class,
+                        start,
+                        end: Some(start + 0.8),
+                        documents: n(t, k),
+                    });
+                }
             }
-            let (b, d) = attribute(
-                &batches,
-                t as f64 - 1.0 - lag,
-                t as f64 - lag,
-                t as f64,
-                duration,
-            );
-            let cpu = live + c0 * b + c1 * d;
+            let mut cpu = live;
+            for (k, (c0, c1)) in costs.iter().enumerate() {
+                let (b, d) = attribute(
+                    &batches,
+                    classes[k],
+                    t as f64 - 1.0 - lag,
+                    t as f64 - lag,
+                    t as f64,
+                    0.8,
+                );
+                cpu += c0 * b + c1 * d;
+            }
             model.observe(t as f64, 1.0, cpu, &batches);
         }
     }
 
     #[test]
     fn it_learns_both_costs_and_the_live_load_and_finds_the_lag() {
-        let scale = Scale {
-            target: 100.0,
-            interval: 1.0,
-            ceiling: 20_000.0,
+        let mut model = CostModel::new(scale());
+        let sizes = |t: usize, _| if t.is_multiple_of(2) { 200.0 } else { 500.0 };
+        learn(&mut model, 50.0, &[(40.0, 0.2)], &sizes, 1..=120, 1.0);
+        let cost = model.cost(0);
+        assert!((model.live() - 50.0).abs() < 3.0, "{}", model.live());
+        assert!((cost.per_batch - 40.0).abs() < 8.0, "{cost:?}");
+        assert!((cost.per_document - 0.2).abs() < 0.03, "{cost:?}");
+        assert_eq!(model.lag(), 1.0);
+    }
+
+    #[test]
+    fn two_classes_are_told_apart() {
+        let mut model = CostModel::new(scale());
+        let sizes = |t: usize, k: usize| {
+            if (t + k).is_multiple_of(2) {
+                100.0
+            } else {
+                300.0
+            }
         };
-        let mut model = CostModel::new(scale);
-        // 40 %·s per batch, 0.2 %·s per document; sizes vary between 200 and 500.
         learn(
             &mut model,
-            (50.0, 40.0, 0.2),
-            &|t| if t % 2 == 0 { 200.0 } else { 500.0 },
-            1..=120,
-            1.0,
+            20.0,
+            &[(60.0, 0.05), (10.0, 0.3)],
+            &sizes,
+            1..=240,
+            0.0,
         );
-        let e = model.estimate();
-        assert!((e.live - 50.0).abs() < 3.0, "{e:?}");
-        assert!((e.per_batch - 40.0).abs() < 8.0, "{e:?}");
-        assert!((e.per_document - 0.2).abs() < 0.03, "{e:?}");
-        assert_eq!(e.lag, 1.0, "{e:?}");
+        let (a, b) = (model.batch_cost(0, 300.0).0, model.batch_cost(1, 300.0).0);
+        assert!((a - 75.0).abs() < 0.15 * 75.0, "class 0: {a}");
+        assert!((b - 100.0).abs() < 0.15 * 100.0, "class 1: {b}");
+        assert!((model.live() - 20.0).abs() < 5.0, "{}", model.live());
     }
 
     #[test]
     fn a_wrong_cost_recovers_within_a_few_batches() {
-        let scale = Scale {
-            target: 100.0,
-            interval: 1.0,
-            ceiling: 20_000.0,
-        };
-        let mut model = CostModel::new(scale);
-        learn(&mut model, (30.0, 60.0, 0.1), &|_| 300.0, 1..=60, 0.0);
-        let (before, _) = model.batch_cost(300.0);
+        let mut model = CostModel::new(scale());
+        learn(&mut model, 30.0, &[(60.0, 0.1)], &|_, _| 300.0, 1..=60, 0.0);
+        let (before, _) = model.batch_cost(0, 300.0);
         assert!((before - 90.0).abs() < 15.0, "learned first: {before}");
-        // The collection grew: every batch now costs three times as much.
-        learn(&mut model, (30.0, 180.0, 0.3), &|_| 300.0, 61..=90, 0.0);
-        let after = model.estimate();
-        let cost = after.per_batch + after.per_document * 300.0;
-        assert!((cost - 270.0).abs() < 0.25 * 270.0, "{after:?}");
-        assert!((after.live - 30.0).abs() < 10.0, "{after:?}");
+        // The collection grew: every batch now costs three times as much. Ten batches later
+        // (30 readings) the cost is known again.
+        learn(
+            &mut model,
+            30.0,
+            &[(180.0, 0.3)],
+            &|_, _| 300.0,
+            61..=90,
+            0.0,
+        );
+        let (after, _) = model.batch_cost(0, 300.0);
+        assert!((after - 270.0).abs() < 0.25 * 270.0, "{after}");
+        assert!((model.live() - 30.0).abs() < 10.0, "{}", model.live());
     }
 
     #[test]
-    fn an_unlearned_cost_is_uncertain() {
-        let model = CostModel::new(Scale {
-            target: 100.0,
-            interval: 1.0,
-            ceiling: 20_000.0,
-        });
-        let (mean, spread) = model.batch_cost(500.0);
+    fn an_unlearned_cost_is_uncertain_and_an_unknown_class_has_none() {
+        let mut model = CostModel::new(scale());
+        assert_eq!(model.batch_cost(0, 500.0), (0.0, f64::INFINITY));
+        let class = model.class("q");
+        let (mean, spread) = model.batch_cost(class, 500.0);
         assert_eq!(mean, 0.0);
         assert!(spread >= 100.0, "{spread}");
+    }
+
+    #[test]
+    fn a_step_in_the_live_load_moves_the_estimate_within_a_few_readings() {
+        let mut model = CostModel::new(scale());
+        learn(&mut model, 10.0, &[(50.0, 0.1)], &|_, _| 300.0, 1..=60, 0.0);
+        learn(
+            &mut model,
+            60.0,
+            &[(50.0, 0.1)],
+            &|_, _| 300.0,
+            61..=65,
+            0.0,
+        );
+        assert!((model.live() - 60.0).abs() < 10.0, "{}", model.live());
+        let (cost, _) = model.batch_cost(0, 300.0);
+        assert!(
+            (cost - 80.0).abs() < 0.15 * 80.0,
+            "the step is not a cost: {cost}"
+        );
     }
 }

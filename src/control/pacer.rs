@@ -1,7 +1,9 @@
-//! The control loop of one process: every interval it ticks the shared [`Budget`]; while it
-//! holds the lease it samples the [`Probes`], steps the [`Controller`] and publishes the total
-//! rate; in every case it sets its [`Throttle`] to its share. It owns the loop's metrics and
-//! its warnings (each unreported signal once, probe failures once per streak).
+//! The control loop of one process: every interval it reports to its database's [`Budget`]
+//! (its batches, errors and backlog); while it holds the lease it reads the ledger, samples
+//! the [`Probes`], steps the [`Controller`] and publishes a pace per queue; in every case it
+//! sets its [`Throttle`] to its share of its queue's pace and to the chosen batch size. It owns
+//! the loop's metrics and its warnings (each unreported signal once, probe failures once per
+//! streak, a router once).
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -10,13 +12,14 @@ use std::time::{Duration, Instant};
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
-use crate::control::budget::{self, Budget, Tick};
-use crate::control::controller::{Config, Controller, Limiter, Sample};
+use crate::control::budget::{self, Budget, Ledger, Report, Tick};
+use crate::control::controller::{Config, Controller, Decision, Limiter, Sample, Share};
+use crate::control::cost::Batch;
 use crate::control::probe::{
     Probe, ProbeError, Probes, PrometheusProbe, SIGNALS, ServerStatusProbe,
 };
 use crate::control::throttle::Throttle;
-use crate::queue::Queue;
+use crate::queue::keys::BudgetKeys;
 use crate::store::Store;
 use crate::telemetry::names;
 
@@ -25,10 +28,15 @@ use crate::telemetry::names;
 pub struct ControlOptions {
     pub interval: Duration,
     pub controller: Config,
+    /// Names the database's budget: every process writing to it, of any queue, shares it.
+    pub budget: String,
+    /// This process's queue's part of the budget against other queues'.
+    pub weight: f64,
     /// Prometheus base URL and PromQL per signal; `None` leaves that signal to serverStatus.
     pub prometheus_url: Option<String>,
     pub prometheus_cpu: Option<String>,
     pub prometheus_latency: Option<String>,
+    pub prometheus_read_latency: Option<String>,
 }
 
 impl Default for ControlOptions {
@@ -36,9 +44,12 @@ impl Default for ControlOptions {
         Self {
             interval: Duration::from_secs(5),
             controller: Config::default(),
+            budget: "default".into(),
+            weight: 1.0,
             prometheus_url: None,
             prometheus_cpu: None,
             prometheus_latency: None,
+            prometheus_read_latency: None,
         }
     }
 }
@@ -53,10 +64,13 @@ pub struct Pacer {
     controller: Option<Controller>,
     /// Own write errors already reported to the budget.
     reported_errors: u64,
-    /// The budget's error and used totals at the leader's last tick, and when.
-    seen: Option<(Instant, u64, u64)>,
-    members: u64,
+    /// The budget's error total at the leader's last tick.
+    seen_errors: Option<u64>,
+    /// When the leader last sampled the probes, on Redis' clock (seconds).
+    last_sample: Option<f64>,
+    queue_members: u64,
     warned_unreported: HashSet<&'static str>,
+    warned_router: bool,
     blind_streak: bool,
     last_limiter: Option<Limiter>,
 }
@@ -72,6 +86,9 @@ impl Pacer {
         let c = &options.controller;
         metrics::gauge!(names::TARGET, "signal" => "cpu").set(c.target_cpu);
         metrics::gauge!(names::TARGET, "signal" => "write_latency").set(c.target_latency);
+        if let Some(read) = c.target_read_latency {
+            metrics::gauge!(names::TARGET, "signal" => "read_latency").set(read);
+        }
         Self {
             options,
             budget,
@@ -80,21 +97,23 @@ impl Pacer {
             store,
             controller: None,
             reported_errors: 0,
-            seen: None,
-            members: 1,
+            seen_errors: None,
+            last_sample: None,
+            queue_members: 1,
             warned_unreported: HashSet::new(),
+            warned_router: false,
             blind_streak: false,
             last_limiter: None,
         }
     }
 
-    /// A pacer for `queue` and the throttle it sets; the worker's batches are at most `burst`
-    /// documents. Prometheus, when configured, is asked first; serverStatus always runs, as the
-    /// database's own word on whether it can be reached.
+    /// A pacer for `queue` on its database's budget, and the throttle it sets; the worker's
+    /// batches are at most `burst` documents. Prometheus, when configured, is asked first;
+    /// serverStatus always runs, as the database's own word on whether it can be reached.
     pub fn build(
         options: ControlOptions,
         redis: ConnectionManager,
-        queue: &Queue,
+        queue: &str,
         store: Store,
         burst: usize,
     ) -> Result<(Self, Throttle), ProbeError> {
@@ -103,19 +122,27 @@ impl Pacer {
         let timeout = options.interval.mul_f64(0.8);
         let mut sources: Vec<Box<dyn Probe>> = Vec::new();
         if let Some(url) = &options.prometheus_url
-            && (options.prometheus_cpu.is_some() || options.prometheus_latency.is_some())
+            && (options.prometheus_cpu.is_some()
+                || options.prometheus_latency.is_some()
+                || options.prometheus_read_latency.is_some())
         {
             sources.push(Box::new(PrometheusProbe::new(
                 url,
                 options.prometheus_cpu.clone(),
                 options.prometheus_latency.clone(),
-                None,
+                options.prometheus_read_latency.clone(),
                 timeout,
             )?));
         }
         sources.push(Box::new(ServerStatusProbe::new(store.client(), timeout)));
         let throttle = Throttle::new(options.controller.floor, burst);
-        let budget = Budget::new(redis, queue.keys(), options.interval);
+        let budget = Budget::new(
+            redis,
+            BudgetKeys::new(&options.budget),
+            queue,
+            options.weight,
+            options.interval,
+        );
         let pacer = Self::new(
             options,
             budget,
@@ -145,79 +172,114 @@ impl Pacer {
     pub async fn tick(&mut self) {
         let floor = self.options.controller.floor;
         let own_errors = self.store.traffic().write_errors.load(Ordering::Relaxed);
-        let used = self.throttle.take_used();
-        let tick = match self
-            .budget
-            .tick(own_errors.saturating_sub(self.reported_errors), used)
-            .await
-        {
+        let (started, finished) = self.throttle.report(Instant::now());
+        let report = Report {
+            errors: own_errors.saturating_sub(self.reported_errors),
+            backlog: self.throttle.backlog(),
+            started,
+            finished,
+        };
+        let ticked = self.budget.tick(&report).await;
+        let at = Instant::now();
+        let tick = match ticked {
             Ok(tick) => tick,
             Err(e) => {
                 // Without the budget no process knows the others' pace: the floor is safe.
                 tracing::warn!(error = %e, "cannot reach the shared write budget; pacing at the floor");
                 self.controller = None;
-                self.throttle.set_share(floor, self.members);
+                self.throttle.set_share(floor, self.queue_members);
                 return;
             }
         };
         self.reported_errors = own_errors;
-        self.members = tick.members.max(1);
+        self.queue_members = tick.queue_members.max(1);
         metrics::gauge!(names::CONTROL_MEMBERS).set(tick.members as f64);
         metrics::gauge!(names::CONTROL_LEADER).set(if tick.leader { 1.0 } else { 0.0 });
 
-        let total = if tick.leader {
-            self.lead(&tick).await
+        let pace = if tick.leader {
+            self.lead(&tick, at).await
         } else {
             self.controller = None;
-            self.seen = None;
-            tick.rate.unwrap_or(floor)
+            self.seen_errors = None;
+            tick.pace
         };
-        let local = tick.share(total);
-        self.throttle.set_share(total, self.members);
+        let (total, batch) = pace.unwrap_or((floor, self.throttle.batch_hint()));
+        self.throttle.set_share(total, self.queue_members);
+        self.throttle.set_batch(batch);
         metrics::gauge!(names::RATE, "scope" => "total").set(total);
-        metrics::gauge!(names::RATE, "scope" => "local").set(local);
+        metrics::gauge!(names::RATE, "scope" => "local").set(self.throttle.rate());
+        metrics::gauge!(names::BATCH_TARGET).set(batch as f64);
     }
 
-    /// The leader's part: sample, decide, publish. Returns the total rate.
-    async fn lead(&mut self, tick: &Tick) -> f64 {
-        let published = tick.rate;
-        let now = Instant::now();
-        let (new_errors, demand) = match self.seen {
-            Some((then, errors, used)) => (
-                tick.errors.saturating_sub(errors),
-                Some(tick.used.saturating_sub(used) as f64 / (now - then).as_secs_f64().max(1e-3)),
-            ),
-            None => (0, None),
+    /// The leader's part: read the ledger, sample, decide, publish. Returns this process's
+    /// queue's pace.
+    async fn lead(&mut self, tick: &Tick, ticked: Instant) -> Option<(f64, usize)> {
+        let ledger = match self.budget.ledger().await {
+            Ok(ledger) => ledger,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the write budget's ledger; holding the pace");
+                return tick.pace;
+            }
         };
-        self.seen = Some((now, tick.errors, tick.used));
+        let new_errors = self
+            .seen_errors
+            .map_or(0, |seen| tick.errors.saturating_sub(seen));
+        self.seen_errors = Some(tick.errors);
         let mut sample = self.sample(new_errors).await;
-        let _ = demand;
+        // The reading's moment on Redis' clock: the tick's, plus what passed since.
+        let at = tick.now_ms as f64 / 1000.0 + ticked.elapsed().as_secs_f64();
+        sample.at = at;
+        sample.elapsed = self
+            .last_sample
+            .map_or(self.options.interval.as_secs_f64(), |last| {
+                (at - last).max(1e-3)
+            });
+        self.last_sample = Some(at);
+        let shares = shares(&ledger);
         let decision = match &mut self.controller {
-            Some(controller) => controller.step(&sample, &[]),
+            Some(controller) => {
+                let batches = batches(controller, &ledger);
+                controller.step(&sample, &batches, &shares)
+            }
             None => {
-                // A new leader goes on from the published rate; its first sample only primes
+                // A new leader goes on from what was published; its first sample only primes
                 // the probes' counters (a rate needs two readings).
-                let mut controller = Controller::resume(
-                    self.options.controller,
-                    &crate::control::controller::Handover {
-                        rate: published.unwrap_or(self.options.controller.floor),
-                        ..Default::default()
-                    },
-                );
+                let queues: Vec<String> = shares.iter().map(|s| s.queue.clone()).collect();
+                let (budget, paces) = self.budget.published(&queues).await.unwrap_or_default();
+                let mut controller = Controller::resume(self.options.controller, budget, &paces);
                 let decision = if sample.probe_ok {
-                    controller.hold()
+                    controller.hold(&shares)
                 } else {
-                    controller.step(&sample, &[])
+                    let batches = batches(&mut controller, &ledger);
+                    controller.step(&sample, &batches, &shares)
                 };
                 self.controller = Some(controller);
-                tracing::info!(
-                    process = self.budget.id(),
-                    rate = decision.rate,
-                    "leading the write budget"
-                );
+                tracing::info!(process = self.budget.id(), budget = %self.options.budget, "leading the write budget");
                 decision
             }
         };
+        self.export(&decision, &sample);
+        let why = budget::Why {
+            limiter: decision.limiter.name(),
+            cpu: sample.db_cpu,
+            write_latency: sample.write_latency,
+            read_latency: sample.read_latency,
+            target_cpu: self.options.controller.target_cpu,
+            target_latency: self.options.controller.target_latency,
+        };
+        match self.budget.publish(&decision, &why).await {
+            Ok(true) => {}
+            Ok(false) => self.controller = None,
+            Err(e) => tracing::warn!(error = %e, "cannot publish the write pace"),
+        }
+        decision
+            .pace(self.budget.queue())
+            .map(|p| (p.rate, p.batch))
+    }
+
+    /// The decision's metrics and its log line (one per interval, from the leader only, so
+    /// the log alone tells the load story).
+    fn export(&mut self, decision: &Decision, sample: &Sample) {
         for limiter in Limiter::ALL {
             let on = if limiter == decision.limiter {
                 1.0
@@ -226,31 +288,39 @@ impl Pacer {
             };
             metrics::gauge!(names::LIMITER, "signal" => limiter.name()).set(on);
         }
-        // One line per decision (one per interval, from the leader only), so the log alone
-        // tells the load story.
+        if let Some(budget) = decision.budget {
+            metrics::gauge!(names::CPU_BUDGET).set(budget);
+        }
+        if let Some(controller) = &self.controller {
+            let model = controller.cost();
+            metrics::gauge!(names::LIVE_LOAD).set(model.live());
+            metrics::gauge!(names::PROBE_LAG).set(model.lag());
+        }
+        for pace in &decision.paces {
+            if let Some(cost) = pace.cost {
+                let queue = pace.queue.clone();
+                metrics::gauge!(names::BATCH_COST, "queue" => queue.clone(), "part" => "batch")
+                    .set(cost.per_batch / 100.0);
+                metrics::gauge!(names::BATCH_COST, "queue" => queue, "part" => "document")
+                    .set(cost.per_document / 100.0);
+            }
+        }
+        let mine = decision.pace(self.budget.queue());
         tracing::info!(
             limiter = decision.limiter.name(),
             changed = self.last_limiter != Some(decision.limiter),
-            rate = format!("{:.1}", decision.rate),
+            rate = mine.map(|p| format!("{:.1}", p.rate)),
+            batch = mine.map(|p| p.batch),
+            budget = decision.budget.map(|b| format!("{b:.1}")),
+            live = decision.live.map(|l| format!("{l:.1}")),
             cpu = sample.db_cpu.map(|c| format!("{c:.0}")),
             write_latency_ms = sample.write_latency.map(|l| format!("{:.1}", l * 1e3)),
+            read_latency_ms = sample.read_latency.map(|l| format!("{:.1}", l * 1e3)),
             write_errors = sample.write_errors,
-            "write rate set"
+            queues = decision.paces.len(),
+            "write pace set"
         );
         self.last_limiter = Some(decision.limiter);
-        let why = budget::Why {
-            limiter: decision.limiter.name(),
-            cpu: sample.db_cpu,
-            latency: sample.write_latency,
-            target_cpu: self.options.controller.target_cpu,
-            target_latency: self.options.controller.target_latency,
-        };
-        match self.budget.publish(decision.rate, &why).await {
-            Ok(true) => {}
-            Ok(false) => self.controller = None,
-            Err(e) => tracing::warn!(error = %e, "cannot publish the write rate"),
-        }
-        decision.rate
     }
 
     async fn sample(&mut self, write_errors: u64) -> Sample {
@@ -265,7 +335,7 @@ impl Pacer {
             Err(e) => {
                 metrics::counter!(names::PROBE_ERRORS, "probe" => e.probe).increment(1);
                 if !self.blind_streak {
-                    tracing::warn!(error = %e, "the probe cannot see the database; the rate falls to its floor");
+                    tracing::warn!(error = %e, "the probe cannot see the database; the pace falls to its floor");
                     self.blind_streak = true;
                 }
                 return Sample {
@@ -289,6 +359,12 @@ impl Pacer {
                 );
             }
         }
+        if reading.router && !self.warned_router {
+            self.warned_router = true;
+            tracing::warn!(
+                "the database is reached through a mongos: its CPU, lock queue and tickets are the router's, so the controller runs on latency only (README: Through a mongos)"
+            );
+        }
         if let Some(cpu) = reading.cpu_percent {
             metrics::gauge!(names::DB_CPU).set(cpu);
             let now = crate::queue::now_ms();
@@ -299,18 +375,103 @@ impl Pacer {
         if let Some(latency) = reading.write_latency {
             metrics::gauge!(names::DB_WRITE_LATENCY).set(latency);
         }
+        if let Some(latency) = reading.read_latency {
+            metrics::gauge!(names::DB_READ_LATENCY).set(latency);
+        }
         if let Some(queued) = reading.queued_ops {
             metrics::gauge!(names::DB_QUEUED_OPS).set(queued as f64);
         }
         if let Some(tickets) = reading.write_tickets {
             metrics::gauge!(names::DB_WRITE_TICKETS).set(tickets as f64);
         }
+        if let Some(pool) = reading.write_tickets_total {
+            metrics::gauge!(names::DB_WRITE_TICKETS_POOL).set(pool as f64);
+        }
         Sample {
             probe_ok: true,
             db_cpu: reading.cpu_percent,
             write_latency: reading.write_latency,
+            read_latency: reading.read_latency,
             write_errors,
             ..Sample::default()
         }
+    }
+}
+
+/// The queues sharing the budget: each member's queue once, at the largest weight its members
+/// report, active when it has jobs waiting or batches in flight.
+fn shares(ledger: &Ledger) -> Vec<Share> {
+    let mut shares: Vec<Share> = Vec::new();
+    for member in &ledger.members {
+        let busy = member.backlog > 0
+            || ledger
+                .batches
+                .iter()
+                .any(|b| b.queue == member.queue && b.end_ms.is_none());
+        match shares.iter_mut().find(|s| s.queue == member.queue) {
+            Some(share) => {
+                share.weight = share.weight.max(member.weight);
+                share.active |= busy;
+            }
+            None => shares.push(Share {
+                queue: member.queue.clone(),
+                weight: member.weight,
+                active: busy,
+            }),
+        }
+    }
+    shares
+}
+
+/// The ledger's batches as the controller counts them: seconds on Redis' clock, classed by
+/// queue.
+fn batches(controller: &mut Controller, ledger: &Ledger) -> Vec<Batch> {
+    ledger
+        .batches
+        .iter()
+        .map(|b| Batch {
+            class: controller.class(&b.queue),
+            start: b.start_ms as f64 / 1000.0,
+            end: b.end_ms.map(|e| e as f64 / 1000.0),
+            documents: b.documents as f64,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::budget::{LedgerBatch, Member};
+
+    #[test]
+    fn queues_share_by_their_largest_weight_and_are_active_with_work() {
+        let member = |queue: &str, weight, backlog| Member {
+            queue: queue.into(),
+            weight,
+            backlog,
+        };
+        let ledger = Ledger {
+            members: vec![
+                member("a", 1.0, 0),
+                member("a", 2.0, 0),
+                member("b", 1.0, 30),
+                member("c", 1.0, 0),
+            ],
+            batches: vec![LedgerBatch {
+                queue: "a".into(),
+                start_ms: 1,
+                end_ms: None,
+                documents: 10,
+            }],
+        };
+        let shares = shares(&ledger);
+        let view: Vec<(&str, f64, bool)> = shares
+            .iter()
+            .map(|s| (s.queue.as_str(), s.weight, s.active))
+            .collect();
+        assert_eq!(
+            view,
+            vec![("a", 2.0, true), ("b", 1.0, true), ("c", 1.0, false)]
+        );
     }
 }

@@ -1,15 +1,18 @@
 //! The throttle: a `governor` token bucket that paces documents. A batch of n documents takes
 //! n cells; the burst is the largest batch, so one batch can always pass, and no more than one
-//! batch's worth can ever pass at once.
+//! batch's worth can ever pass at once. It also carries what the pacer and the worker tell each
+//! other: the batch size the controller chose, the queue's backlog, and the ledger of this
+//! process's batches (when each began and ended its work on the database).
 //!
 //! governor cannot change a quota in place, so a new rate means a new limiter, swapped in with
 //! `arc-swap`. A fresh limiter starts full; it is drained down to the credit the old one had
 //! earned before it is published, so a rate change never lets a fresh burst through, and never
 //! throws away what waiters have waited for. Waiters wake on a swap and go on at the new rate.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -17,6 +20,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::Notify;
 
+use crate::control::budget::{Finished, Started};
 use crate::telemetry::names;
 
 /// A shared handle: clones pace against the same bucket.
@@ -27,14 +31,28 @@ pub struct Throttle {
 
 struct Inner {
     current: ArcSwap<Paced>,
-    /// Documents actually taken since the pacer last looked: the demand, as opposed to the
-    /// budget.
-    used: AtomicU64,
-    /// Processes sharing the total rate (this one included), for sizing batches.
-    members: AtomicU64,
+    /// Documents per batch, as the controller chose.
+    batch: AtomicUsize,
+    /// Jobs of the queue waiting to be taken, as the worker last counted.
+    backlog: AtomicU64,
+    ledger: Mutex<Ledger>,
+    /// Batches this process has in flight (claimed slots), and the mean time one took (µs).
+    in_flight: AtomicUsize,
+    duration_us: AtomicU64,
+    /// Woken when a slot frees or the pace changes.
+    freed: Notify,
     burst: NonZeroU32,
     swapped: Notify,
     clock: DefaultClock,
+}
+
+/// This process's batches since the pacer last reported them.
+#[derive(Default)]
+struct Ledger {
+    next: u64,
+    /// In flight: seq → (start, documents, reported yet).
+    in_flight: HashMap<u64, (Instant, u64, bool)>,
+    finished: Vec<(u64, Instant, Instant, u64)>,
 }
 
 struct Paced {
@@ -65,8 +83,12 @@ impl Throttle {
         Self {
             inner: Arc::new(Inner {
                 current,
-                used: AtomicU64::new(0),
-                members: AtomicU64::new(1),
+                batch: AtomicUsize::new(burst.get() as usize),
+                backlog: AtomicU64::new(0),
+                ledger: Mutex::new(Ledger::default()),
+                in_flight: AtomicUsize::new(0),
+                duration_us: AtomicU64::new(0),
+                freed: Notify::new(),
                 burst,
                 swapped: Notify::new(),
                 clock,
@@ -78,22 +100,130 @@ impl Throttle {
         self.inner.current.load().rate
     }
 
-    /// How many documents a batch should carry: `span`'s worth of the queue's total rate (this
-    /// process's share times the members), so that the writes come as a stream the probes can
-    /// see, not a lump per burst, while batches stay as large with three processes as with one
-    /// (each round trip costs the database more than a document does); at least one; at most
-    /// the burst. Paid at this process's share, a batch then takes `span` × members.
-    pub fn batch_hint(&self, span: Duration) -> usize {
-        let members = self.inner.members.load(Ordering::Relaxed).max(1) as f64;
-        let span = self.rate() * members * span.as_secs_f64();
-        (span.ceil() as usize).clamp(1, self.inner.burst.get() as usize)
+    /// How many documents a batch should carry: the controller's choice, at least one, at
+    /// most the burst.
+    pub fn batch_hint(&self) -> usize {
+        self.inner
+            .batch
+            .load(Ordering::Relaxed)
+            .clamp(1, self.inner.burst.get() as usize)
     }
 
-    /// Paces at `total / members`: this process's share of the queue's budget.
+    pub fn set_batch(&self, documents: usize) {
+        self.inner.batch.store(documents, Ordering::Relaxed);
+    }
+
+    /// Paces at `total / members`: this process's share of its queue's pace.
     pub fn set_share(&self, total: f64, members: u64) {
-        let members = members.max(1);
-        self.inner.members.store(members, Ordering::Relaxed);
-        self.set_rate(total / members as f64);
+        self.set_rate(total / members.max(1) as f64);
+    }
+
+    pub fn set_backlog(&self, jobs: u64) {
+        self.inner.backlog.store(jobs, Ordering::Relaxed);
+    }
+
+    pub fn backlog(&self) -> u64 {
+        self.inner.backlog.load(Ordering::Relaxed)
+    }
+
+    /// Notes that a batch of `documents` begins its work on the database; returns what
+    /// [`Throttle::end_batch`] takes.
+    pub fn start_batch(&self, documents: usize) -> u64 {
+        let Ok(mut ledger) = self.inner.ledger.lock() else {
+            return 0;
+        };
+        ledger.next += 1;
+        let seq = ledger.next;
+        ledger
+            .in_flight
+            .insert(seq, (Instant::now(), documents as u64, false));
+        seq
+    }
+
+    pub fn end_batch(&self, seq: u64) {
+        if let Ok(mut ledger) = self.inner.ledger.lock()
+            && let Some((start, documents, _)) = ledger.in_flight.remove(&seq)
+        {
+            let took = start.elapsed().as_micros() as u64;
+            let mean = self.inner.duration_us.load(Ordering::Relaxed);
+            let mean = if mean == 0 {
+                took
+            } else {
+                (4 * mean + took) / 5
+            };
+            self.inner.duration_us.store(mean, Ordering::Relaxed);
+            ledger
+                .finished
+                .push((seq, start, Instant::now(), documents));
+        }
+    }
+
+    /// Batches this process may have in flight at its pace: batches per second times how long
+    /// one takes, with half again to spare; at least one.
+    pub fn slots(&self) -> usize {
+        let per_second = self.rate() / self.batch_hint() as f64;
+        let took = self.inner.duration_us.load(Ordering::Relaxed) as f64 / 1e6;
+        ((1.5 * per_second * took).ceil() as usize).max(1)
+    }
+
+    /// Waits for a slot to run a batch in; it is free again when the [`Slot`] is dropped.
+    pub async fn claim(&self) -> Slot {
+        loop {
+            let freed = self.inner.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let slots = self.slots();
+            let held = self.inner.in_flight.load(Ordering::Acquire);
+            if held < slots {
+                if self
+                    .inner
+                    .in_flight
+                    .compare_exchange(held, held + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return Slot {
+                        inner: self.inner.clone(),
+                    };
+                }
+                continue;
+            }
+            // A pace raised by the pacer allows more: look again a few times a second.
+            tokio::select! {
+                () = &mut freed => {}
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+    }
+
+    /// The batches started (still in flight, not reported before) and finished since the
+    /// last call, in ms before `now`.
+    pub fn report(&self, now: Instant) -> (Vec<Started>, Vec<Finished>) {
+        let ago = |t: Instant| now.saturating_duration_since(t).as_millis() as u64;
+        let Ok(mut ledger) = self.inner.ledger.lock() else {
+            return (Vec::new(), Vec::new());
+        };
+        let mut started = Vec::new();
+        for (seq, (start, documents, reported)) in ledger.in_flight.iter_mut() {
+            if !*reported {
+                *reported = true;
+                started.push(Started {
+                    seq: *seq,
+                    ago_ms: ago(*start),
+                    documents: *documents,
+                });
+            }
+        }
+        let finished = ledger
+            .finished
+            .drain(..)
+            .map(|(seq, start, end, documents)| Finished {
+                seq,
+                started_ago_ms: ago(start),
+                ended_ago_ms: ago(end),
+                documents,
+            })
+            .collect();
+        (started, finished)
     }
 
     /// Paces from now on at `rate`. Unchanged rates keep the current bucket (and its credit).
@@ -110,18 +240,6 @@ impl Throttle {
         let paced = Paced::new(rate, self.inner.burst, &self.inner.clock, credit);
         self.inner.current.store(Arc::new(paced));
         self.inner.swapped.notify_waiters();
-    }
-
-    /// Counts documents the worker actually took under this budget.
-    pub fn record_used(&self, documents: usize) {
-        self.inner
-            .used
-            .fetch_add(documents as u64, Ordering::Relaxed);
-    }
-
-    /// Documents taken since the last call.
-    pub fn take_used(&self) -> u64 {
-        self.inner.used.swap(0, Ordering::Relaxed)
     }
 
     /// Waits until `documents` may be written; returns how long it waited.
@@ -156,6 +274,18 @@ impl Throttle {
                 () = &mut swapped => {}
             }
         }
+    }
+}
+
+/// A batch's place among this process's batches in flight (see [`Throttle::claim`]).
+pub struct Slot {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.inner.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.inner.freed.notify_waiters();
     }
 }
 
@@ -251,18 +381,71 @@ mod tests {
     }
 
     #[test]
-    fn batches_carry_a_span_of_budget_within_one_and_the_burst() {
-        let span = Duration::from_millis(500);
+    fn batches_are_the_controllers_size_within_one_and_the_burst() {
         let throttle = Throttle::new(100.0, 500);
-        assert_eq!(throttle.batch_hint(span), 50);
-        throttle.set_rate(0.5);
-        assert_eq!(throttle.batch_hint(span), 1);
-        throttle.set_rate(1e6);
-        assert_eq!(throttle.batch_hint(span), 500);
-        // Three processes at a third each: batches as large as one process's, paid slower.
+        assert_eq!(throttle.batch_hint(), 500, "the largest until told");
+        throttle.set_batch(120);
+        assert_eq!(throttle.batch_hint(), 120);
+        throttle.set_batch(0);
+        assert_eq!(throttle.batch_hint(), 1);
+        throttle.set_batch(10_000);
+        assert_eq!(throttle.batch_hint(), 500);
+        // Three processes share a queue's pace; batches stay whole.
         throttle.set_share(300.0, 3);
         assert_eq!(throttle.rate(), 100.0);
-        assert_eq!(throttle.batch_hint(span), 150);
+    }
+
+    #[test]
+    fn the_ledger_reports_each_batch_started_once_and_finished_once() {
+        let throttle = Throttle::new(100.0, 500);
+        let a = throttle.start_batch(10);
+        let b = throttle.start_batch(20);
+        throttle.end_batch(a);
+        let (started, finished) = throttle.report(Instant::now());
+        assert_eq!(
+            started
+                .iter()
+                .map(|s| (s.seq, s.documents))
+                .collect::<Vec<_>>(),
+            vec![(b, 20)]
+        );
+        assert_eq!(
+            finished
+                .iter()
+                .map(|f| (f.seq, f.documents))
+                .collect::<Vec<_>>(),
+            vec![(a, 10)]
+        );
+        throttle.end_batch(b);
+        let (started, finished) = throttle.report(Instant::now());
+        assert!(started.is_empty(), "b was reported started already");
+        assert_eq!(finished.len(), 1);
+        assert!(finished[0].started_ago_ms >= finished[0].ended_ago_ms);
+        assert_eq!(throttle.report(Instant::now()), (Vec::new(), Vec::new()));
+    }
+
+    #[tokio::test]
+    async fn batches_in_flight_are_what_the_pace_needs() {
+        let throttle = Throttle::new(10.0, 100);
+        throttle.set_batch(100);
+        let first = throttle.claim().await;
+        // One batch every 10 s, none measured yet: one at a time.
+        assert_eq!(throttle.slots(), 1);
+        let waiting = tokio::spawn({
+            let throttle = throttle.clone();
+            async move { throttle.claim().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "the second waits for the first");
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+        assert!(second.is_ok_and(|s| s.is_ok()), "freed, the slot passes on");
+        // Ten batches a second, each taking 0.4 s: six may overlap.
+        throttle.set_rate(1000.0);
+        let seq = throttle.start_batch(100);
+        std::thread::sleep(Duration::from_millis(400));
+        throttle.end_batch(seq);
+        assert!((6..=7).contains(&throttle.slots()), "{}", throttle.slots());
     }
 
     #[tokio::test]

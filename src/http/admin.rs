@@ -22,6 +22,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::control::budget::{self, Status};
+use crate::queue::keys::BudgetKeys;
 use crate::queue::{Counts, JobState, JobView, Moved, Queue, Removal};
 use crate::runs::{RunRecord, Runs};
 use crate::schedule::Planner;
@@ -30,6 +31,8 @@ use crate::schedule::Planner;
 #[derive(Clone)]
 pub struct AdminState {
     pub token: String,
+    /// The name of the database's write budget the queue shares.
+    pub budget: String,
     pub queue: Queue,
     pub runs: Runs,
     pub planner: Planner,
@@ -289,8 +292,9 @@ async fn set_paused(
     Ok(Json(Paused { name, paused }))
 }
 
-/// The queue's load control as its leader last published it: the write rate, the database's
-/// CPU against its target and the signal that limits the rate.
+/// The queue's load control as the database's leader last published it: the queue's pace and
+/// batch size, the CPU budget and live load, the database's CPU and latencies against their
+/// targets, and the signal that limits the pace.
 #[utoipa::path(get, path = "/api/queues/{name}/control", params(("name" = String, Path)),
     responses((status = 200, body = Status), (status = 400, body = ErrorBody),
     (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -299,7 +303,8 @@ async fn control(
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Status>, ApiError> {
     known_queue(&state, &name)?;
-    let status = budget::status(&mut state.queue.connection(), state.queue.keys())
+    let keys = BudgetKeys::new(&state.budget);
+    let status = budget::status(&mut state.queue.connection(), &keys, &state.budget, &name)
         .await
         .map_err(|e| unavailable("reading the load control", e))?;
     Ok(Json(status))

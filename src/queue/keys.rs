@@ -79,18 +79,51 @@ impl Keys {
     pub fn stalled_check(&self) -> String {
         self.key("stalled-check")
     }
-    /// HASH of the queue's shared write budget (tidegate's own, beside BullMQ's keys so that a
-    /// hash-tagged prefix keeps it in the queue's slot): `leader`, `leader_until`, `rate`,
-    /// `rate_until`, `errors`.
-    pub fn budget(&self) -> String {
-        self.key("tidegate-budget")
-    }
-    /// ZSET of the processes sharing the budget; score = when their membership lapses (ms).
-    pub fn budget_members(&self) -> String {
-        self.key("tidegate-members")
-    }
     pub fn job(&self, id: &str) -> String {
         self.key(id)
+    }
+}
+
+/// Redis key names of one database's write budget, shared by every process of every queue
+/// that writes to that database. One hash tag holds them in one Redis Cluster slot, so one
+/// script can touch them all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetKeys {
+    base: String,
+}
+
+impl BudgetKeys {
+    /// `name` names the database (see `TIDEGATE_BUDGET`).
+    pub fn new(name: &str) -> Self {
+        Self {
+            base: format!("{{tidegate:budget:{name}}}:"),
+        }
+    }
+
+    fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.base)
+    }
+
+    /// HASH: `leader`, `leader_until`, `errors`, the leader's last decision (`budget`, `live`,
+    /// `limiter`, `cpu`, ..., `decided_at`) and one `pace:<queue>` field per queue.
+    pub fn budget(&self) -> String {
+        self.key("budget")
+    }
+    /// ZSET of the processes sharing the budget; score = when their membership lapses (ms).
+    pub fn members(&self) -> String {
+        self.key("members")
+    }
+    /// HASH: process id → its queue, weight and backlog.
+    pub fn member_info(&self) -> String {
+        self.key("member-info")
+    }
+    /// HASH: `<process>:<seq>` → a batch in flight (start, documents, queue).
+    pub fn in_flight(&self) -> String {
+        self.key("in-flight")
+    }
+    /// ZSET of finished batches (start, end, documents, queue); score = end (ms).
+    pub fn finished(&self) -> String {
+        self.key("finished")
     }
 }
 
@@ -105,5 +138,15 @@ mod tests {
         assert_eq!(keys.job("42"), "bull:scoreCollect:42");
         assert_eq!(keys.stalled_check(), "bull:scoreCollect:stalled-check");
         assert_eq!(Keys::new("{bull}", "q").meta(), "{bull}:q:meta");
+    }
+
+    #[test]
+    fn a_budgets_keys_share_one_hash_tag() {
+        let keys = BudgetKeys::new("db.example:27017");
+        assert_eq!(keys.budget(), "{tidegate:budget:db.example:27017}:budget");
+        assert_eq!(
+            keys.finished(),
+            "{tidegate:budget:db.example:27017}:finished"
+        );
     }
 }
