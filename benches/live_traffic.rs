@@ -11,7 +11,9 @@
 //! - `naive`: the service beside the seed's original script (every user at once);
 //! - `paced`: the service beside tidegate, the same day;
 //! - `trace`: tidegate alone on a larger day, then the service joins, turns heavy (more than
-//!   the target on its own), and leaves, while tidegate goes on.
+//!   the target on its own), and leaves, while tidegate goes on;
+//! - `upserts`: the same trace on generic upsert jobs keyed by `_id` (a small fixed cost per
+//!   batch and a cost per document), where `trace`'s batches each scan the day's events.
 //!
 //! It writes `live.csv` (one row per second), `ops.csv` (one row per service operation),
 //! `summary.md` and `live.svg` (CPU, pace and service p99 over time, phases marked) to
@@ -21,12 +23,15 @@
 //!     LIVE_PHASES=alone,trace scripts/bench-live
 //!
 //! Settings (environment): `LIVE_TARGET` (CPU %, default 100), `LIVE_USERS` (the naive/paced
-//! day, 1500), `LIVE_TRACE_USERS` (20000), `LIVE_SERVICE_RATE` (operations/s, 8),
+//! day, 1500), `LIVE_TRACE_USERS` (25000), `LIVE_SERVICE_RATE` (operations/s, 8),
 //! `LIVE_HEAVY_RATE` (24), `LIVE_SERVICE_DOCS` (documents the service's lookups scan on
-//! FerretDB, 6000: about half a core at 8 operations/s), `LIVE_ALONE_SECS` (40), `LIVE_OUT` (benches/results/live), `LIVE_DB_PID`
-//! (default: `.services/ferretdb.pid`; unset and absent: serverStatus). Any `TIDEGATE_*`
-//! setting exported is passed on to tidegate unchanged; the benchmark itself sets only the
-//! target, a 1 s control interval and, on FerretDB, the Prometheus CPU query.
+//! FerretDB, 6000: about half a core at 8 operations/s), `LIVE_ALONE_SECS` (40), `LIVE_OUT`
+//! (benches/results/live), `LIVE_DB_PID` (default: `.services/ferretdb.pid`; unset and absent:
+//! serverStatus), `LIVE_READ_TARGET` (unset; e.g. `90ms`: tidegate holds the service's own
+//! mean latency under it, read through Prometheus from the histogram the service publishes on
+//! `LIVE_SERVICE_ADDR`, 127.0.0.1:9843). Any `TIDEGATE_*` setting exported is passed on to
+//! tidegate unchanged; the benchmark itself sets only the target, a 1 s control interval and,
+//! on FerretDB, the Prometheus CPU query.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -48,6 +53,18 @@ const P99_WINDOW: Duration = Duration::from_secs(10);
 const CPU_MEAN_SECS: usize = 5;
 /// No service operation waits longer: past this it counts as failed.
 const OP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The service's own latency histogram, as a real service would publish it for Prometheus.
+const SERVICE_LATENCY: &str = "live_service_operation_seconds";
+/// Its mean over the last 5 s, as tidegate's read latency guard reads it (`LIVE_READ_TARGET`).
+const SERVICE_LATENCY_QUERY: &str = "sum(rate(live_service_operation_seconds_sum[5s])) / sum(rate(live_service_operation_seconds_count[5s]))";
+
+/// Documents the `upserts` trace's jobs update, over and over.
+const COUNTERS: u64 = 1000;
+/// The `upserts` trace's largest batch, with one batch loop: FerretDB 1.24 hangs a database
+/// once ~100 updates of existing documents are in flight on it (issue 13; seen here with four
+/// loops of 40), and the service updates too.
+const UPSERTS_BATCH: &str = "50";
+
 /// Operations in flight at most; past this an arrival is dropped and counted failed.
 const MAX_IN_FLIGHT: usize = 256;
 
@@ -79,6 +96,9 @@ struct Settings {
     prometheus_url: Option<String>,
     ferretdb: bool,
     http_addr: String,
+    /// The service's mean latency tidegate must keep it under (`LIVE_READ_TARGET`, e.g.
+    /// `90ms`); unset: no read latency guard.
+    read_target: Option<String>,
     tidegate: PathBuf,
     run_id: String,
 }
@@ -192,6 +212,7 @@ impl Service {
                         };
                         let ok = matches!(tokio::time::timeout(OP_TIMEOUT, work).await, Ok(Ok(())));
                         let latency = scheduled.elapsed().as_secs_f64();
+                        metrics::histogram!(SERVICE_LATENCY).record(latency);
                         push(
                             &ops,
                             Op {
@@ -217,6 +238,26 @@ impl Service {
         self.task.abort();
         self.ops.lock().map(|o| o.clone()).unwrap_or_default()
     }
+}
+
+/// Publishes the service's metrics on `addr` for the local Prometheus (`scripts/services`
+/// scrapes it as job `service`).
+async fn serve_metrics(addr: &str) -> Result<(), BoxError> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&[
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ])?
+        .install_recorder()?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let handle = handle.clone();
+            async move { handle.render() }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(())
 }
 
 fn push(ops: &Mutex<Vec<Op>>, op: Op) {
@@ -314,6 +355,8 @@ struct Pace {
     limiter: Option<String>,
     completed: Option<f64>,
     batch: Option<f64>,
+    /// Batches taken so far (a counter).
+    batches: Option<f64>,
 }
 
 async fn scrape(http: &reqwest::Client, addr: &str) -> Pace {
@@ -339,6 +382,8 @@ async fn scrape(http: &reqwest::Client, addr: &str) -> Pace {
             *pace.completed.get_or_insert(0.0) += value;
         } else if name.starts_with("tidegate_batch_target_documents") {
             pace.batch = Some(value);
+        } else if name.starts_with("tidegate_batch_jobs_count{") {
+            *pace.batches.get_or_insert(0.0) += value;
         }
     }
     pace
@@ -422,6 +467,14 @@ impl Bench {
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .kill_on_drop(true);
+        if let (Some(target), Some(url)) = (&s.read_target, &s.prometheus_url) {
+            cmd.env("TIDEGATE_TARGET_READ_LATENCY", target)
+                .env("TIDEGATE_PROMETHEUS_URL", url)
+                .env(
+                    "TIDEGATE_PROMETHEUS_READ_LATENCY_QUERY",
+                    SERVICE_LATENCY_QUERY,
+                );
+        }
         if s.ferretdb
             && let Some(url) = &s.prometheus_url
         {
@@ -558,7 +611,54 @@ impl Bench {
         let limit = self.settings.alone;
         self.run_for("alone", "service", &service, limit, None)
             .await;
+        // The heavy service alone: what the database does with no batch at all, for the
+        // trace's heavy window to be compared with.
+        service.set_rate(self.settings.heavy_rate);
+        self.marks.push((self.now(), "service heavy".into()));
+        self.run_for(
+            "alone",
+            "service heavy",
+            &service,
+            Duration::from_secs(30),
+            None,
+        )
+        .await;
         self.end(service);
+        Ok(())
+    }
+
+    /// Seeds 1,000 counters and adds `LIVE_TRACE_USERS` × 4 upsert jobs updating them, as a
+    /// BullMQ producer would. A fixed set of documents keeps the cost per document steady: on
+    /// FerretDB an upsert scans its collection, so one that grew as the trace ran would cost
+    /// more and more.
+    async fn enqueue_upserts(&self, phase: &str) -> Result<(), BoxError> {
+        let counters: Collection<Document> = self
+            .client
+            .database(&self.database(phase))
+            .collection("counters");
+        counters
+            .insert_many((0..COUNTERS).map(|n| doc! { "_id": format!("k{n}"), "n": 0i64 }))
+            .await?;
+        let redis = tidegate::queue::connect(&must_env("REDIS_URL")?).await?;
+        let queue = tidegate::queue::Queue::new(
+            redis,
+            "bull",
+            &format!("live_{}_{phase}", self.settings.run_id),
+        );
+        let jobs = self.settings.trace_users * 4;
+        for chunk in (0..jobs).collect::<Vec<_>>().chunks(10_000) {
+            let batch: Vec<tidegate::queue::NewJob> = chunk
+                .iter()
+                .map(|n| {
+                    tidegate::queue::NewJob::new(
+                        "upsert",
+                        serde_json::json!({"collection": "counters", "key": ["_id"],
+                            "document": {"_id": format!("k{}", n % COUNTERS), "n": n}}),
+                    )
+                })
+                .collect();
+            queue.add_bulk(&batch).await?;
+        }
         Ok(())
     }
 
@@ -608,18 +708,69 @@ impl Bench {
     }
 
     /// tidegate alone on a larger day; the service joins, turns heavy, leaves.
-    async fn trace(&mut self) -> Result<(), BoxError> {
-        self.prepare("trace", Some(self.settings.trace_users))
-            .await?;
+    /// The trace on one shape of batch: `trace` is the score day (each batch's read scans the
+    /// day's events on FerretDB: a large fixed cost), `upserts` generic upsert jobs keyed by
+    /// `_id`, as a BullMQ producer adds them (a small fixed cost, a cost per document).
+    async fn trace(&mut self, phase: &str) -> Result<(), BoxError> {
+        let upserts = phase == "upserts";
+        let day = (!upserts).then_some(self.settings.trace_users);
+        self.prepare(phase, day).await?;
+        if upserts {
+            self.enqueue_upserts(phase).await?;
+        }
         let service = Service::start(
             &self.client,
-            &self.database("trace"),
+            &self.database(phase),
             self.settings.service_docs,
             self.epoch,
         );
         self.meter.read().await;
-        self.begin("trace");
-        let mut child = self.spawn("trace", &["rerun", "--date", DATE]).await?;
+        self.begin(phase);
+        let args: &[&str] = if upserts {
+            &["run"]
+        } else {
+            &["rerun", "--date", DATE]
+        };
+        let mut command = self.tidegate(phase, phase, args)?;
+        if upserts {
+            command
+                .env("TIDEGATE_BATCH_DOCS", UPSERTS_BATCH)
+                .env("TIDEGATE_WORKERS", "1");
+        }
+        let mut child = Child {
+            child: command.spawn()?,
+            started: Instant::now(),
+        };
+        // Planning a large day is itself load (on FerretDB an aggregation over every event of
+        // the day, which the controller rightly counts as live load): the trace starts once
+        // jobs complete.
+        self.marks.push((self.now(), "planning".into()));
+        let planned = Instant::now();
+        loop {
+            if self
+                .run_for(phase, "planning", &service, TICK, Some(&mut child))
+                .await
+            {
+                return Err(
+                    format!("{phase}: tidegate ended while planning; see {phase}.log").into(),
+                );
+            }
+            if self
+                .rows
+                .last()
+                .and_then(|r| r.pace.completed)
+                .unwrap_or(0.0)
+                > 0.0
+            {
+                break;
+            }
+            if planned.elapsed() > Duration::from_secs(600) {
+                return Err(format!(
+                    "{phase}: no job completed within 10 minutes; see {phase}.log"
+                )
+                .into());
+            }
+        }
         let s = self.settings.clone();
         let steps: [(&str, f64, u64); 4] = [
             ("tidegate alone", 0.0, 40),
@@ -633,7 +784,7 @@ impl Bench {
             self.marks.push((self.now(), window.to_owned()));
             ended = self
                 .run_for(
-                    "trace",
+                    phase,
                     window,
                     &service,
                     Duration::from_secs(secs),
@@ -645,9 +796,9 @@ impl Bench {
             }
         }
         if ended {
-            self.notes.push(
-                "trace: the day ended before the trace did; use a larger LIVE_TRACE_USERS".into(),
-            );
+            self.notes.push(format!(
+                "{phase}: the work ended before the trace did; use a larger LIVE_TRACE_USERS"
+            ));
         } else if let Some(pid) = child.child.id() {
             let _ = tokio::process::Command::new("kill")
                 .arg("-TERM")
@@ -682,11 +833,12 @@ async fn run() -> Result<(), BoxError> {
         .run_command(doc! { "buildInfo": 1 })
         .await?;
     let ferretdb = build.contains_key("ferretdbFeatures");
-    let phases = std::env::var("LIVE_PHASES").unwrap_or_else(|_| "alone,naive,paced,trace".into());
+    let phases =
+        std::env::var("LIVE_PHASES").unwrap_or_else(|_| "alone,naive,paced,trace,upserts".into());
     let settings = Settings {
         target: env_or("LIVE_TARGET", 100.0),
         users: env_or("LIVE_USERS", 1500),
-        trace_users: env_or("LIVE_TRACE_USERS", 20_000),
+        trace_users: env_or("LIVE_TRACE_USERS", 25_000),
         service_rate: env_or("LIVE_SERVICE_RATE", 8.0),
         heavy_rate: env_or("LIVE_HEAVY_RATE", 24.0),
         service_docs: env_or("LIVE_SERVICE_DOCS", 6000),
@@ -702,10 +854,16 @@ async fn run() -> Result<(), BoxError> {
         prometheus_url: std::env::var("PROMETHEUS_URL").ok(),
         ferretdb,
         http_addr: std::env::var("TIDEGATE_HTTP_ADDR").unwrap_or_else(|_| "127.0.0.1:9840".into()),
+        read_target: std::env::var("LIVE_READ_TARGET")
+            .ok()
+            .filter(|v| !v.is_empty()),
         tidegate: PathBuf::from(env!("CARGO_BIN_EXE_tidegate")),
         run_id: format!("{}", std::process::id()),
     };
     std::fs::create_dir_all(&settings.out)?;
+    let service_addr =
+        std::env::var("LIVE_SERVICE_ADDR").unwrap_or_else(|_| "127.0.0.1:9843".into());
+    serve_metrics(&service_addr).await?;
     let meter = cpu_meter(&settings, &client);
     let mut bench = Bench {
         settings: settings.clone(),
@@ -727,10 +885,10 @@ async fn run() -> Result<(), BoxError> {
         match phase.as_str() {
             "alone" => bench.alone().await?,
             "naive" | "paced" => bench.beside(phase).await?,
-            "trace" => bench.trace().await?,
+            "trace" | "upserts" => bench.trace(phase).await?,
             other => {
                 return Err(format!(
-                    "LIVE_PHASES: unknown phase {other:?} (accepted: alone, naive, paced, trace)"
+                    "LIVE_PHASES: unknown phase {other:?} (accepted: alone, naive, paced, trace, upserts)"
                 )
                 .into());
             }
@@ -814,7 +972,7 @@ fn summarise(bench: &Bench) -> String {
         "| phase | window | seconds | DB CPU mean | DB CPU median | service p50 | service p99 | p99 / alone | failed ops |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
-    let alone_p99 = span_of(bench, "alone", None)
+    let alone_p99 = span_of(bench, "alone", Some("service"))
         .and_then(|(a, b)| percentile(&mut latencies(bench, a, b), 0.99));
     let mut line = |phase: &str, window: Option<&str>| {
         let Some((from, to)) = span_of(bench, phase, window) else {
@@ -848,16 +1006,20 @@ fn summarise(bench: &Bench) -> String {
     };
     for phase in &bench.settings.phases {
         match phase.as_str() {
-            "alone" => line("alone", None),
+            "alone" => {
+                line("alone", Some("service"));
+                line("alone", Some("service heavy"));
+            }
             "naive" | "paced" => line(phase, Some("batch")),
-            "trace" => {
+            "trace" | "upserts" => {
                 for w in [
+                    "planning",
                     "tidegate alone",
                     "service joins",
                     "service heavy",
                     "service leaves",
                 ] {
-                    line("trace", Some(w));
+                    line(phase, Some(w));
                 }
             }
             _ => {}
@@ -885,8 +1047,10 @@ fn summarise(bench: &Bench) -> String {
             }
         }
     }
-    if bench.settings.phases.iter().any(|p| p == "trace") {
-        trace_summary(bench, &mut out);
+    for phase in ["trace", "upserts"] {
+        if bench.settings.phases.iter().any(|p| p == phase) {
+            trace_summary(bench, phase, &mut out);
+        }
     }
     for note in &bench.notes {
         let _ = writeln!(out, "- NOTE: {note}");
@@ -894,83 +1058,94 @@ fn summarise(bench: &Bench) -> String {
     out
 }
 
-/// The trace's judgements: settling after the join, the hold over the service's window, the
-/// batch's own load while the service alone exceeds the target, and overshoot after it leaves.
-fn trace_summary(bench: &Bench, out: &mut String) {
+/// The trace's judgements, as the controller's virtual-time tests judge them: after the
+/// service joins, the intervals until the 5-s mean CPU is back within ±20% of the target (once
+/// the join pushed it out) and the share of 5-s means within ±20% from the tenth interval on,
+/// and the window's mean; while the service alone exceeds the target, the batches started
+/// after the tenth interval and the database's CPU against the heavy service alone; after it
+/// leaves, the overshoot (the 90th percentile of 5-s means, and the highest) and how soon
+/// batches resume.
+fn trace_summary(bench: &Bench, phase: &str, out: &mut String) {
     let target = bench.settings.target;
-    let window_rows = |w: &str| rows(bench, "trace", Some(w));
-    let rate_of = |rs: &[&Row]| {
-        let done: Vec<f64> = rs.iter().filter_map(|r| r.pace.completed).collect();
-        match (done.first(), done.last()) {
-            (Some(a), Some(b)) if rs.len() > 1 => Some((b - a) / (rs.len() - 1) as f64),
-            _ => None,
-        }
+    let all = rows(bench, phase, None);
+    let _ = writeln!(out, "\n{phase}:");
+    let smooth = smoothed(&all);
+    let window = |w: &str| -> Vec<(usize, &Row)> {
+        all.iter()
+            .enumerate()
+            .filter(|(_, r)| r.window == w)
+            .map(|(i, r)| (i, *r))
+            .collect()
     };
-    let alone = window_rows("tidegate alone");
-    // Documents per CPU-second while tidegate ran alone: turns a job rate into a CPU estimate.
-    let alone_cpu = mean(
-        &alone
-            .iter()
-            .skip(10)
-            .filter_map(|r| r.cpu)
-            .collect::<Vec<_>>(),
-    );
-    let alone_rate = rate_of(&alone.iter().skip(10).copied().collect::<Vec<_>>());
-    let joins = window_rows("service joins");
-    let smooth = smoothed(&joins);
-    let within = |c: &Option<f64>| c.is_some_and(|c| (c - target).abs() <= 0.2 * target);
-    let settled = (0..smooth.len()).find(|&i| smooth[i..].iter().all(within));
-    let join_cpu = mean(&joins.iter().filter_map(|r| r.cpu).collect::<Vec<_>>());
+    let within = |i: &usize| smooth[*i].is_some_and(|c| (c - target).abs() <= 0.2 * target);
+    let cpu_mean =
+        |rs: &[(usize, &Row)]| mean(&rs.iter().filter_map(|(_, r)| r.cpu).collect::<Vec<_>>());
+    let joins = window("service joins");
+    let idx: Vec<usize> = joins.iter().map(|(i, _)| *i).collect();
+    let settled = match idx.iter().position(|i| !within(i)) {
+        None => Some(0),
+        Some(out) => idx[out..].iter().position(within).map(|back| out + back),
+    };
+    let late = &idx[10.min(idx.len())..];
+    let held = late.iter().filter(|i| within(i)).count() as f64 / late.len().max(1) as f64;
+    let join_cpu = cpu_mean(&joins);
     let _ = writeln!(
         out,
-        "- service joins: {}-s mean CPU back within ±20% of {target:.0}% after {} s and stays; mean over the window {} ({})",
-        CPU_MEAN_SECS,
+        "- service joins: back within ±20% of {target:.0}% (5-s mean) after {} intervals; {:.0}% of 5-s means within ±20% from the 10th on; mean {} ({})",
         settled.map_or_else(|| "never".into(), |s| s.to_string()),
+        held * 100.0,
         fmt(join_cpu, "%"),
         join_cpu.map_or_else(
             || "-".into(),
             |c| format!("{:+.0}% of target", (c / target - 1.0) * 100.0)
         ),
     );
-    let heavy = window_rows("service heavy");
-    let late: Vec<&Row> = heavy.iter().skip(10).copied().collect();
-    let heavy_rate = rate_of(&late);
-    let heavy_cpu = match (heavy_rate, alone_rate, alone_cpu) {
-        (Some(h), Some(a), Some(c)) if a > 0.0 => Some(h / a * c),
+    let heavy = window("service heavy");
+    let heavy_late = &heavy[10.min(heavy.len())..];
+    let counter = |rs: &[(usize, &Row)], f: &dyn Fn(&Row) -> Option<f64>| match (
+        rs.first().and_then(|(_, r)| f(r)),
+        rs.last().and_then(|(_, r)| f(r)),
+    ) {
+        (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
+    let alone_heavy = rows(bench, "alone", Some("service heavy"));
+    let alone_heavy_cpu = mean(&alone_heavy.iter().filter_map(|r| r.cpu).collect::<Vec<_>>());
+    let heavy_cpu = cpu_mean(heavy_late);
     let _ = writeln!(
         out,
-        "- service heavy: DB CPU mean {}; after 10 s tidegate completed {} jobs/s (alone it did {} jobs/s at {}), so its own load ≈ {} of a core",
-        fmt(
-            mean(&heavy.iter().filter_map(|r| r.cpu).collect::<Vec<_>>()),
-            "%"
-        ),
-        heavy_rate.map_or_else(|| "-".into(), |r| format!("{r:.1}")),
-        alone_rate.map_or_else(|| "-".into(), |r| format!("{r:.1}")),
-        fmt(alone_cpu, "%"),
+        "- service heavy: from the 10th interval on, tidegate started {} batches and completed {} jobs; DB CPU mean {} against {} for the heavy service alone ({})",
+        counter(heavy_late, &|r| r.pace.batches).map_or_else(|| "-".into(), |n| format!("{n:.0}")),
+        counter(heavy_late, &|r| r.pace.completed)
+            .map_or_else(|| "-".into(), |n| format!("{n:.0}")),
         fmt(heavy_cpu, "%"),
+        fmt(alone_heavy_cpu, "%"),
+        match (heavy_cpu, alone_heavy_cpu) {
+            (Some(h), Some(a)) => format!("{:+.0} points", h - a),
+            _ => "-".into(),
+        },
     );
-    let leaves = window_rows("service leaves");
-    let smooth = smoothed(&leaves);
-    let peak = smooth
-        .iter()
-        .flatten()
-        .copied()
-        .fold(None, |m: Option<f64>, c| Some(m.map_or(c, |m| m.max(c))));
-    let resumed = leaves.windows(2).position(
-        |w| matches!((w[0].pace.completed, w[1].pace.completed), (Some(a), Some(b)) if b > a),
-    );
+    let leaves = window("service leaves");
+    let mut means: Vec<f64> = leaves.iter().filter_map(|(i, _)| smooth[*i]).collect();
+    let p90 = percentile(&mut means, 0.9);
+    let peak = means.last().copied();
+    let resumed = leaves.iter().position(|(_, r)| {
+        r.pace
+            .batches
+            .zip(leaves.first().and_then(|(_, f)| f.pace.batches))
+            .is_some_and(|(n, first)| n > first)
+    });
     let _ = writeln!(
         out,
-        "- service leaves: peak {}-s mean CPU {} ({}); jobs complete again after {} s",
-        CPU_MEAN_SECS,
-        fmt(peak, "%"),
-        peak.map_or_else(
+        "- service leaves: overshoot (90th percentile of 5-s means) {} ({}), highest {}; mean {}; batches resume after {} intervals",
+        fmt(p90, "%"),
+        p90.map_or_else(
             || "-".into(),
             |p| format!("{:+.0}% of target", (p / target - 1.0) * 100.0)
         ),
-        resumed.map_or_else(|| "never".into(), |s| (s + 1).to_string()),
+        fmt(peak, "%"),
+        fmt(cpu_mean(&leaves), "%"),
+        resumed.map_or_else(|| "never".into(), |s| s.to_string()),
     );
 }
 

@@ -194,6 +194,10 @@ impl CostModel {
         let first = self.observed == 0;
         self.observed += 1;
         let (noise, q) = (self.noise, self.process_noise());
+        // Costs stay within reason whatever the readings: no batch costs more than a hundred
+        // intervals of the whole target, no document more than one.
+        let s = self.scale;
+        let bounds = (100.0 * s.target * s.interval, s.target * s.interval);
         let classes = self.classes.len();
         let mut innovations = Vec::with_capacity(self.filters.len());
         for f in &mut self.filters {
@@ -214,7 +218,7 @@ impl CostModel {
                 // The first reading sets the live load: what the batches do not explain.
                 f.theta[0] = cpu - dot(&phi[1..], &f.theta[1..]);
             }
-            let e = f.update(&phi, cpu, noise, &q);
+            let e = f.update(&phi, cpu, noise, &q, &bounds);
             f.score = if first {
                 e * e
             } else {
@@ -309,7 +313,8 @@ impl CostModel {
 
 impl Filter {
     /// One Kalman step: returns the innovation (reading minus prediction).
-    fn update(&mut self, phi: &[f64], y: f64, r: f64, q: &[f64]) -> f64 {
+    /// `bounds`: the largest cost per batch and per document.
+    fn update(&mut self, phi: &[f64], y: f64, r: f64, q: &[f64], bounds: &(f64, f64)) -> f64 {
         let n = self.theta.len();
         for (i, qi) in q.iter().enumerate().take(n) {
             self.p[i][i] += qi;
@@ -336,10 +341,11 @@ impl Filter {
                 self.p[j][i] = m;
             }
         }
-        // Costs are never negative (a clamped one keeps its spread). The live load is left
-        // free: clamping it at zero would bias it upwards when it is near zero.
-        for t in self.theta.iter_mut().skip(1) {
-            *t = t.max(0.0);
+        // Costs are never negative, nor beyond `bounds` (a clamped one keeps its spread). The
+        // live load is left free: clamping it at zero would bias it upwards near zero.
+        for (i, t) in self.theta.iter_mut().enumerate().skip(1) {
+            let most = if i % 2 == 1 { bounds.0 } else { bounds.1 };
+            *t = t.clamp(0.0, most);
         }
         e
     }
@@ -485,6 +491,54 @@ mod tests {
         let (after, _) = model.batch_cost(0, 300.0);
         assert!((after - 270.0).abs() < 0.25 * 270.0, "{after}");
         assert!((model.live() - 30.0).abs() < 10.0, "{}", model.live());
+    }
+
+    #[test]
+    fn a_cost_believed_ten_times_too_high_recovers_within_a_few_batches() {
+        // The failure issue 12 saw: an estimate stuck 5-10x too high paces far too slowly.
+        let mut model = CostModel::new(scale());
+        let class = model.class("q0");
+        model.seed(
+            class,
+            Cost {
+                per_batch: 500.0,
+                per_document: 1.0,
+            },
+        );
+        learn(
+            &mut model,
+            30.0,
+            &[(50.0, 0.1)],
+            &|t, _| if t % 2 == 0 { 200.0 } else { 400.0 },
+            1..=30,
+            0.0,
+        );
+        let (cost, _) = model.batch_cost(class, 300.0);
+        assert!(
+            (cost - 80.0).abs() < 0.25 * 80.0,
+            "ten batches later: {cost}"
+        );
+    }
+
+    #[test]
+    fn costs_stay_bounded_whatever_the_readings() {
+        let mut model = CostModel::new(scale());
+        let class = model.class("q0");
+        let batch = |start: f64| Batch {
+            class,
+            start,
+            end: Some(start + 0.5),
+            documents: 1.0,
+        };
+        let mut batches = Vec::new();
+        for t in 1..=50 {
+            batches.push(batch(t as f64 - 0.9));
+            // Absurd readings: a tiny batch explaining a thousand cores.
+            model.observe(t as f64, 1.0, if t % 2 == 0 { 1e5 } else { 0.0 }, &batches);
+        }
+        let cost = model.cost(class);
+        assert!(cost.per_batch <= 100.0 * 100.0 * 1.0, "{cost:?}");
+        assert!(cost.per_document <= 100.0, "{cost:?}");
     }
 
     #[test]

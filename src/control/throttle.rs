@@ -83,7 +83,8 @@ impl Throttle {
         Self {
             inner: Arc::new(Inner {
                 current,
-                batch: AtomicUsize::new(burst.get() as usize),
+                // Until the controller chooses, a tenth of the largest: its cold start.
+                batch: AtomicUsize::new((burst.get() as usize / 10).max(1)),
                 backlog: AtomicU64::new(0),
                 ledger: Mutex::new(Ledger::default()),
                 in_flight: AtomicUsize::new(0),
@@ -383,7 +384,11 @@ mod tests {
     #[test]
     fn batches_are_the_controllers_size_within_one_and_the_burst() {
         let throttle = Throttle::new(100.0, 500);
-        assert_eq!(throttle.batch_hint(), 500, "the largest until told");
+        assert_eq!(
+            throttle.batch_hint(),
+            50,
+            "a tenth of the largest until told"
+        );
         throttle.set_batch(120);
         assert_eq!(throttle.batch_hint(), 120);
         throttle.set_batch(0);
