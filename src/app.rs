@@ -54,6 +54,15 @@ pub enum AppError {
     Probe(#[from] ProbeError),
     #[error("stopped by a signal before the run ended")]
     Interrupted,
+    #[error("stopped by a signal during start-up")]
+    StartInterrupted,
+    #[error("{what} at {shown} did not answer before TIDEGATE_START_TIMEOUT ({}) ran out: {last}", humantime::format_duration(*.limit))]
+    Unreachable {
+        what: &'static str,
+        shown: String,
+        limit: Duration,
+        last: String,
+    },
 }
 
 /// The connected parts every command shares.
@@ -68,14 +77,38 @@ pub struct App {
 }
 
 impl App {
-    /// Connects to Redis (now, so a wrong URL stops startup) and MongoDB, and creates the
-    /// indexes the pipelines need.
+    /// Connects to Redis and MongoDB (now, so a wrong URL stops start-up), and creates the
+    /// indexes the pipelines need. Says at once what it waits for, retries until
+    /// `TIDEGATE_START_TIMEOUT`, and gives up at SIGINT or SIGTERM.
     pub async fn connect(settings: Settings) -> Result<Self, AppError> {
+        tokio::select! {
+            connected = Self::connect_now(settings) => connected,
+            () = shutdown_signal() => Err(AppError::StartInterrupted),
+        }
+    }
+
+    async fn connect_now(settings: Settings) -> Result<Self, AppError> {
+        let limit = settings.start_timeout;
+        let deadline = tokio::time::Instant::now() + limit;
+        wait_for(
+            "Redis",
+            crate::config::redact_url(&settings.redis_url),
+            (deadline, limit),
+            || queue::ping_once(&settings.redis_url),
+        )
+        .await?;
         let redis = queue::connect(&settings.redis_url).await?;
         let store = Store::connect(
             &settings.mongodb_uri,
             &settings.database,
             settings.store.clone(),
+        )
+        .await?;
+        wait_for(
+            "MongoDB",
+            crate::config::redact_url(&settings.mongodb_uri),
+            (deadline, limit),
+            || store.ping(),
         )
         .await?;
         score::ensure_indexes(&store).await?;
@@ -92,6 +125,7 @@ impl App {
             tz: settings.timezone,
             attempts: settings.job_attempts,
             backoff: settings.job_backoff,
+            lease: settings.plan_lease,
         };
         Ok(Self {
             settings,
@@ -232,7 +266,6 @@ pub async fn run(settings: Settings) -> Result<(), AppError> {
     let scheduler = tokio::spawn(schedule::run_schedule(
         app.planner.clone(),
         app.settings.schedule.clone(),
-        app.settings.plan_lease,
         stop.clone(),
     ));
     let watchdog = tokio::spawn(watch_for_stalls(
@@ -245,7 +278,10 @@ pub async fn run(settings: Settings) -> Result<(), AppError> {
         schedule = %app.settings.schedule.source(),
         timezone = %app.settings.timezone,
         metrics = %format!("http://{}/metrics", app.settings.http_addr),
-        prometheus = app.settings.control.prometheus_url.as_deref().unwrap_or("(not configured: set TIDEGATE_PROMETHEUS_URL)"),
+        prometheus = app.settings.control.prometheus_url.as_deref().map_or_else(
+            || "(not configured: set TIDEGATE_PROMETHEUS_URL)".to_owned(),
+            crate::config::redact_url,
+        ),
         "tidegate running"
     );
     stop.cancelled().await;
@@ -388,9 +424,13 @@ pub async fn process_day(
     stopped?;
     let documents = app
         .store
-        .database()
-        .collection::<Document>(DAILY_SCORES)
-        .count_documents(doc! { "date": date.to_string() })
+        .bounded(
+            app.store
+                .database()
+                .collection::<Document>(DAILY_SCORES)
+                .count_documents(doc! { "date": date.to_string() })
+                .max_time(app.store.op_timeout()),
+        )
         .await?;
     Ok(DayReport {
         run,
@@ -404,6 +444,38 @@ pub async fn process_day(
                 / (traffic.writes.load(Ordering::Relaxed) - before.1).max(1),
         ),
     })
+}
+
+/// Tries `attempt` until it succeeds or `deadline` (start-up's `limit` from its start) passes,
+/// a second apart, logging each failure (`shown` is the dependency's address with its
+/// credentials redacted).
+async fn wait_for<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+    what: &'static str,
+    shown: String,
+    (deadline, limit): (tokio::time::Instant, Duration),
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, AppError> {
+    tracing::info!("connecting to {what} at {shown}");
+    let mut last = String::from("no attempt finished");
+    loop {
+        match tokio::time::timeout_at(deadline, attempt()).await {
+            Ok(Ok(connected)) => return Ok(connected),
+            Ok(Err(e)) => {
+                last = e.to_string();
+                tracing::warn!(error = %last, "waiting for {what} at {shown}; retrying");
+            }
+            Err(_) => {}
+        }
+        if tokio::time::Instant::now() + Duration::from_secs(1) >= deadline {
+            return Err(AppError::Unreachable {
+                what,
+                shown,
+                limit,
+                last,
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

@@ -109,6 +109,12 @@ pub const READY_TIMEOUT: Var = var(
     "a duration such as `500ms`, `2s`",
     "time limit of each dependency check behind /readyz",
 );
+pub const START_TIMEOUT: Var = var(
+    "TIDEGATE_START_TIMEOUT",
+    "1m",
+    "a duration of at least 1s",
+    "how long start-up waits for Redis and MongoDB to answer before it gives up (exit 1); each failed attempt is logged",
+);
 pub const SCHEDULE: Var = var(
     "TIDEGATE_SCHEDULE",
     "0 1 * * *",
@@ -157,12 +163,15 @@ pub const CONTROL_INTERVAL: Var = var(
     "a duration of at least 100ms",
     "how often the database is probed and the rate set",
 );
-pub const PROMETHEUS_URL: Var = var(
-    "TIDEGATE_PROMETHEUS_URL",
-    "",
-    "empty, or an http:// or https:// URL such as `http://prometheus:9090`",
-    "Prometheus to ask for the signals given as PromQL below",
-);
+pub const PROMETHEUS_URL: Var = Var {
+    secret: Secret::Credentials,
+    ..var(
+        "TIDEGATE_PROMETHEUS_URL",
+        "",
+        "empty, or an http:// or https:// URL such as `http://prometheus:9090`",
+        "Prometheus to ask for the signals given as PromQL below",
+    )
+};
 pub const PROMETHEUS_CPU_QUERY: Var = var(
     "TIDEGATE_PROMETHEUS_CPU_QUERY",
     "",
@@ -199,7 +208,7 @@ pub const SLACK_WEBHOOK_URL: Var = Var {
     ..var(
         "TIDEGATE_SLACK_WEBHOOK_URL",
         "",
-        "empty (no reports), or the https:// URL of a Slack-compatible incoming webhook",
+        "empty (no reports), or the https:// URL of a Slack-compatible incoming webhook (http:// only to a loopback host)",
         "where each run's end is reported (a secret: never printed or logged)",
     )
 };
@@ -262,6 +271,12 @@ pub const LOCK_DURATION: Var = var(
     "a duration of at least 100ms",
     "how long a taken job stays locked without an extension (extended every half of it)",
 );
+pub const BATCH_TIMEOUT: Var = var(
+    "TIDEGATE_BATCH_TIMEOUT",
+    "1m",
+    "a duration of at least 1s",
+    "a batch still in the pipeline after this long is abandoned (its database calls dropped): its jobs go back to be retried with backoff, an attempt counted, instead of holding their locks",
+);
 pub const STALLED_INTERVAL: Var = var(
     "TIDEGATE_STALLED_INTERVAL",
     "30s",
@@ -310,6 +325,12 @@ pub const MONGODB_TIMEOUT: Var = var(
     "a duration",
     "connect and server-selection time limit",
 );
+pub const MONGODB_OP_TIMEOUT: Var = var(
+    "TIDEGATE_MONGODB_OP_TIMEOUT",
+    "30s",
+    "a duration of at least 100ms",
+    "time limit of each MongoDB operation: sent as `maxTimeMS` where the command takes one, and kept by tidegate too (2 s later) for a server or connection that never answers",
+);
 pub const WRITE_CONCERN: Var = var(
     "TIDEGATE_WRITE_CONCERN",
     "server",
@@ -339,6 +360,7 @@ pub const VARS: &[&Var] = &[
     &LOG_FORMAT,
     &SHUTDOWN_TIMEOUT,
     &READY_TIMEOUT,
+    &START_TIMEOUT,
     &SCHEDULE,
     &TIMEZONE,
     &RATE_FLOOR,
@@ -363,6 +385,7 @@ pub const VARS: &[&Var] = &[
     &BATCH_BYTES,
     &BATCH_WAIT,
     &LOCK_DURATION,
+    &BATCH_TIMEOUT,
     &STALLED_INTERVAL,
     &MAX_STALLED,
     &KEEP_COMPLETED,
@@ -371,6 +394,7 @@ pub const VARS: &[&Var] = &[
     &BACKOFF,
     &MONGODB_POOL_SIZE,
     &MONGODB_TIMEOUT,
+    &MONGODB_OP_TIMEOUT,
     &WRITE_CONCERN,
     &PLAN_LEASE,
     &RUN_STALL_AFTER,
@@ -393,6 +417,7 @@ pub struct Settings {
     pub log_filter: String,
     pub log_format: LogFormat,
     pub ready_timeout: Duration,
+    pub start_timeout: Duration,
     pub schedule: cron::Schedule,
     pub timezone: chrono_tz::Tz,
     pub control: ControlOptions,
@@ -470,6 +495,7 @@ impl Settings {
         });
         let shutdown_timeout = r.read(&SHUTDOWN_TIMEOUT, duration);
         let ready_timeout = r.read(&READY_TIMEOUT, duration);
+        let start_timeout = r.read(&START_TIMEOUT, |v| at_least(v, Duration::from_secs(1)));
         let schedule = r.read(&SCHEDULE, cron_schedule);
         let timezone = r.read(&TIMEZONE, |v| {
             chrono_tz::Tz::from_str(v).map_err(|_| "unknown timezone".into())
@@ -530,7 +556,13 @@ impl Settings {
             }
         }
         let slack_webhook_url = r.read(&SLACK_WEBHOOK_URL, |v| {
-            optional(v, |v| url_with_scheme(v, &["https", "http"]))
+            optional(v, |v| {
+                let url = url_with_scheme(v, &["https", "http"])?;
+                if url.starts_with("http://") && !loopback(&url) {
+                    return Err("http:// is accepted only to a loopback host (the URL is a secret: use https://)".into());
+                }
+                Ok(url)
+            })
         });
         let admin_token = r.read(&ADMIN_TOKEN, |v| {
             optional(v, |v| {
@@ -551,6 +583,7 @@ impl Settings {
         let batch_bytes = r.read(&BATCH_BYTES, byte_size);
         let batch_wait = r.read(&BATCH_WAIT, duration);
         let lock_duration = r.read(&LOCK_DURATION, |v| at_least(v, Duration::from_millis(100)));
+        let batch_timeout = r.read(&BATCH_TIMEOUT, |v| at_least(v, Duration::from_secs(1)));
         let stalled_interval = r.read(&STALLED_INTERVAL, |v| {
             at_least(v, Duration::from_millis(10))
         });
@@ -561,6 +594,9 @@ impl Settings {
         let backoff = r.read(&BACKOFF, backoff_spec);
         let pool_size = r.read(&MONGODB_POOL_SIZE, |v| integer(v, 1, 1000));
         let mongodb_timeout = r.read(&MONGODB_TIMEOUT, duration);
+        let mongodb_op_timeout = r.read(&MONGODB_OP_TIMEOUT, |v| {
+            at_least(v, Duration::from_millis(100))
+        });
         let write_concern = r.read(&WRITE_CONCERN, write_concern);
         let plan_lease = r.read(&PLAN_LEASE, duration);
         let run_stall_after = r.read(&RUN_STALL_AFTER, |v| at_least(v, Duration::from_secs(1)));
@@ -578,6 +614,7 @@ impl Settings {
                 log_filter: log_filter?,
                 log_format: log_format?,
                 ready_timeout: ready_timeout?,
+                start_timeout: start_timeout?,
                 schedule: schedule?,
                 timezone: timezone?,
                 control: ControlOptions {
@@ -609,6 +646,7 @@ impl Settings {
                     batch_size: batch_docs? as usize,
                     fill_wait: batch_wait?,
                     lock_duration: lock_duration?,
+                    batch_timeout: batch_timeout?,
                     stalled_interval: stalled_interval?,
                     max_stalled: max_stalled? as u32,
                     shutdown_timeout: shutdown_timeout?,
@@ -619,6 +657,7 @@ impl Settings {
                 store: StoreOptions {
                     pool_size: pool_size? as u32,
                     connect_timeout: mongodb_timeout?,
+                    op_timeout: mongodb_op_timeout?,
                     write_concern: write_concern?,
                     max_docs: batch_docs? as usize,
                     max_bytes: batch_bytes?,
@@ -719,8 +758,35 @@ fn database_name(value: &str) -> Result<String, String> {
     Ok(value.to_owned())
 }
 
+/// The longest duration any setting takes: longer ones are typos (and would overflow the
+/// clocks and Redis' millisecond expiries they feed).
+const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 fn duration(value: &str) -> Result<Duration, String> {
-    humantime::parse_duration(value).map_err(|e| e.to_string())
+    let d = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "longer than {}",
+            humantime::format_duration(MAX_DURATION)
+        ));
+    }
+    Ok(d)
+}
+
+/// Whether a URL's host is a loopback address (`localhost`, 127.0.0.0/8, `[::1]`).
+fn loopback(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        host_port.split(':').next().unwrap_or_default()
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn integer(value: &str, min: u64, max: u64) -> Result<u64, String> {
@@ -906,6 +972,52 @@ mod tests {
             .map(|(_, shown)| shown.clone());
         assert_eq!(shown.as_deref(), Some("https://hooks.slack.com/****"));
         assert_eq!(redact_path(""), "");
+    }
+
+    #[test]
+    fn a_prometheus_password_is_never_shown() {
+        let s = read(&[(
+            "TIDEGATE_PROMETHEUS_URL",
+            "https://tidegate:pr0m-secret@prometheus.example.com:9090",
+        )])
+        .expect("valid");
+        let shown = s
+            .effective()
+            .iter()
+            .find(|(v, _)| v.name == "TIDEGATE_PROMETHEUS_URL")
+            .map(|(_, shown)| shown.clone());
+        assert_eq!(
+            shown.as_deref(),
+            Some("https://tidegate:****@prometheus.example.com:9090")
+        );
+    }
+
+    #[test]
+    fn a_webhook_over_plain_http_is_refused_unless_it_stays_on_this_machine() {
+        let err = read(&[(
+            "TIDEGATE_SLACK_WEBHOOK_URL",
+            "http://hooks.example.com/services/T0/B0/key",
+        )])
+        .expect_err("plain http leaks the key");
+        assert_eq!(err.0[0].var, "TIDEGATE_SLACK_WEBHOOK_URL");
+        assert!(err.to_string().contains("loopback"), "{err}");
+        for local in [
+            "http://127.0.0.1:9/hook",
+            "http://localhost/hook",
+            "http://[::1]:8080/hook",
+        ] {
+            read(&[("TIDEGATE_SLACK_WEBHOOK_URL", local)]).expect(local);
+        }
+        assert!(!loopback("http://127.0.0.1.example.com/x"));
+        assert!(!loopback("http://localhost@evil.example.com/x"));
+    }
+
+    #[test]
+    fn absurd_durations_are_refused() {
+        let err = read(&[("TIDEGATE_LOCK_DURATION", "999999999999999h")]).expect_err("absurd");
+        assert_eq!(err.0[0].var, "TIDEGATE_LOCK_DURATION");
+        assert!(err.to_string().contains("longer than 30days"), "{err}");
+        read(&[("TIDEGATE_LOCK_DURATION", "30days")]).expect("the longest accepted");
     }
 
     #[test]

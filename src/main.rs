@@ -223,9 +223,15 @@ async fn execute(command: Command, settings: Settings) -> Result<(), Box<dyn std
             let date = date.unwrap_or_else(|| yesterday(&settings));
             let app = App::connect(settings).await?;
             let tz = app.settings.timezone;
-            let users: Vec<String> = score::targets(&app.store, date, tz)
-                .await?
-                .try_collect()
+            let lease = app.settings.plan_lease;
+            let users: Vec<String> = app
+                .store
+                .bounded_for(lease, async {
+                    score::targets(&app.store, date, tz, lease)
+                        .await?
+                        .try_collect()
+                        .await
+                })
                 .await?;
             let report = score::run_naive(&app.store, date, tz, users).await;
             println!(

@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use mongodb::bson::{self, doc};
+use futures::TryStreamExt;
+use mongodb::bson::{self, Document, doc};
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
@@ -83,6 +84,21 @@ impl Tally {
     }
 }
 
+fn sequence_key(date: &str) -> String {
+    format!("tidegate:runs:{date}:seq")
+}
+
+/// Whether a write failed on a unique index (E11000).
+fn duplicate_key(error: &mongodb::error::Error) -> bool {
+    match error.kind.as_ref() {
+        mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(e)) => {
+            e.code == 11000
+        }
+        mongodb::error::ErrorKind::Command(e) => e.code == 11000,
+        _ => false,
+    }
+}
+
 fn run_of(data: &str) -> Option<String> {
     serde_json::from_str::<RunRef>(data).ok()?.run_id
 }
@@ -129,10 +145,6 @@ fn ended_key(id: &str) -> String {
     format!("tidegate:run:{id}:ended")
 }
 
-fn sequence_key(date: &str) -> String {
-    format!("tidegate:runs:{date}:seq")
-}
-
 impl Runs {
     pub fn new(redis: ConnectionManager, store: Store) -> Self {
         Self {
@@ -152,32 +164,72 @@ impl Runs {
         self.store.database().collection(RUNS)
     }
 
-    /// Records a new run of `pipeline` for `date`; its id is `<date>-r<n>`.
+    /// Records a new run of `pipeline` for `date`; its id is `<date>-r<n>`. `n` comes from a
+    /// counter in Redis (ids unique across the databases that share one Redis, whose run
+    /// counters live there), raised above the day's highest in MongoDB (the counter starts over
+    /// when Redis loses its data); the record's `_id` settles a race: the loser picks again.
     pub async fn start(
         &self,
         pipeline: &str,
         date: &str,
         trigger: &str,
     ) -> Result<RunRecord, RunError> {
-        let seq: u64 = redis::cmd("INCR")
-            .arg(sequence_key(date))
-            .query_async(&mut self.redis.clone())
+        let mut tries = 0;
+        loop {
+            let counted: u64 = redis::cmd("INCR")
+                .arg(sequence_key(date))
+                .query_async(&mut self.redis.clone())
+                .await?;
+            let seq = counted.max(self.last_seq(date).await? + 1);
+            if seq > counted {
+                let _: () = redis::cmd("SET")
+                    .arg(sequence_key(date))
+                    .arg(seq)
+                    .query_async(&mut self.redis.clone())
+                    .await?;
+            }
+            let record = RunRecord {
+                id: format!("{date}-r{seq}"),
+                pipeline: pipeline.to_owned(),
+                date: date.to_owned(),
+                trigger: trigger.to_owned(),
+                started_at: bson::DateTime::now(),
+                planned: None,
+                skipped: 0,
+                completed: 0,
+                failed: 0,
+                ended_at: None,
+                outcome: None,
+            };
+            match self
+                .store
+                .bounded(self.collection().insert_one(&record))
+                .await
+            {
+                Ok(_) => return Ok(record),
+                Err(e) if duplicate_key(&e) && tries < 10 => tries += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The highest `n` of the day's run ids `<date>-r<n>`, 0 when there are none.
+    async fn last_seq(&self, date: &str) -> Result<u64, RunError> {
+        let runs = self.store.database().collection::<Document>(RUNS);
+        let find = runs
+            .find(doc! { "date": date })
+            .projection(doc! { "_id": 1 })
+            .max_time(self.store.op_timeout());
+        let ids: Vec<Document> = self
+            .store
+            .bounded(async { find.await?.try_collect().await })
             .await?;
-        let record = RunRecord {
-            id: format!("{date}-r{seq}"),
-            pipeline: pipeline.to_owned(),
-            date: date.to_owned(),
-            trigger: trigger.to_owned(),
-            started_at: bson::DateTime::now(),
-            planned: None,
-            skipped: 0,
-            completed: 0,
-            failed: 0,
-            ended_at: None,
-            outcome: None,
-        };
-        self.collection().insert_one(&record).await?;
-        Ok(record)
+        let prefix = format!("{date}-r");
+        Ok(ids
+            .iter()
+            .filter_map(|d| d.get_str("_id").ok()?.strip_prefix(&prefix)?.parse().ok())
+            .max()
+            .unwrap_or(0))
     }
 
     /// Planning is done: `planned` jobs are queued. Ends the run now if they already finished
@@ -190,11 +242,11 @@ impl Runs {
             .ignore()
             .query_async(&mut self.redis.clone())
             .await?;
-        self.collection()
-            .update_one(
+        self.store
+            .bounded(self.collection().update_one(
                 doc! { "_id": id },
                 doc! { "$set": { "planned": planned as i64, "skipped": skipped as i64 } },
-            )
+            ))
             .await?;
         self.check_end(id).await
     }
@@ -255,11 +307,11 @@ impl Runs {
             }
             // The record is reopened while the `ended` mark still keeps other processes from
             // ending the run; once the mark is gone, whoever sees the run done ends it, once.
-            self.collection()
-                .update_one(
+            self.store
+                .bounded(self.collection().update_one(
                     doc! { "_id": &run },
                     doc! { "$unset": { "endedAt": "", "outcome": "" } },
-                )
+                ))
                 .await?;
             let mut pipe = redis::pipe();
             pipe.hincr(counters_key(&run), "failed", -tally.failed)
@@ -328,8 +380,8 @@ impl Runs {
             return Ok(());
         }
         let outcome = if failed == 0 { "succeeded" } else { "failed" };
-        self.collection()
-            .update_one(
+        self.store
+            .bounded(self.collection().update_one(
                 doc! { "_id": id },
                 doc! { "$set": {
                     "completed": completed as i64,
@@ -337,7 +389,7 @@ impl Runs {
                     "endedAt": bson::DateTime::now(),
                     "outcome": outcome,
                 } },
-            )
+            ))
             .await?;
         metrics::counter!(names::RUNS_ENDED, "outcome" => outcome).increment(1);
         if let Some(run) = self.get(id).await? {
@@ -359,16 +411,17 @@ impl Runs {
     /// their ids. Any number of processes may call it: each looks at the shared counters, and
     /// only the first to see a stall reports it.
     pub async fn check_stalled(&self, after: Duration) -> Result<Vec<String>, RunError> {
-        use futures::TryStreamExt;
         let now = crate::queue::now_ms();
         let since = bson::DateTime::from_millis(
             i64::try_from(now.saturating_sub(COUNTER_TTL.as_millis() as u64)).unwrap_or(0),
         );
-        let open: Vec<RunRecord> = self
-            .collection()
+        let runs = self.collection();
+        let find = runs
             .find(doc! { "endedAt": null, "planned": { "$ne": null }, "startedAt": { "$gte": since } })
-            .await?
-            .try_collect()
+            .max_time(self.store.op_timeout());
+        let open: Vec<RunRecord> = self
+            .store
+            .bounded(async { find.await?.try_collect().await })
             .await?;
         let mut stalled = Vec::new();
         let mut redis = self.redis.clone();
@@ -472,33 +525,44 @@ impl Runs {
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<RunRecord>, RunError> {
-        Ok(self.collection().find_one(doc! { "_id": id }).await?)
+        Ok(self
+            .store
+            .bounded(
+                self.collection()
+                    .find_one(doc! { "_id": id })
+                    .max_time(self.store.op_timeout()),
+            )
+            .await?)
     }
 
     /// Runs of `date` started by `trigger`.
     pub async fn find(&self, date: &str, trigger: &str) -> Result<Vec<RunRecord>, RunError> {
-        use futures::TryStreamExt;
-        let cursor = self
-            .collection()
+        let runs = self.collection();
+        let find = runs
             .find(doc! { "date": date, "trigger": trigger })
-            .await?;
-        Ok(cursor.try_collect().await?)
+            .max_time(self.store.op_timeout());
+        Ok(self
+            .store
+            .bounded(async { find.await?.try_collect().await })
+            .await?)
     }
 
     /// The `limit` most recently started runs (of `date`, if given), newest first.
     pub async fn latest(&self, date: Option<&str>, limit: i64) -> Result<Vec<RunRecord>, RunError> {
-        use futures::TryStreamExt;
         let filter = match date {
             Some(date) => doc! { "date": date },
             None => doc! {},
         };
-        let cursor = self
-            .collection()
+        let runs = self.collection();
+        let find = runs
             .find(filter)
             .sort(doc! { "startedAt": -1 })
             .limit(limit)
-            .await?;
-        Ok(cursor.try_collect().await?)
+            .max_time(self.store.op_timeout());
+        Ok(self
+            .store
+            .bounded(async { find.await?.try_collect().await })
+            .await?)
     }
 
     /// Waits until the run has ended, checking its record with a deadline.

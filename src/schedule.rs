@@ -37,6 +37,13 @@ pub enum PlanError {
     Queue(#[from] QueueError),
     #[error("run: {0}")]
     Run(#[from] RunError),
+    #[error(
+        "run {run} is planned, but the day's results of earlier runs were not purged: {source}"
+    )]
+    Purge {
+        run: String,
+        source: mongodb::error::Error,
+    },
 }
 
 /// Turns a day into a run of score jobs.
@@ -49,6 +56,9 @@ pub struct Planner {
     pub tz: Tz,
     pub attempts: u32,
     pub backoff: Backoff,
+    /// How long one replica holds the right to plan a scheduled day; also the time limit of
+    /// planning's read of the day's users, which on a large day is one long aggregation.
+    pub lease: Duration,
 }
 
 /// A BullMQ-safe job id for a user of a run: BullMQ forbids `:` in custom ids.
@@ -63,17 +73,14 @@ pub fn day_for(fired: DateTime<Tz>) -> NaiveDate {
 }
 
 impl Planner {
-    /// Plans `date` as a new run; `purge` first deletes the day's results.
+    /// Plans `date` as a new run. `purge` also deletes the day's results that the new run has
+    /// not written, once it is planned: a re-run that fails to start deletes nothing.
     pub async fn plan(
         &self,
         date: NaiveDate,
         trigger: &str,
         purge: bool,
     ) -> Result<RunRecord, PlanError> {
-        if purge {
-            let deleted = score::purge(&self.store, date).await?;
-            tracing::info!(%date, deleted, "purged the day's results before re-running it");
-        }
         let run = self.runs.start("score", &date.to_string(), trigger).await?;
         metrics::counter!(names::RUNS_PLANNED, "trigger" => trigger.to_owned()).increment(1);
         let opts = JobOptions {
@@ -81,11 +88,11 @@ impl Planner {
             backoff: Some(self.backoff),
             ..JobOptions::default()
         };
-        let mut targets = Box::pin(score::targets(&self.store, date, self.tz).await?);
+        let mut targets = Box::pin(score::targets(&self.store, date, self.tz, self.lease).await?);
         let (mut planned, mut skipped) = (0u64, 0u64);
         let mut chunk = Vec::with_capacity(PLAN_CHUNK);
         loop {
-            let next = targets.try_next().await?;
+            let next = self.store.bounded(targets.try_next()).await?;
             if let Some(user) = &next {
                 let data = ScoreJob {
                     user_id: user.clone(),
@@ -115,16 +122,21 @@ impl Planner {
         }
         self.runs.planned(&run.id, planned, skipped).await?;
         tracing::info!(run = %run.id, %date, trigger, planned, skipped, "run planned");
+        if purge {
+            let deleted = score::purge(&self.store, date, &run.id)
+                .await
+                .map_err(|source| PlanError::Purge {
+                    run: run.id.clone(),
+                    source,
+                })?;
+            tracing::info!(run = %run.id, %date, deleted, "purged the day's results of earlier runs");
+        }
         Ok(self.runs.get(&run.id).await?.unwrap_or(run))
     }
 
     /// A scheduled firing: plans the day that just ended unless the schedule already did,
     /// holding a lock with a lease so that replicas firing together plan it once.
-    pub async fn fire(
-        &self,
-        fired: DateTime<Tz>,
-        lease: Duration,
-    ) -> Result<Option<RunRecord>, PlanError> {
+    pub async fn fire(&self, fired: DateTime<Tz>) -> Result<Option<RunRecord>, PlanError> {
         let date = day_for(fired);
         let lock = format!("tidegate:plan-lock:{date}");
         let token = format!("{:016x}", rand::random::<u64>());
@@ -133,7 +145,7 @@ impl Planner {
             .arg(&token)
             .arg("NX")
             .arg("PX")
-            .arg(lease.as_millis() as u64)
+            .arg(self.lease.as_millis() as u64)
             .query_async(&mut self.redis.clone())
             .await?;
         if got.is_none() {
@@ -158,12 +170,7 @@ impl Planner {
 }
 
 /// Fires the planner at each time of `schedule` in `tz` until `shutdown`.
-pub async fn run_schedule(
-    planner: Planner,
-    schedule: cron::Schedule,
-    lease: Duration,
-    shutdown: CancellationToken,
-) {
+pub async fn run_schedule(planner: Planner, schedule: cron::Schedule, shutdown: CancellationToken) {
     loop {
         let now = chrono::Utc::now().with_timezone(&planner.tz);
         let Some(next) = schedule.after(&now).next() else {
@@ -176,7 +183,7 @@ pub async fn run_schedule(
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
         }
-        match planner.fire(next, lease).await {
+        match planner.fire(next).await {
             Ok(Some(run)) => tracing::info!(run = %run.id, "scheduled run planned"),
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "scheduled run could not be planned"),

@@ -21,6 +21,9 @@ use crate::telemetry::names;
 pub struct StoreOptions {
     pub pool_size: u32,
     pub connect_timeout: Duration,
+    /// Time limit of each operation: sent as `maxTimeMS` where the command takes one, and kept
+    /// here too, for a server or a connection that never answers.
+    pub op_timeout: Duration,
     /// `None` leaves the server's default write concern.
     pub write_concern: Option<WriteConcern>,
     /// Upper bound on one write command's statements (the server's own limit also applies).
@@ -34,6 +37,7 @@ impl Default for StoreOptions {
         Self {
             pool_size: 50,
             connect_timeout: Duration::from_secs(10),
+            op_timeout: Duration::from_secs(30),
             write_concern: None,
             max_docs: 1000,
             max_bytes: 8 * 1024 * 1024,
@@ -57,6 +61,9 @@ impl Default for ServerLimits {
         }
     }
 }
+
+/// How much longer than `maxTimeMS` tidegate waits for a reply before it gives up itself.
+const GRACE: Duration = Duration::from_secs(2);
 
 /// Statements per write command on FerretDB (see [`Store::limits`]).
 pub const FERRETDB_MAX_WRITE_BATCH: usize = 64;
@@ -131,8 +138,24 @@ const TRANSIENT_CODES: &[i32] = &[
     6, 7, 24, 46, 50, 64, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
 ];
 
+/// An operation that got no reply within its time limit (see [`Store::bounded`]).
+#[derive(Debug, Clone, Copy)]
+pub struct TimedOut(pub Duration);
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no reply from MongoDB within {:?}", self.0)
+    }
+}
+
 /// The single place errors are classified.
 pub fn classify(error: &MongoError) -> WriteFailure {
+    if let Some(timed_out) = error.get_custom::<TimedOut>() {
+        return WriteFailure {
+            transient: true,
+            message: timed_out.to_string(),
+        };
+    }
     let transient = error.contains_label("RetryableWriteError")
         || error.contains_label("TransientTransactionError")
         || match error.kind.as_ref() {
@@ -268,6 +291,43 @@ impl Store {
         &self.traffic
     }
 
+    /// The time limit of one operation (`TIDEGATE_MONGODB_OP_TIMEOUT`).
+    pub fn op_timeout(&self) -> Duration {
+        self.options.op_timeout
+    }
+
+    /// Runs one MongoDB operation under the time limit: every call tidegate makes goes through
+    /// here, since the driver has no socket timeout and a server or connection that stops
+    /// answering would otherwise hold the caller (and a batch's locks) forever. A little longer
+    /// than the `maxTimeMS` sent with the commands that take one, so that the server's own
+    /// limit answers first when the server is alive. Dropping the operation closes its
+    /// connection; the driver opens another.
+    pub async fn bounded<T>(
+        &self,
+        operation: impl std::future::IntoFuture<Output = mongodb::error::Result<T>>,
+    ) -> mongodb::error::Result<T> {
+        self.bounded_for(self.options.op_timeout, operation).await
+    }
+
+    /// [`Store::bounded`] with a limit of its own, for the few operations that are long by
+    /// nature (planning's aggregation over a whole day).
+    pub async fn bounded_for<T>(
+        &self,
+        limit: Duration,
+        operation: impl std::future::IntoFuture<Output = mongodb::error::Result<T>>,
+    ) -> mongodb::error::Result<T> {
+        let limit = limit + GRACE;
+        match tokio::time::timeout(limit, operation.into_future()).await {
+            Ok(result) => result,
+            Err(_) => Err(MongoError::custom(TimedOut(limit))),
+        }
+    }
+
+    /// `maxTimeMS` for commands that take it.
+    pub fn max_time_ms(&self) -> i64 {
+        i64::try_from(self.options.op_timeout.as_millis()).unwrap_or(i64::MAX)
+    }
+
     /// Counts one read round trip made for a pipeline.
     pub fn count_read(&self) {
         self.traffic.reads.fetch_add(1, Ordering::Relaxed);
@@ -282,11 +342,13 @@ impl Store {
 
     /// One `ping` round trip.
     pub async fn ping(&self) -> mongodb::error::Result<()> {
-        self.client
-            .database("admin")
-            .run_command(doc! { "ping": 1 })
-            .await
-            .map(drop)
+        self.bounded(
+            self.client
+                .database("admin")
+                .run_command(doc! { "ping": 1 }),
+        )
+        .await
+        .map(drop)
     }
 
     /// The server's write limits, asked once.
@@ -294,9 +356,11 @@ impl Store {
         self.limits
             .get_or_try_init(|| async {
                 let hello = self
-                    .client
-                    .database("admin")
-                    .run_command(doc! { "hello": 1 })
+                    .bounded(
+                        self.client
+                            .database("admin")
+                            .run_command(doc! { "hello": 1 }),
+                    )
                     .await?;
                 let read = |key: &str, default: usize| match hello.get(key) {
                     Some(Bson::Int32(n)) => usize::try_from(*n).unwrap_or(default),
@@ -312,9 +376,11 @@ impl Store {
                 // more existing documents (seen with 1.24.2: 99 returns in 0.1 s, 100 hangs),
                 // so writes to it stay well under that.
                 let build = self
-                    .client
-                    .database("admin")
-                    .run_command(doc! { "buildInfo": 1 })
+                    .bounded(
+                        self.client
+                            .database("admin")
+                            .run_command(doc! { "buildInfo": 1 }),
+                    )
                     .await?;
                 if build.contains_key("ferretdbFeatures") || build.contains_key("ferretdb") {
                     limits.max_write_batch = limits.max_write_batch.min(FERRETDB_MAX_WRITE_BATCH);
@@ -385,6 +451,7 @@ impl Store {
             "update": collection,
             "updates": statements.to_vec(),
             "ordered": false,
+            "maxTimeMS": self.max_time_ms(),
         };
         if let Some(wc) = &self.options.write_concern
             && let Ok(wc) = mongodb::bson::to_document(wc)
@@ -398,7 +465,7 @@ impl Store {
         metrics::counter!(names::DB_ROUND_TRIPS, "op" => "write").increment(1);
         metrics::histogram!(names::WRITE_STATEMENTS).record(count as f64);
         let sent = std::time::Instant::now();
-        let reply = self.db.run_command(command).await;
+        let reply = self.bounded(self.db.run_command(command)).await;
         let rtt = sent.elapsed();
         self.traffic
             .write_rtt_us
@@ -460,7 +527,7 @@ impl Store {
         if let Some(wc) = &self.options.write_concern {
             action = action.write_concern(wc.clone());
         }
-        match action.await {
+        match self.bounded(action).await {
             Ok(_) => vec![Ok(()); count],
             Err(e) => match e.kind.as_ref() {
                 ErrorKind::InsertMany(many) => {

@@ -22,6 +22,7 @@ pub mod names {
     pub const JOBS_STALLED: &str = "tidegate_jobs_stalled_total";
     pub const QUEUE_JOBS: &str = "tidegate_queue_jobs";
     pub const BATCH_SIZE: &str = "tidegate_batch_jobs";
+    pub const BATCHES_ABANDONED: &str = "tidegate_batches_abandoned_total";
     pub const JOB_LATENCY: &str = "tidegate_job_latency_seconds";
     pub const RUNS_ENDED: &str = "tidegate_runs_ended_total";
     pub const RUNS_PLANNED: &str = "tidegate_runs_planned_total";
@@ -68,8 +69,10 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// Installs the global `tracing` subscriber writing to stderr. A second call (tests) is a no-op.
 pub fn init_tracing(filter: &str, format: LogFormat) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: in a file or a log collector they are noise.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -222,6 +225,13 @@ pub const CATALOGUE: &[Metric] = &[
         None,
         &["queue"],
         "Jobs taken per batch by a worker loop",
+    ),
+    metric(
+        names::BATCHES_ABANDONED,
+        Counter,
+        None,
+        &[],
+        "Batches abandoned after TIDEGATE_BATCH_TIMEOUT (their jobs retried): the database stopped answering",
     ),
     metric(
         names::JOB_LATENCY,

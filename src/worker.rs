@@ -26,6 +26,9 @@ pub struct WorkerOptions {
     pub fill_wait: Duration,
     /// How long a taken job stays locked without an extension.
     pub lock_duration: Duration,
+    /// How long a batch may stay in its pipeline before it is abandoned and its jobs go back
+    /// to be retried: the locks are extended only this long.
+    pub batch_timeout: Duration,
     /// How often the stalled check runs (across all workers of the queue).
     pub stalled_interval: Duration,
     /// Times a job may stall before it fails.
@@ -48,6 +51,7 @@ impl Default for WorkerOptions {
             batch_size: 500,
             fill_wait: Duration::from_millis(20),
             lock_duration: Duration::from_secs(30),
+            batch_timeout: Duration::from_secs(60),
             stalled_interval: Duration::from_secs(30),
             max_stalled: 1,
             idle_block: Duration::from_secs(5),
@@ -166,7 +170,7 @@ impl<P: Pipeline> Worker<P> {
 
         let mut loops = JoinSet::new();
         for n in 0..options.concurrency.max(1) {
-            let blocking = queue::connect_blocking(&self.redis_url).await?;
+            let blocking = queue::connect(&self.redis_url).await?;
             loops.spawn(batch_loop(BatchLoop {
                 queue: self.queue.clone(),
                 pipeline: self.pipeline.clone(),
@@ -204,7 +208,8 @@ struct BatchLoop<P> {
     options: Arc<WorkerOptions>,
     throttle: Option<Throttle>,
     token_base: String,
-    blocking: redis::aio::MultiplexedConnection,
+    /// Its own connection for blocking waits (see [`Queue::wait_for_work`]).
+    blocking: redis::aio::ConnectionManager,
     shutdown: CancellationToken,
 }
 
@@ -393,7 +398,10 @@ async fn run_batch<P: Pipeline>(l: &BatchLoop<P>, token: &str, taken: queue::Tak
 }
 
 /// Runs the pipeline while extending the batch's locks. Returns `None` when shutdown's grace
-/// period ran out first (the pipeline's future is dropped).
+/// period ran out first (the pipeline's future is dropped). A batch that outlives the batch
+/// timeout is dropped too (its database calls with it), and each of its jobs fails this
+/// attempt transiently: they are retried with backoff rather than held, locks extended, by a
+/// database that stopped answering.
 async fn process_with_locks<P: Pipeline>(
     l: &BatchLoop<P>,
     token: &str,
@@ -410,12 +418,23 @@ async fn process_with_locks<P: Pipeline>(
         tokio::time::sleep(l.options.shutdown_timeout).await;
     };
     tokio::pin!(grace);
+    let timeout = tokio::time::sleep(l.options.batch_timeout);
+    tokio::pin!(timeout);
     let mut extend = tokio::time::interval(l.options.lock_duration / 2);
     extend.tick().await; // the first tick is immediate; the locks are fresh
     loop {
         tokio::select! {
             outcomes = &mut processing => return Some(outcomes),
             () = &mut grace => return None,
+            () = &mut timeout => {
+                let reason = format!(
+                    "the batch did not finish within {} (TIDEGATE_BATCH_TIMEOUT); abandoned",
+                    humantime::format_duration(l.options.batch_timeout)
+                );
+                tracing::warn!(pipeline = l.pipeline.name(), jobs = jobs.len(), "{reason}");
+                metrics::counter!(names::BATCHES_ABANDONED).increment(1);
+                return Some(jobs.iter().map(|_| Outcome::transient(reason.clone())).collect());
+            }
             _ = extend.tick() => {
                 match l.queue.extend_locks(token, &ids, l.options.lock_duration).await {
                     Ok(lost) if !lost.is_empty() => tracing::warn!(

@@ -90,6 +90,7 @@ async fn start() -> Admin {
         tz: TZ,
         attempts: 1,
         backoff: Backoff::Millis(10),
+        lease: Duration::from_secs(600),
     };
     let budget = common::unique("admin_budget");
     let app = router(AdminState {

@@ -317,6 +317,7 @@ async fn world(users: u64) -> World {
         tz: TZ,
         attempts: 3,
         backoff: Backoff::Millis(10),
+        lease: Duration::from_secs(600),
     };
     World {
         store,
@@ -391,7 +392,9 @@ fn median(values: &mut [f64]) -> f64 {
 
 /// The naive mode on `users` users, CPU sampled every second while it runs.
 async fn naive_cpu(w: &World, users: usize, gauge: &mut CpuGauge) -> Vec<f64> {
-    let targets = score::targets(&w.store, day(), TZ).await.expect("targets");
+    let targets = score::targets(&w.store, day(), TZ, Duration::from_secs(600))
+        .await
+        .expect("targets");
     let some: Vec<String> = targets.take(users).try_collect().await.expect("targets");
     let naive = tokio::spawn({
         let store = w.store.clone();

@@ -59,6 +59,7 @@ async fn world(users: u64) -> World {
             delay: 10,
             jitter: None,
         },
+        lease: Duration::from_secs(60),
     };
     World {
         store,
@@ -225,16 +226,10 @@ async fn the_schedule_plans_a_day_once() {
         .with_ymd_and_hms(2026, 11, 25, 1, 0, 0)
         .single()
         .expect("time");
-    let lease = Duration::from_secs(60);
-    let first = w
-        .planner
-        .fire(fired, lease)
-        .await
-        .expect("fire")
-        .expect("planned");
+    let first = w.planner.fire(fired).await.expect("fire").expect("planned");
     assert_eq!(first.date, "2026-11-24");
     assert_eq!(first.planned, Some(20));
-    let second = w.planner.fire(fired, lease).await.expect("fire again");
+    let second = w.planner.fire(fired).await.expect("fire again");
     assert!(
         second.is_none(),
         "a second firing must not plan the day again"
@@ -243,7 +238,7 @@ async fn the_schedule_plans_a_day_once() {
     // Two replicas firing the next day at the same moment: exactly one plans it.
     let next = fired + chrono::Duration::days(1);
     let other = w.planner.clone();
-    let (a, b) = tokio::join!(w.planner.fire(next, lease), other.fire(next, lease));
+    let (a, b) = tokio::join!(w.planner.fire(next), other.fire(next));
     let planned = [a.expect("replica a"), b.expect("replica b")];
     assert_eq!(
         planned.iter().filter(|r| r.is_some()).count(),
@@ -304,7 +299,7 @@ async fn naive_mode_computes_the_same_scores() {
         (60, 0, 120)
     );
     let naive = scores(&w.store).await;
-    score::purge(&w.store, day()).await.expect("purge");
+    score::purge(&w.store, day(), "none").await.expect("purge");
 
     let (stop, worker) = start_worker(&w);
     let run = w.planner.plan(day(), "test", false).await.expect("plan");
@@ -326,5 +321,54 @@ async fn naive_mode_computes_the_same_scores() {
     assert_eq!(pick(&naive), pick(&batched));
     stop.cancel();
     worker.await.expect("join");
+    w.store.database().drop().await.expect("drop");
+}
+
+/// Redis lost its data (its run counter starts over) while MongoDB kept the runs: a re-run
+/// still gets an id no run has, and its purge, once the run is planned, deletes the day's
+/// results of earlier runs but not what the new run already wrote.
+#[tokio::test]
+async fn a_rerun_takes_an_unused_id_and_purges_only_once_planned() {
+    let w = world(30).await;
+    let mut redis = connect(&common::redis_url()).await.expect("redis");
+    let counted: Option<u64> = redis::cmd("GET")
+        .arg("tidegate:runs:2026-11-24:seq")
+        .query_async(&mut redis)
+        .await
+        .expect("counter");
+    let last = counted.unwrap_or(0) + 1000;
+    let db = w.store.database();
+    db.collection::<Document>("runs")
+        .insert_one(doc! {
+            "_id": format!("2026-11-24-r{last}"), "pipeline": "score", "date": "2026-11-24",
+            "trigger": "test", "startedAt": mongodb::bson::DateTime::now(),
+            "skipped": 0_i64, "completed": 0_i64, "failed": 0_i64,
+        })
+        .await
+        .expect("an earlier run");
+    let next = format!("2026-11-24-r{}", last + 1);
+    db.collection::<Document>(DAILY_SCORES)
+        .insert_many([
+            doc! { "_id": "2026-11-24:gone", "userId": "gone", "date": "2026-11-24",
+            "runId": format!("2026-11-24-r{last}") },
+            doc! { "_id": "2026-11-24:early", "userId": "early", "date": "2026-11-24",
+            "runId": &next },
+        ])
+        .await
+        .expect("results");
+
+    let run = w.planner.plan(day(), "rerun", true).await.expect("rerun");
+    assert_eq!(run.id, next, "one more than the highest run MongoDB has");
+    assert_eq!(run.planned, Some(30));
+    let ids: Vec<String> = scores(&w.store)
+        .await
+        .iter()
+        .map(|d| d.get_str("_id").expect("id").to_owned())
+        .collect();
+    assert_eq!(
+        ids,
+        ["2026-11-24:early"],
+        "the earlier run's results are purged, the new run's kept"
+    );
     w.store.database().drop().await.expect("drop");
 }

@@ -193,6 +193,19 @@ impl PrometheusProbe {
         })
     }
 
+    /// A failed request, said without the URL's credentials (reqwest's own message carries
+    /// the whole URL).
+    fn failed(&self, e: reqwest::Error) -> ProbeError {
+        ProbeError {
+            probe: "prometheus",
+            message: format!(
+                "{} ({})",
+                e.without_url(),
+                crate::config::redact_url(&self.query_url)
+            ),
+        }
+    }
+
     async fn query(&self, expr: &str) -> Result<Option<f64>, ProbeError> {
         let error = |message: String| ProbeError {
             probe: "prometheus",
@@ -205,10 +218,10 @@ impl PrometheusProbe {
             .send()
             .await
             .and_then(|r| r.error_for_status())
-            .map_err(|e| error(e.to_string()))?
+            .map_err(|e| self.failed(e))?
             .json()
             .await
-            .map_err(|e| error(e.to_string()))?;
+            .map_err(|e| self.failed(e))?;
         parse_vector(&body).map_err(|m| error(format!("{m} (query {expr})")))
     }
 }

@@ -102,25 +102,27 @@ pub async fn read_tallies(
     store.count_read();
     let filter = doc! { "userId": { "$in": users }, "ts": day_filter(date, tz) };
     let projection = doc! { "_id": 0, "userId": 1, "kind": 1, "value": 1 };
-    let mut cursor = store
-        .database()
-        .collection::<Document>(EVENTS)
+    let events = store.database().collection::<Document>(EVENTS);
+    let find = events
         .find(filter)
         .projection(projection)
         .batch_size(10_000)
-        .await
-        .map_err(|e| classify(&e))?;
-    let mut tallies: HashMap<String, Tally> = HashMap::with_capacity(users.len());
-    while let Some(event) = cursor.try_next().await.map_err(|e| classify(&e))? {
-        if let Ok(user) = event.get_str("userId") {
-            let kind = event.get_str("kind").unwrap_or("");
-            tallies
-                .entry(user.to_owned())
-                .or_default()
-                .add(kind, number(event.get("value")));
+        .max_time(store.op_timeout());
+    let read = async {
+        let mut cursor = find.await?;
+        let mut tallies: HashMap<String, Tally> = HashMap::with_capacity(users.len());
+        while let Some(event) = cursor.try_next().await? {
+            if let Ok(user) = event.get_str("userId") {
+                let kind = event.get_str("kind").unwrap_or("");
+                tallies
+                    .entry(user.to_owned())
+                    .or_default()
+                    .add(kind, number(event.get("value")));
+            }
         }
-    }
-    Ok(tallies)
+        Ok(tallies)
+    };
+    store.bounded(read).await.map_err(|e| classify(&e))
 }
 
 /// The `_id` of a user's score for a day: the natural key (date, user) as one string, so the
@@ -156,42 +158,49 @@ pub fn score_upsert(user: &str, date: NaiveDate, tally: Tally, run_id: Option<&s
 pub async fn ensure_indexes(store: &Store) -> mongodb::error::Result<()> {
     let db = store.database();
     let events = db.collection::<Document>(EVENTS);
-    events
-        .create_index(
-            IndexModel::builder()
-                .keys(doc! { "userId": 1, "ts": 1 })
-                .build(),
+    store
+        .bounded(
+            events.create_index(
+                IndexModel::builder()
+                    .keys(doc! { "userId": 1, "ts": 1 })
+                    .build(),
+            ),
         )
         .await?;
-    events
-        .create_index(IndexModel::builder().keys(doc! { "ts": 1 }).build())
+    store
+        .bounded(events.create_index(IndexModel::builder().keys(doc! { "ts": 1 }).build()))
         .await?;
     // `_id` is the (date, user) key; this index serves lookups by user.
-    db.collection::<Document>(DAILY_SCORES)
-        .create_index(
-            IndexModel::builder()
-                .keys(doc! { "userId": 1, "date": 1 })
-                .build(),
+    store
+        .bounded(
+            db.collection::<Document>(DAILY_SCORES).create_index(
+                IndexModel::builder()
+                    .keys(doc! { "userId": 1, "date": 1 })
+                    .build(),
+            ),
         )
         .await?;
     Ok(())
 }
 
 /// Streams the users with events on `date`, with a cursor (never the whole list at once).
+/// The aggregation groups the whole day before its first reply, so it gets `limit` (planning's
+/// own bound), not one operation's; the caller bounds each further read of the stream.
 pub async fn targets(
     store: &Store,
     date: NaiveDate,
     tz: Tz,
+    limit: Duration,
 ) -> mongodb::error::Result<impl futures::Stream<Item = mongodb::error::Result<String>>> {
-    let cursor = store
-        .database()
-        .collection::<Document>(EVENTS)
+    let events = store.database().collection::<Document>(EVENTS);
+    let aggregate = events
         .aggregate([
             doc! { "$match": { "ts": day_filter(date, tz) } },
             doc! { "$group": { "_id": "$userId" } },
         ])
         .batch_size(10_000)
-        .await?;
+        .max_time(limit);
+    let cursor = store.bounded_for(limit, aggregate).await?;
     Ok(cursor.filter_map(|doc| async move {
         match doc {
             Ok(doc) => match doc.get("_id") {
@@ -203,12 +212,17 @@ pub async fn targets(
     }))
 }
 
-/// Deletes a day's results, as the seed's back-office did before collecting a day again.
-pub async fn purge(store: &Store, date: NaiveDate) -> mongodb::error::Result<u64> {
+/// Deletes a day's results that `run` has not written, as the seed's back-office deleted a
+/// day before collecting it again; called once `run` is planned, so that a re-run that fails
+/// to start deletes nothing, and what the new run already wrote stays.
+pub async fn purge(store: &Store, date: NaiveDate, run: &str) -> mongodb::error::Result<u64> {
     let deleted = store
-        .database()
-        .collection::<Document>(DAILY_SCORES)
-        .delete_many(doc! { "date": date.to_string() })
+        .bounded(
+            store
+                .database()
+                .collection::<Document>(DAILY_SCORES)
+                .delete_many(doc! { "date": date.to_string(), "runId": { "$ne": run } }),
+        )
         .await?;
     Ok(deleted.deleted_count)
 }
@@ -297,6 +311,11 @@ pub struct NaiveReport {
     pub write_rtt: Duration,
 }
 
+/// The naive mode's time limit per user. The seed's script had none, and its users queue for
+/// the driver's pool for minutes, so one operation's limit would fail most of them; this only
+/// keeps a silent server from holding the comparison forever.
+const NAIVE_LIMIT: Duration = Duration::from_secs(600);
+
 /// The seed's original script on the same code: every user at once (no limit of its own; the
 /// driver's pool is the only bound), one read and one write per user, no pacing. Kept only so
 /// that benchmarks compare like with like; tidegate never runs this by default.
@@ -328,8 +347,12 @@ pub async fn run_naive(store: &Store, date: NaiveDate, tz: Tz, users: Vec<String
                 .map(|_| sent.elapsed())
         }
     };
-    let results: Vec<mongodb::error::Result<Duration>> =
-        futures::future::join_all(users.into_iter().map(one_user)).await;
+    let results: Vec<mongodb::error::Result<Duration>> = futures::future::join_all(
+        users
+            .into_iter()
+            .map(|user| store.bounded_for(NAIVE_LIMIT, one_user(user))),
+    )
+    .await;
     let rtts: Vec<Duration> = results
         .iter()
         .filter_map(|r| r.as_ref().ok())
@@ -367,8 +390,8 @@ pub async fn seed_day(
     mut on_progress: impl FnMut(u64),
 ) -> Result<SeedReport, WriteFailure> {
     let events = store.database().collection::<Document>(EVENTS);
-    let replaced = events
-        .delete_many(doc! { "ts": day_filter(date, tz) })
+    let replaced = store
+        .bounded(events.delete_many(doc! { "ts": day_filter(date, tz) }))
         .await
         .map_err(|e| classify(&e))?
         .deleted_count;

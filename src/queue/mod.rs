@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
 pub use job::{Backoff, BackoffKind, Job, JobOptions, Keep, NewJob, Retention};
@@ -55,22 +55,41 @@ pub type Result<T> = std::result::Result<T, QueueError>;
 
 /// Opens a multiplexed, self-reconnecting connection. Fails when Redis cannot be reached now,
 /// so a wrong `REDIS_URL` stops startup instead of surfacing later as stuck jobs.
+///
+/// Reconnection: the redis crate hands `factor` to backon as the multiplier of a 1-s first
+/// delay, capped at 60 s by default, so its defaults wait a minute or more between attempts
+/// once Redis is back (work sat still for 96-117 s after a restart). Here every attempt is
+/// about a second apart, three per command that finds the connection broken; the next
+/// command starts three more.
 pub async fn connect(url: &str) -> redis::RedisResult<ConnectionManager> {
     let client = redis::Client::open(url)?;
     let config = ConnectionManagerConfig::new()
-        .set_number_of_retries(3)
+        .set_factor(1)
+        .set_max_delay(1000)
+        .set_number_of_retries(2)
         .set_connection_timeout(Duration::from_secs(5))
-        .set_response_timeout(Duration::from_secs(30));
+        .set_response_timeout(RESPONSE_TIMEOUT);
     client.get_connection_manager_with_config(config).await
 }
 
-/// A connection of its own for blocking commands, which would stall every other command sharing
-/// a multiplexed connection.
-pub async fn connect_blocking(url: &str) -> redis::RedisResult<MultiplexedConnection> {
-    redis::Client::open(url)?
-        .get_multiplexed_async_connection()
+/// One `PING` on a connection of its own, with no retry: whether Redis answers now (start-up
+/// asks this before it opens connections that retry on their own).
+pub async fn ping_once(url: &str) -> redis::RedisResult<()> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Duration::from_secs(2))
+        .set_response_timeout(Duration::from_secs(2));
+    let mut conn = redis::Client::open(url)?
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    redis::cmd("PING")
+        .query_async::<String>(&mut conn)
         .await
+        .map(drop)
 }
+
+/// The longest tidegate waits for any Redis reply. Above the longest blocking wait a worker
+/// asks for (its idle block), well above any script's run time.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One `PING` round trip.
 pub async fn ping(conn: &mut ConnectionManager) -> redis::RedisResult<()> {
@@ -718,10 +737,11 @@ impl Queue {
     }
 
     /// Blocks on the queue's marker until a producer signals work or `timeout` passes. Needs a
-    /// connection of its own ([`connect_blocking`]).
+    /// connection of its own (a [`connect`] of its own: blocking commands would stall every
+    /// other command sharing a multiplexed connection).
     pub async fn wait_for_work(
         &self,
-        blocking: &mut MultiplexedConnection,
+        blocking: &mut ConnectionManager,
         timeout: Duration,
     ) -> Result<()> {
         // BZPOPMIN takes seconds with decimals; 0 would block forever.
