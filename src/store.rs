@@ -50,6 +50,9 @@ impl Default for StoreOptions {
 pub struct ServerLimits {
     pub max_write_batch: usize,
     pub max_bson: usize,
+    /// Update statements this process keeps in flight at most, over all its commands; `None`
+    /// when the server needs no such bound.
+    pub max_in_flight: Option<usize>,
 }
 
 impl Default for ServerLimits {
@@ -58,6 +61,7 @@ impl Default for ServerLimits {
         Self {
             max_write_batch: 100_000,
             max_bson: 16 * 1024 * 1024,
+            max_in_flight: None,
         }
     }
 }
@@ -65,8 +69,9 @@ impl Default for ServerLimits {
 /// How much longer than `maxTimeMS` tidegate waits for a reply before it gives up itself.
 const GRACE: Duration = Duration::from_secs(2);
 
-/// Statements per write command on FerretDB (see [`Store::limits`]).
-pub const FERRETDB_MAX_WRITE_BATCH: usize = 64;
+/// Statements per write command on FerretDB, and in flight per process (see
+/// [`Store::limits`]).
+pub const FERRETDB_MAX_WRITE_BATCH: usize = 32;
 
 /// A connected MongoDB client and tidegate's database. Cheap to clone: the driver's client is a
 /// handle to one shared connection pool.
@@ -76,6 +81,8 @@ pub struct Store {
     db: Database,
     options: Arc<StoreOptions>,
     limits: Arc<OnceCell<ServerLimits>>,
+    /// Update statements in flight, where the server needs a bound (`max_in_flight`).
+    in_flight: Arc<tokio::sync::Semaphore>,
     traffic: Arc<Traffic>,
 }
 
@@ -275,6 +282,7 @@ impl Store {
             db,
             options: Arc::new(options),
             limits: Arc::new(OnceCell::new()),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(FERRETDB_MAX_WRITE_BATCH)),
             traffic: Arc::new(Traffic::default()),
         })
     }
@@ -334,6 +342,17 @@ impl Store {
         metrics::counter!(names::DB_ROUND_TRIPS, "op" => "read").increment(1);
     }
 
+    /// Classifies a failed pipeline call to the database (a batch's read, or a write that
+    /// failed as a whole) and counts a transient one for the load controller: a database that
+    /// is down or silent must not look healthy to it.
+    pub fn failed(&self, error: &MongoError) -> WriteFailure {
+        let failure = classify(error);
+        if failure.transient {
+            self.count_write_error();
+        }
+        failure
+    }
+
     /// A write the load controller should hear about: the database pushed back.
     fn count_write_error(&self) {
         self.traffic.write_errors.fetch_add(1, Ordering::Relaxed);
@@ -371,10 +390,15 @@ impl Store {
                 let mut limits = ServerLimits {
                     max_write_batch: read("maxWriteBatchSize", d.max_write_batch),
                     max_bson: read("maxBsonObjectSize", d.max_bson),
+                    max_in_flight: None,
                 };
-                // FerretDB 1.x (SQLite) never answers an update command that modifies 100 or
-                // more existing documents (seen with 1.24.2: 99 returns in 0.1 s, 100 hangs),
-                // so writes to it stay well under that.
+                // FerretDB 1.x (SQLite) holds one of a database's 100 pooled connections for
+                // each update statement that matches an existing document until the whole
+                // command ends; once ~100 are in flight on one database, over every command of
+                // every process, the next waits forever and so does the database (seen with
+                // 1.24.2: one command of 99 returns in 0.1 s, of 100 hangs; four loops of 40
+                // hang). So each process keeps at most 32 in flight, in commands of at most 32:
+                // up to three processes per FerretDB database stay under the bound.
                 let build = self
                     .bounded(
                         self.client
@@ -384,9 +408,11 @@ impl Store {
                     .await?;
                 if build.contains_key("ferretdbFeatures") || build.contains_key("ferretdb") {
                     limits.max_write_batch = limits.max_write_batch.min(FERRETDB_MAX_WRITE_BATCH);
+                    limits.max_in_flight = Some(FERRETDB_MAX_WRITE_BATCH);
                     tracing::info!(
                         max_statements = limits.max_write_batch,
-                        "FerretDB detected: bulk writes split to stay under its stall"
+                        in_flight = FERRETDB_MAX_WRITE_BATCH,
+                        "FerretDB detected: bulk writes split and kept few in flight to stay under its stall"
                     );
                 }
                 Ok(limits)
@@ -408,16 +434,17 @@ impl Store {
             .map(|u| doc! { "q": u.filter.clone(), "u": u.update.clone(), "upsert": true, "multi": false })
             .collect();
         let sizes: Vec<usize> = statements.iter().map(bson_size).collect();
-        let (max_docs, max_bytes) = match self.limits().await {
+        let (max_docs, max_bytes, bound_in_flight) = match self.limits().await {
             Ok(limits) => (
                 self.options.max_docs.min(limits.max_write_batch),
                 // Room for the command's own fields around the statements.
                 self.options
                     .max_bytes
                     .min(limits.max_bson.saturating_sub(16 * 1024)),
+                limits.max_in_flight.is_some(),
             ),
             Err(e) => {
-                let failure = classify(&e);
+                let failure = self.failed(&e);
                 return (
                     vec![Err(failure); upserts.len()],
                     BulkSummary {
@@ -430,6 +457,14 @@ impl Store {
         let mut results = Vec::with_capacity(upserts.len());
         let mut total = BulkSummary::default();
         for range in split(&sizes, max_docs, max_bytes) {
+            // A command never carries more statements than the bound has permits (the same
+            // constant), so this always resolves once others finish.
+            let _permits = if bound_in_flight {
+                let n = u32::try_from(range.len()).unwrap_or(u32::MAX);
+                self.in_flight.acquire_many(n).await.ok()
+            } else {
+                None
+            };
             let (part, summary) = self.update(collection, &statements[range]).await;
             results.extend(part);
             total.add(&summary);
@@ -479,11 +514,7 @@ impl Store {
                     round_trips: 1,
                     ..BulkSummary::default()
                 };
-                let failure = classify(&e);
-                if failure.transient {
-                    self.count_write_error();
-                }
-                return (vec![Err(failure); count], summary);
+                return (vec![Err(self.failed(&e)); count], summary);
             }
         };
         let ambiguous = count > 1 && reply.contains_key("writeErrors") && !reply.contains_key("n");

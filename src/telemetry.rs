@@ -280,7 +280,7 @@ pub const CATALOGUE: &[Metric] = &[
         Counter,
         None,
         &[],
-        "Bulk write commands that failed transiently (network, timeout, overload, conflict)",
+        "Pipeline calls to the database (bulk writes, their reads) that failed transiently (network, timeout, overload, conflict)",
     ),
     metric(
         names::DB_CPU,

@@ -122,7 +122,7 @@ pub async fn read_tallies(
         }
         Ok(tallies)
     };
-    store.bounded(read).await.map_err(|e| classify(&e))
+    store.bounded(read).await.map_err(|e| store.failed(&e))
 }
 
 /// The `_id` of a user's score for a day: the natural key (date, user) as one string, so the
