@@ -70,26 +70,35 @@ impl Toxiproxy {
             .to_owned()
     }
 
-    /// Connections stay open and nothing comes back until [`Toxiproxy::answer`].
-    async fn silence(&self, name: &str) {
+    /// Adds a toxic named `toxic` of `kind` (Toxiproxy's types: timeout, latency, reset_peer, …)
+    /// on the replies (`downstream`) of proxy `name`.
+    async fn add(&self, name: &str, toxic: &str, kind: &str, attributes: Value) {
         self.call(
             reqwest::Method::POST,
             &format!("/proxies/{name}/toxics"),
-            Some(
-                json!({"name": "silent", "type": "timeout", "stream": "downstream",
-                        "toxicity": 1.0, "attributes": {"timeout": 0}}),
-            ),
+            Some(json!({"name": toxic, "type": kind, "stream": "downstream",
+                        "toxicity": 1.0, "attributes": attributes})),
         )
         .await;
     }
 
-    async fn answer(&self, name: &str) {
+    async fn remove(&self, name: &str, toxic: &str) {
         self.call(
             reqwest::Method::DELETE,
-            &format!("/proxies/{name}/toxics/silent"),
+            &format!("/proxies/{name}/toxics/{toxic}"),
             None,
         )
         .await;
+    }
+
+    /// Connections stay open and nothing comes back until [`Toxiproxy::answer`].
+    async fn silence(&self, name: &str) {
+        self.add(name, "silent", "timeout", json!({"timeout": 0}))
+            .await;
+    }
+
+    async fn answer(&self, name: &str) {
+        self.remove(name, "silent").await;
     }
 
     /// Disabled: open connections are closed and new ones refused, as when a server is down.
@@ -482,4 +491,504 @@ async fn upserts_on_few_keys_never_wedge_ferretdb() {
         KEYS as u64
     );
     store.database().drop().await.expect("drop");
+}
+
+/// A server process of a test's own, on a free loopback port, with its state in a directory
+/// that outlives a restart; killed with SIGKILL (no chance to flush) when asked or dropped.
+struct Server {
+    child: Option<Child>,
+    port: u16,
+    dir: std::path::PathBuf,
+    program: String,
+    args: fn(u16, &std::path::Path) -> Vec<String>,
+}
+
+impl Server {
+    fn start(program: &str, args: fn(u16, &std::path::Path) -> Vec<String>) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(common::unique("tidegate_fault_server"));
+        std::fs::create_dir_all(&dir).expect("state dir");
+        let mut server = Self {
+            child: None,
+            port,
+            dir,
+            program: program.to_owned(),
+            args,
+        };
+        server.restart();
+        server
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new(&self.program)
+            .args((self.args)(self.port, &self.dir))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", self.program));
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Waits until something accepts connections on `port`.
+async fn listening(port: u16) {
+    common::eventually("the server to listen", Duration::from_secs(30), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
+}
+
+/// Redis killed with SIGKILL mid-run and started again on its append-only file (`appendfsync
+/// always`: what it acknowledged, it kept): work resumes within 5 s of its return and every
+/// job completes, each effect once. Jobs whose locks lapsed meanwhile run again (at least
+/// once); their upserts are idempotent.
+#[tokio::test]
+async fn redis_killed_and_restarted_on_its_aof_loses_no_job() {
+    const JOBS: usize = 1500;
+    let mut redis = Server::start("redis-server", |port, dir| {
+        [
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--dir",
+            &dir.to_string_lossy(),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    });
+    listening(redis.port).await;
+    let redis_url = format!("redis://127.0.0.1:{}", redis.port);
+    let queue_name = common::unique("faults_redis_kill");
+    let database = common::unique("tidegate_faults");
+    let q = Queue::new(
+        connect(&redis_url).await.expect("redis"),
+        "bull",
+        &queue_name,
+    );
+    add_jobs(&q, JOBS).await;
+    let _running = tidegate(&queue_name, &database, &redis_url, &common::mongodb_uri());
+    common::eventually(
+        "the first jobs to complete",
+        Duration::from_secs(60),
+        || async {
+            q.counts()
+                .await
+                .ok()
+                .filter(|c| c.completed >= 20)
+                .map(drop)
+        },
+    )
+    .await;
+
+    redis.kill();
+    let down = Instant::now();
+    redis.restart();
+    listening(redis.port).await;
+    let at_return =
+        common::eventually("Redis to answer again", Duration::from_secs(30), || async {
+            q.counts().await.ok().map(|c| c.completed)
+        })
+        .await;
+    let back = Instant::now();
+    assert!(at_return < JOBS as u64, "the kill came too late to test");
+    common::eventually(
+        "a job to complete after Redis came back",
+        Duration::from_secs(5),
+        || async {
+            q.counts()
+                .await
+                .ok()
+                .filter(|c| c.completed > at_return)
+                .map(drop)
+        },
+    )
+    .await;
+    let resumed = back.elapsed();
+    common::eventually(
+        "every job to complete",
+        Duration::from_secs(120),
+        || async {
+            q.counts()
+                .await
+                .ok()
+                .filter(|c| c.completed == JOBS as u64 && c.active == 0)
+                .map(drop)
+        },
+    )
+    .await;
+    eprintln!(
+        "redis killed: back {:?} after the kill, work resumed {resumed:?} after that (bound 5 s)",
+        back - down
+    );
+    assert_eq!(q.counts().await.expect("counts").failed, 0);
+    assert_each_effect_once(&database, JOBS).await;
+}
+
+/// The database killed with SIGKILL mid-run and started again on its files: the batches in
+/// flight fail and are retried, and every job completes once it is back, each effect once.
+/// FerretDB of the test's own (its binary from `scripts/services`), so the shared one is left
+/// alone.
+#[tokio::test]
+async fn the_database_killed_and_restarted_loses_no_job() {
+    const JOBS: usize = 1000;
+    let Ok(ferretdb) = std::env::var("FERRETDB_BIN") else {
+        eprintln!("skipped: FERRETDB_BIN is not set (MONGODB_URI points at another server)");
+        return;
+    };
+    let mut db = Server::start(&ferretdb, |port, dir| {
+        vec![
+            "--handler=sqlite".into(),
+            format!("--sqlite-url=file:{}/", dir.to_string_lossy()),
+            format!("--state-dir={}", dir.to_string_lossy()),
+            format!("--listen-addr=127.0.0.1:{port}"),
+            "--debug-addr=-".into(),
+            "--telemetry=disable".into(),
+            "--log-level=error".into(),
+        ]
+    });
+    listening(db.port).await;
+    let mongodb_uri = format!("mongodb://127.0.0.1:{}/", db.port);
+    let queue_name = common::unique("faults_db_kill");
+    let database = common::unique("tidegate_faults");
+    let q = Queue::new(
+        connect(&common::redis_url()).await.expect("redis"),
+        "bull",
+        &queue_name,
+    );
+    add_jobs(&q, JOBS).await;
+    let _running = tidegate(&queue_name, &database, &common::redis_url(), &mongodb_uri);
+    common::eventually(
+        "the first jobs to complete",
+        Duration::from_secs(60),
+        || async { (q.counts().await.expect("counts").completed >= 20).then_some(()) },
+    )
+    .await;
+    db.kill();
+    let killed = q.counts().await.expect("counts").completed;
+    assert!(killed < JOBS as u64, "the kill came too late to test");
+    db.restart();
+    listening(db.port).await;
+    let back = Instant::now();
+    common::eventually(
+        "every job to complete",
+        Duration::from_secs(120),
+        || async {
+            let c = q.counts().await.expect("counts");
+            (c.completed == JOBS as u64 && c.active == 0).then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "database killed: every job done {:?} after it came back",
+        back.elapsed()
+    );
+    assert_eq!(q.counts().await.expect("counts").failed, 0);
+    let store = tidegate::store::Store::connect(&mongodb_uri, &database, Default::default())
+        .await
+        .expect("mongo");
+    let effects = store.database().collection::<Document>("effects");
+    assert_eq!(
+        effects.count_documents(doc! {}).await.expect("count"),
+        JOBS as u64
+    );
+    assert_eq!(
+        effects
+            .distinct("job", doc! {})
+            .await
+            .expect("distinct")
+            .len(),
+        JOBS,
+        "one effect per job"
+    );
+}
+
+/// One kind of fault the chaos soak injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Fault {
+    /// Redis' proxy disabled: connections closed, new ones refused.
+    RedisOutage,
+    /// Redis killed with SIGKILL and started again on its append-only file.
+    RedisKill,
+    /// Redis' connections reset.
+    RedisReset,
+    /// The database's proxy answers nothing, connections open.
+    DbSilent,
+    /// The database's proxy disabled.
+    DbOutage,
+    /// 300 ms (±100) more on every reply of the database.
+    DbLatency,
+    /// One tidegate process killed with SIGKILL, a new one started.
+    WorkerKill,
+}
+
+const FAULTS: [Fault; 7] = [
+    Fault::RedisOutage,
+    Fault::RedisKill,
+    Fault::RedisReset,
+    Fault::DbSilent,
+    Fault::DbOutage,
+    Fault::DbLatency,
+    Fault::WorkerKill,
+];
+
+/// The chaos soak (`scripts/chaos`, not in CI): a real score day (`CHAOS_USERS`, default
+/// 20,000) worked by two `tidegate run` processes through Toxiproxy while faults of every kind
+/// above are injected at random (`CHAOS_SEED`) for `CHAOS_MINUTES` (default 5); then the same
+/// checks as the scenarios: every job completed (none lost, none failed), one score per user
+/// (no effect twice), the run's record agreeing, and each fault's recovery time (from its end
+/// to the next completed job; bound 30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the chaos soak: scripts/chaos runs it"]
+async fn chaos() {
+    use rand::{RngExt, SeedableRng};
+    use tidegate::pipeline::score::{self, DAILY_SCORES};
+    let setting = |name: &str, default: u64| -> u64 {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let minutes = setting("CHAOS_MINUTES", 5);
+    let users = setting("CHAOS_USERS", 20_000);
+    let seed = setting("CHAOS_SEED", rand::random::<u64>() % 1_000_000);
+    eprintln!(
+        "chaos: {minutes} min, {users} users, seed {seed} (CHAOS_SEED={seed} repeats the draw)"
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let tz = chrono_tz::Asia::Seoul;
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 24).expect("date");
+
+    let mut redis = Server::start("redis-server", |port, dir| {
+        [
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--dir",
+            &dir.to_string_lossy(),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    });
+    listening(redis.port).await;
+    let direct_redis = format!("redis://127.0.0.1:{}", redis.port);
+    let toxi = Toxiproxy::new();
+    let redis_proxy = common::unique("chaos_redis");
+    let mongo_proxy = common::unique("chaos_mongo");
+    let redis_listen = toxi
+        .proxy(&redis_proxy, &format!("127.0.0.1:{}", redis.port))
+        .await;
+    let mongo_listen = toxi
+        .proxy(&mongo_proxy, &host_port(&common::mongodb_uri()))
+        .await;
+    let proxied_redis = format!("redis://{redis_listen}");
+    let proxied_mongo = format!("mongodb://{mongo_listen}/?directConnection=true");
+
+    let database = common::unique("tidegate_chaos");
+    let store =
+        tidegate::store::Store::connect(&common::mongodb_uri(), &database, Default::default())
+            .await
+            .expect("mongo");
+    score::ensure_indexes(&store).await.expect("indexes");
+    score::seed_day(&store, day, tz, users, 7, |_| {})
+        .await
+        .expect("seed");
+    let conn = connect(&direct_redis).await.expect("redis");
+    let queue_name = common::unique("chaos");
+    let q = Queue::new(conn.clone(), "bull", &queue_name);
+    let runs = tidegate::runs::Runs::new(conn.clone(), store.clone());
+    let planner = tidegate::schedule::Planner {
+        queue: q.clone(),
+        store: store.clone(),
+        runs: runs.clone(),
+        redis: conn,
+        tz,
+        attempts: 100,
+        backoff: Backoff::Spec {
+            kind: BackoffKind::Fixed,
+            delay: 500,
+            jitter: None,
+        },
+        lease: Duration::from_secs(600),
+    };
+    let run = planner.plan(day, "chaos", false).await.expect("plan");
+    let planned = u64::try_from(run.planned.unwrap_or(0)).expect("a count");
+    let start_process = || tidegate(&queue_name, &database, &proxied_redis, &proxied_mongo);
+    let mut processes = vec![start_process(), start_process()];
+    let completed = || async { q.counts().await.ok().map(|c| c.completed) };
+
+    let mut recoveries: Vec<(Fault, Duration)> = Vec::new();
+    let mut unrecovered: Vec<Fault> = Vec::new();
+    let soak = Instant::now() + Duration::from_secs(minutes * 60);
+    while Instant::now() < soak {
+        // The schedule of faults, not a wait for a condition.
+        tokio::time::sleep(Duration::from_millis(rng.random_range(2_000..8_000))).await;
+        if completed().await.is_some_and(|c| c >= planned) {
+            break;
+        }
+        let fault = FAULTS[rng.random_range(0..FAULTS.len())];
+        let lasting = Duration::from_millis(rng.random_range(1_000..6_000));
+        match fault {
+            Fault::RedisOutage => {
+                toxi.set_enabled(&redis_proxy, false).await;
+                tokio::time::sleep(lasting).await;
+                toxi.set_enabled(&redis_proxy, true).await;
+            }
+            Fault::RedisKill => {
+                redis.kill();
+                redis.restart();
+                listening(redis.port).await;
+            }
+            Fault::RedisReset => {
+                toxi.add(&redis_proxy, "reset", "reset_peer", json!({"timeout": 0}))
+                    .await;
+                tokio::time::sleep(lasting / 4).await;
+                toxi.remove(&redis_proxy, "reset").await;
+            }
+            Fault::DbSilent => {
+                toxi.silence(&mongo_proxy).await;
+                tokio::time::sleep(lasting).await;
+                toxi.answer(&mongo_proxy).await;
+            }
+            Fault::DbOutage => {
+                toxi.set_enabled(&mongo_proxy, false).await;
+                tokio::time::sleep(lasting).await;
+                toxi.set_enabled(&mongo_proxy, true).await;
+            }
+            Fault::DbLatency => {
+                toxi.add(
+                    &mongo_proxy,
+                    "slow",
+                    "latency",
+                    json!({"latency": 300, "jitter": 100}),
+                )
+                .await;
+                tokio::time::sleep(lasting * 2).await;
+                toxi.remove(&mongo_proxy, "slow").await;
+            }
+            Fault::WorkerKill => {
+                let victim = rng.random_range(0..processes.len());
+                processes[victim] = start_process(); // the old one is killed on drop
+            }
+        }
+        let ended = Instant::now();
+        let before = common::eventually(
+            "Redis to answer the test",
+            Duration::from_secs(30),
+            completed,
+        )
+        .await;
+        if before >= planned {
+            break;
+        }
+        let recovered = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if completed().await.is_some_and(|c| c > before) {
+                    return ended.elapsed();
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        match recovered {
+            Ok(took) => recoveries.push((fault, took)),
+            Err(_) => unrecovered.push(fault),
+        }
+    }
+
+    let finished = common::eventually(
+        "every job to complete",
+        Duration::from_secs(600),
+        || async {
+            q.counts()
+                .await
+                .ok()
+                .filter(|c| c.completed + c.failed >= planned && c.active == 0)
+        },
+    )
+    .await;
+    let ended = runs
+        .wait_for_end(&run.id, Duration::from_secs(60))
+        .await
+        .expect("the run ends");
+    let scores = store
+        .database()
+        .collection::<Document>(DAILY_SCORES)
+        .count_documents(doc! { "runId": &run.id })
+        .await
+        .expect("count");
+    drop(processes);
+
+    println!(
+        "\nchaos soak: {minutes} min, seed {seed}, a day of {users} users ({planned} jobs), two processes\n"
+    );
+    println!("| fault | injected | recovered (median / worst) |\n|---|---|---|");
+    for kind in FAULTS {
+        let mut took: Vec<Duration> = recoveries
+            .iter()
+            .filter(|(f, _)| *f == kind)
+            .map(|(_, d)| *d)
+            .collect();
+        took.sort();
+        let missed = unrecovered.iter().filter(|f| **f == kind).count();
+        let shown = match (took.get(took.len() / 2), took.last()) {
+            (Some(median), Some(worst)) => format!("{median:.1?} / {worst:.1?}"),
+            _ => "-".into(),
+        };
+        println!("| {kind:?} | {} | {shown} |", took.len() + missed);
+    }
+    println!(
+        "\njobs: {} completed, {} failed, {} lost; scores written by the run: {scores} for {planned} users; run record: {} completed, {} failed, {:?}",
+        finished.completed,
+        finished.failed,
+        planned.saturating_sub(finished.completed + finished.failed),
+        ended.completed,
+        ended.failed,
+        ended.outcome
+    );
+    assert!(
+        unrecovered.is_empty(),
+        "no work within 30 s after {unrecovered:?}"
+    );
+    assert_eq!((finished.completed, finished.failed), (planned, 0));
+    assert_eq!(scores, planned, "one score per user, written by the run");
+    assert_eq!((ended.completed, ended.failed), (planned as i64, 0));
+    store.database().drop().await.expect("drop");
+    toxi.delete(&redis_proxy).await;
+    toxi.delete(&mongo_proxy).await;
 }
