@@ -15,6 +15,10 @@ use mongodb::bson::{Document, doc};
 use serde_json::{Value, json};
 use tidegate::queue::{Backoff, BackoffKind, JobOptions, NewJob, Queue, connect};
 
+/// One scenario at a time: each runs tidegate processes against the shared services, and
+/// its recovery bounds are for a machine that is not also running the others.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A `tidegate run` child, killed if the test ends first.
 struct Running(Child);
 
@@ -208,6 +212,7 @@ async fn assert_each_effect_once(database: &str, jobs: usize) {
 /// every job completes, each effect once.
 #[tokio::test]
 async fn a_silent_database_releases_its_batches_and_the_work_finishes_when_it_answers() {
+    let _serial = SERIAL.lock().await;
     const JOBS: usize = 600;
     let toxi = Toxiproxy::new();
     let proxy = common::unique("mongo");
@@ -234,36 +239,30 @@ async fn a_silent_database_releases_its_batches_and_the_work_finishes_when_it_an
     .await;
 
     toxi.silence(&proxy).await;
-    // A batch may have started just before the silence: its jobs are given back within the
-    // batch timeout, and none is taken for long after.
+    // Batches keep starting (the pace falls to the floor, blind): each meets the silence and
+    // must give its jobs back within the batch timeout. So no job may stay active longer than
+    // that, a lock and a margin; each job's spell in `active` is timed from the first sample
+    // that saw it there.
     let bound = Duration::from_secs(4 + 2 + 3);
-    let silent = Instant::now();
-    common::eventually(
-        "no job left active while the database is silent",
-        bound,
-        || async { (q.counts().await.expect("counts").active == 0).then_some(()) },
-    )
-    .await;
-    let released = silent.elapsed();
-    // It stays so: batches that start meet the silence and give their jobs back in time.
+    let mut since: std::collections::HashMap<String, Instant> = std::collections::HashMap::new();
     let mut longest_active = Duration::ZERO;
-    let mut active_since: Option<Instant> = None;
     let watch = Instant::now();
-    while watch.elapsed() < Duration::from_secs(8) {
-        let active = q.counts().await.expect("counts").active;
-        match (active > 0, active_since) {
-            (true, None) => active_since = Some(Instant::now()),
-            (false, Some(_)) => active_since = None,
-            _ => {}
-        }
-        if let Some(since) = active_since {
-            longest_active = longest_active.max(since.elapsed());
+    while watch.elapsed() < bound + Duration::from_secs(5) {
+        let (_, active) = q
+            .jobs(tidegate::queue::JobState::Active, 0, 10_000)
+            .await
+            .expect("active jobs");
+        let now = Instant::now();
+        since.retain(|id, _| active.iter().any(|j| &j.id == id));
+        for job in &active {
+            let first = *since.entry(job.id.clone()).or_insert(now);
+            longest_active = longest_active.max(now - first);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
         longest_active <= bound,
-        "jobs stayed active {longest_active:?} while the database was silent"
+        "a job stayed active {longest_active:?} while the database was silent (bound {bound:?})"
     );
     let before = q.counts().await.expect("counts");
     assert!(
@@ -281,7 +280,7 @@ async fn a_silent_database_releases_its_batches_and_the_work_finishes_when_it_an
     let counts = q.counts().await.expect("counts");
     assert_eq!(counts.failed, 0, "{counts:?}");
     eprintln!(
-        "silent database: active jobs released {released:?} after the silence (bound {bound:?}), longest active spell after it {longest_active:?}; the rest done {:?} after it answered",
+        "silent database: longest spell of a job in active {longest_active:?} (bound {bound:?}); every job done {:?} after it answered",
         answered.elapsed()
     );
     assert_each_effect_once(&database, JOBS).await;
@@ -292,6 +291,7 @@ async fn a_silent_database_releases_its_batches_and_the_work_finishes_when_it_an
 /// work resumes within 5 s, and every job completes once.
 #[tokio::test]
 async fn work_resumes_within_seconds_of_redis_coming_back() {
+    let _serial = SERIAL.lock().await;
     const JOBS: usize = 1500;
     let toxi = Toxiproxy::new();
     let proxy = common::unique("redis");
@@ -411,6 +411,7 @@ fn startup_says_what_it_waits_for_and_obeys_sigint() {
 /// batches of 500) on 50 keys: every job completes within 2 minutes.
 #[tokio::test]
 async fn upserts_on_few_keys_never_wedge_ferretdb() {
+    let _serial = SERIAL.lock().await;
     const JOBS: usize = 8000;
     const KEYS: usize = 50;
     let store = tidegate::store::Store::connect(
@@ -564,6 +565,7 @@ async fn listening(port: u16) {
 /// once); their upserts are idempotent.
 #[tokio::test]
 async fn redis_killed_and_restarted_on_its_aof_loses_no_job() {
+    let _serial = SERIAL.lock().await;
     const JOBS: usize = 1500;
     let mut redis = Server::start("redis-server", |port, dir| {
         [
@@ -658,6 +660,7 @@ async fn redis_killed_and_restarted_on_its_aof_loses_no_job() {
 /// alone.
 #[tokio::test]
 async fn the_database_killed_and_restarted_loses_no_job() {
+    let _serial = SERIAL.lock().await;
     const JOBS: usize = 1000;
     let Ok(ferretdb) = std::env::var("FERRETDB_BIN") else {
         eprintln!("skipped: FERRETDB_BIN is not set (MONGODB_URI points at another server)");
@@ -768,6 +771,7 @@ const FAULTS: [Fault; 7] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the chaos soak: scripts/chaos runs it"]
 async fn chaos() {
+    let _serial = SERIAL.lock().await;
     use rand::{RngExt, SeedableRng};
     use tidegate::pipeline::score::{self, DAILY_SCORES};
     let setting = |name: &str, default: u64| -> u64 {
