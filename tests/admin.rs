@@ -782,3 +782,145 @@ async fn a_run_whose_retried_job_finished_before_it_was_reopened_still_ends() {
         (Some("succeeded"), 10, 0)
     );
 }
+
+/// Every key under the queue's base, with its value (`DUMP`), to tell whether any was touched.
+async fn queue_keys(queue: &Queue) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut conn = queue.connection();
+    let pattern = format!("{}*", queue.keys().base());
+    let mut cursor = 0u64;
+    let mut found = std::collections::BTreeMap::new();
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .expect("SCAN");
+        for key in keys {
+            let value: Option<Vec<u8>> = redis::cmd("DUMP")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .expect("DUMP");
+            found.insert(key, value.unwrap_or_default());
+        }
+        if next == 0 {
+            return found;
+        }
+        cursor = next;
+    }
+}
+
+/// The names of the queue's own keys are never job ids: every route that takes a job id
+/// answers 404 for them without touching the key (`DELETE …/jobs/meta` deleted the meta hash,
+/// so a paused queue reported unpaused with its jobs stranded in `paused`; `GET …/jobs/meta`
+/// showed a fake job; `…/jobs/id` and `…/jobs/wait` were 503, WRONGTYPE), and no job can be
+/// added under one.
+#[tokio::test]
+async fn the_queues_own_key_names_are_never_job_ids() {
+    let admin = start().await;
+    let q = admin.queue.name().to_owned();
+    // Jobs in most states, so that most of the queue's keys exist: failed, delayed,
+    // prioritized (with its counter), and waiting jobs moved to paused by a pause.
+    let jobs: Vec<NewJob> = (0..3)
+        .map(|i| NewJob::new("n", json!({ "i": i })))
+        .collect();
+    admin.queue.add_bulk(&jobs).await.expect("add");
+    work(&admin, |job| fail(&job.id)).await;
+    let later = JobOptions {
+        delay: 3_600_000,
+        ..JobOptions::default()
+    };
+    let urgent = JobOptions {
+        priority: 1,
+        ..JobOptions::default()
+    };
+    admin
+        .queue
+        .add_bulk(&[
+            NewJob::new("n", json!({})).with_opts(later),
+            NewJob::new("n", json!({})).with_opts(urgent),
+            NewJob::new("n", json!({})),
+            NewJob::new("n", json!({})),
+        ])
+        .await
+        .expect("add");
+    let (status, _) = admin
+        .ok("POST", &format!("/api/queues/{q}/pause"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let before = queue_keys(&admin.queue).await;
+    for key in [
+        "meta",
+        "id",
+        "failed",
+        "delayed",
+        "prioritized",
+        "pc",
+        "paused",
+    ] {
+        assert!(
+            before.contains_key(&format!("{}{key}", admin.queue.keys().base())),
+            "the test makes {key} exist: {:?}",
+            before.keys()
+        );
+    }
+
+    for name in tidegate::queue::keys::RESERVED {
+        let job = format!("/api/queues/{q}/jobs/{name}");
+        for (method, path) in [
+            ("GET", job.clone()),
+            ("DELETE", job.clone()),
+            ("POST", format!("{job}/retry")),
+            ("POST", format!("{job}/promote")),
+        ] {
+            let (status, reply) = admin.ok(method, &path, None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {reply}");
+            assert!(
+                reply["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("queue's own keys")),
+                "{method} {path}: {reply}"
+            );
+        }
+    }
+    // Nor can a producer add a job under one of these names.
+    for name in tidegate::queue::keys::RESERVED {
+        let named = NewJob::new("n", json!({})).with_opts(JobOptions {
+            job_id: Some((*name).to_owned()),
+            ..JobOptions::default()
+        });
+        let refused = admin.queue.add(named).await;
+        assert!(
+            matches!(refused, Err(tidegate::queue::QueueError::InvalidJob { .. })),
+            "{name}: {refused:?}"
+        );
+    }
+    assert_eq!(
+        queue_keys(&admin.queue).await,
+        before,
+        "no key of the queue was touched"
+    );
+    assert!(admin.queue.is_paused().await.expect("paused?"));
+    let counts = admin.queue.counts().await.expect("counts");
+    assert_eq!(
+        (counts.paused, counts.failed, counts.delayed),
+        (2, 3, 1),
+        "{counts:?}"
+    );
+
+    // The document names them, so a client knows before it asks.
+    let doc = serde_json::to_value(tidegate::http::admin::openapi()).expect("document");
+    let params = &doc["paths"]["/api/queues/{name}/jobs/{id}"]["get"]["parameters"];
+    let id = params
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "id"))
+        .expect("the id parameter");
+    let described = id["description"].as_str().unwrap_or("");
+    for name in tidegate::queue::keys::RESERVED {
+        assert!(described.contains(name), "{name} is not in {described:?}");
+    }
+}

@@ -22,7 +22,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::control::budget::{self, Status};
-use crate::queue::keys::BudgetKeys;
+use crate::queue::keys::{self, BudgetKeys};
 use crate::queue::{Counts, JobState, JobView, Moved, Queue, Removal};
 use crate::runs::{RunRecord, Runs};
 use crate::schedule::Planner;
@@ -215,10 +215,16 @@ fn known_queue(state: &AdminState, name: &str) -> Result<(), ApiError> {
 }
 
 /// Job ids are BullMQ's: numbers, or a producer's own id; a ':' would reach into other keys.
+/// The names of the queue's own keys (`meta`, `wait`, `id`, ...) are well-formed but never a
+/// job's: no such job, answered before anything reads or deletes that key.
 fn job_id(id: &str) -> Result<&str, ApiError> {
     if id.is_empty() || id.chars().count() > 256 || id.contains(':') {
         Err(bad_request(format!(
             "{id:?} is not a job id (1-256 characters, no ':')"
+        )))
+    } else if keys::is_reserved(id) {
+        Err(not_found(format!(
+            "no job {id:?}: that is the name of one of the queue's own keys, never a job's"
         )))
     } else {
         Ok(id)
@@ -318,7 +324,10 @@ const MAX_PAGE_SIZE: usize = 500;
 #[into_params(parameter_in = Path)]
 #[allow(dead_code)]
 struct JobId {
-    /// BullMQ's job id: 1-256 characters, no ':'.
+    /// BullMQ's job id: 1-256 characters, no ':'. The names of the queue's own keys (wait,
+    /// paused, active, prioritized, pc, delayed, completed, failed, id, meta, events, marker,
+    /// stalled, stalled-check, waiting-children, repeat, limiter, de, metrics) are never a job's
+    /// (404).
     #[param(pattern = "^[^:]+$", min_length = 1, max_length = 256)]
     id: String,
 }
