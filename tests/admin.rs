@@ -924,3 +924,82 @@ async fn the_queues_own_key_names_are_never_job_ids() {
         assert!(described.contains(name), "{name} is not in {described:?}");
     }
 }
+
+/// An oversized body gets 413 with the API's JSON error over a real socket, declared or
+/// chunked, and nothing runs: the server used to answer and close with the body unread, and
+/// the client, still sending, got a connection reset instead of the answer.
+#[tokio::test]
+async fn an_oversized_body_is_answered_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let admin = start().await;
+    let twenty_mb = {
+        let mut body = br#"{"date": "2026-11-24", "pad": ""#.to_vec();
+        body.resize(20 * 1024 * 1024, b'x');
+        body.extend_from_slice(br#""}"#);
+        body
+    };
+    // Declared: reqwest sends Content-Length and the whole body before reading the answer.
+    let answer = admin
+        .http
+        .post(format!("{}/api/runs", admin.base))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(twenty_mb.clone())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("the API answers instead of resetting: {e:?}"));
+    assert_eq!(answer.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let reply: Value = answer.json().await.expect("a JSON error");
+    assert!(
+        reply["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("64 KiB")),
+        "{reply}"
+    );
+
+    // Chunked: no length to refuse up front; the limit is found while reading.
+    let addr = admin.base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST /api/runs HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    socket
+        .write_all(head.as_bytes())
+        .await
+        .expect("send the head");
+    for chunk in twenty_mb.chunks(64 * 1024) {
+        let mut frame = format!("{:x}\r\n", chunk.len()).into_bytes();
+        frame.extend_from_slice(chunk);
+        frame.extend_from_slice(b"\r\n");
+        socket
+            .write_all(&frame)
+            .await
+            .expect("the server reads the body instead of resetting");
+    }
+    socket.write_all(b"0\r\n\r\n").await.expect("end the body");
+    let mut answer = Vec::new();
+    socket
+        .read_to_end(&mut answer)
+        .await
+        .expect("read the answer");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.contains("application/json") && answer.contains("64 KiB"),
+        "{answer}"
+    );
+
+    let runs = admin
+        .runs
+        .latest(Some("2026-11-24"), 10)
+        .await
+        .expect("runs");
+    assert!(runs.is_empty(), "nothing was planned: {runs:?}");
+    // A body the API takes still gets through the limit whole.
+    let (status, run) = admin
+        .ok("POST", "/api/runs", Some(json!({"date": "2026-11-24"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+}

@@ -6,6 +6,9 @@
 //! page and the document hold no data, so they are served to anyone who can reach the port.
 //! Every change made through it is logged at info, as an audit trail.
 
+use std::time::Duration;
+
+use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::{StatusCode, header};
@@ -14,6 +17,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::NaiveDate;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -95,6 +99,79 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/", get(page))
         .with_state(state)
+        // Outermost, so that an oversized body gets its 413 whatever the route or the token.
+        .layer(middleware::from_fn(limit_body))
+}
+
+/// The largest request body the API takes. Its only body (`POST /api/runs`) is a few dozen
+/// bytes.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// How much of an oversized body is read and dropped before the 413 is sent, and for how long.
+/// Before, axum's own limit (2 MB) was hit inside the `Json` extractor, whose rejection this
+/// API answered as a 400, and the server then closed the connection with the rest of the body
+/// unread. A TCP close with unread data sends RST: a client still sending (a chunked upload;
+/// curl once `100 Continue` had asked for the body) got a reset instead of the answer. Past
+/// these bounds the connection is closed anyway, so that draining cannot become a way to keep
+/// the server busy.
+const DRAIN_MAX: u64 = 64 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+/// Reads the body up to [`MAX_BODY`] before the route runs; a longer one is `413` with the
+/// API's JSON error, declared (`Content-Length`) or found while reading (chunked).
+async fn limit_body(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let mut stream = body.into_data_stream();
+    let mut read = 0u64;
+    if declared.is_none_or(|n| n <= MAX_BODY as u64) {
+        let mut kept = Vec::new();
+        loop {
+            match stream.next().await {
+                None => {
+                    let request = Request::from_parts(parts, Body::from(kept));
+                    return next.run(request).await;
+                }
+                Some(Ok(chunk)) => {
+                    read += chunk.len() as u64;
+                    if read > MAX_BODY as u64 {
+                        break;
+                    }
+                    kept.extend_from_slice(&chunk);
+                }
+                Some(Err(e)) => return bad_request(format!("body: {e}")).into_response(),
+            }
+        }
+    }
+    // A client waiting for `100 Continue` has sent nothing yet: it reads the 413 and sends
+    // nothing, and reading would be what asks it to send.
+    let waits = parts
+        .headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !waits && declared.is_none_or(|n| n <= DRAIN_MAX) {
+        let drained = async {
+            while read <= DRAIN_MAX {
+                match stream.next().await {
+                    Some(Ok(chunk)) => read += chunk.len() as u64,
+                    _ => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIME, drained).await;
+    }
+    ApiError(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "the request body is larger than the API takes ({} KiB)",
+            MAX_BODY / 1024
+        ),
+    )
+    .into_response()
 }
 
 /// The page is one file with its script and style inline: nothing to build or fetch. The
@@ -697,12 +774,13 @@ struct StartRun {
 }
 
 /// Starts a run for a day: plans its jobs now (idempotent writes, so a day can be re-run),
-/// optionally purging the day's results first.
+/// optionally purging the day's results first. A body over 64 KiB is 413.
 #[utoipa::path(post, path = "/api/runs", request_body = StartRun,
     responses((status = 201, body = RunView, links(
         ("run" = (operation_id = "run", parameters(("id" = "$response.body#/id")))))),
     (status = 400, body = ErrorBody),
-    (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
+    (status = 503, body = ErrorBody)))]
 async fn start_run(
     State(state): State<AdminState>,
     ApiJson(body): ApiJson<StartRun>,
