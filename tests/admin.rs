@@ -1003,3 +1003,46 @@ async fn an_oversized_body_is_answered_413() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{run}");
 }
+
+/// Days that cannot be a run's are refused (400) with the accepted range: before 2000-01-01
+/// (a run of 1900-01-01 was planned and "succeeded" empty), and from today on in the
+/// planner's timezone, as a day still going has no complete data. Nothing is recorded.
+#[tokio::test]
+async fn runs_of_days_that_cannot_be_real_are_refused() {
+    let admin = start().await;
+    let today = chrono::Utc::now().with_timezone(&TZ).date_naive();
+    let yesterday = today.pred_opt().expect("a day before");
+    let tomorrow = today.succ_opt().expect("a day after");
+    let accepted = format!("accepted from 2000-01-01 to {yesterday}");
+    for date in [
+        "1900-01-01".to_owned(),
+        "1999-12-31".to_owned(),
+        today.to_string(),
+        tomorrow.to_string(),
+        "9999-12-31".to_owned(),
+    ] {
+        let (status, reply) = admin
+            .ok(
+                "POST",
+                "/api/runs",
+                Some(json!({"date": date, "purge": true})),
+            )
+            .await;
+        // The day may turn in Seoul between the two readings of the clock.
+        if chrono::Utc::now().with_timezone(&TZ).date_naive() != today {
+            return;
+        }
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{date}: {reply}");
+        let error = reply["error"].as_str().unwrap_or("");
+        assert!(
+            error.contains(&accepted) && error.contains("Asia/Seoul"),
+            "{date}: {error}"
+        );
+        let runs = admin.runs.latest(Some(&date), 10).await.expect("runs");
+        assert!(runs.is_empty(), "{date}: nothing recorded: {runs:?}");
+    }
+    let (status, run) = admin
+        .ok("POST", "/api/runs", Some(json!({"date": "2000-01-01"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "the first day accepted: {run}");
+}

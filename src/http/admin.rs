@@ -29,7 +29,7 @@ use crate::control::budget::{self, Status};
 use crate::queue::keys::{self, BudgetKeys};
 use crate::queue::{Counts, JobState, JobView, Moved, Queue, Removal};
 use crate::runs::{RunRecord, Runs};
-use crate::schedule::Planner;
+use crate::schedule::{PlanError, Planner};
 
 /// What the admin handlers share.
 #[derive(Clone)]
@@ -765,7 +765,8 @@ async fn run(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StartRun {
-    /// The day to (re-)collect.
+    /// The day to (re-)collect: from 2000-01-01 to the last day that has ended in
+    /// TIDEGATE_TIMEZONE (yesterday there); other days are refused (400).
     #[schema(format = Date)]
     date: String,
     /// Delete the day's results first.
@@ -774,7 +775,8 @@ struct StartRun {
 }
 
 /// Starts a run for a day: plans its jobs now (idempotent writes, so a day can be re-run),
-/// optionally purging the day's results first. A body over 64 KiB is 413.
+/// optionally purging the day's results first. The day must be from 2000-01-01 to the last
+/// day that has ended in TIDEGATE_TIMEZONE (400 otherwise); a body over 64 KiB is 413.
 #[utoipa::path(post, path = "/api/runs", request_body = StartRun,
     responses((status = 201, body = RunView, links(
         ("run" = (operation_id = "run", parameters(("id" = "$response.body#/id")))))),
@@ -786,11 +788,11 @@ async fn start_run(
     ApiJson(body): ApiJson<StartRun>,
 ) -> Result<(StatusCode, Json<RunView>), ApiError> {
     let date = parse_date(&body.date)?;
-    let run = state
-        .planner
-        .plan(date, "admin", body.purge)
-        .await
-        .map_err(|e| unavailable("planning the run", e))?;
+    let run = match state.planner.plan(date, "admin", body.purge).await {
+        Ok(run) => run,
+        Err(PlanError::Date(e)) => return Err(bad_request(e.to_string())),
+        Err(e) => return Err(unavailable("planning the run", e)),
+    };
     tracing::info!(run = %run.id, %date, purge = body.purge, "back-office: run started");
     Ok((StatusCode::CREATED, Json(run.into())))
 }
