@@ -186,6 +186,7 @@ impl App {
             store: self.store.clone(),
             metrics,
             ready_timeout: self.settings.ready_timeout,
+            dependencies: http::Dependencies::default(),
         };
         let server_stop = stop.clone();
         let admin = match &self.settings.admin_token {

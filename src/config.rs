@@ -107,7 +107,7 @@ pub const READY_TIMEOUT: Var = var(
     "TIDEGATE_READY_TIMEOUT",
     "2s",
     "a duration such as `500ms`, `2s`",
-    "time limit of each dependency check behind /readyz",
+    "time limit of each dependency check: /readyz's, and those every 5 s in the background whose last result /metrics reports",
 );
 pub const START_TIMEOUT: Var = var(
     "TIDEGATE_START_TIMEOUT",

@@ -40,7 +40,8 @@ enum Command {
     SeedData {
         #[arg(long, default_value_t = 50_000)]
         users: u64,
-        /// The day, in TIDEGATE_TIMEZONE (default: yesterday there).
+        /// The day, in TIDEGATE_TIMEZONE (default: yesterday there): from 2000-01-01 to the
+        /// last day that has ended there.
         #[arg(long)]
         date: Option<NaiveDate>,
         /// Random seed: the same seed writes the same events.
@@ -51,11 +52,14 @@ enum Command {
     Demo {
         #[arg(long, default_value_t = 50_000)]
         users: u64,
+        /// The day (default: yesterday in TIDEGATE_TIMEZONE): from 2000-01-01 to the last day
+        /// that has ended there.
         #[arg(long)]
         date: Option<NaiveDate>,
     },
     /// Plan a day again as a new run and process it in this process until it ends.
     Rerun {
+        /// The day: from 2000-01-01 to the last day that has ended in TIDEGATE_TIMEZONE.
         #[arg(long)]
         date: NaiveDate,
         /// Delete the day's results first, as when data was collected wrongly.
@@ -65,6 +69,8 @@ enum Command {
     /// The seed's original script, for benchmarks only: every user at once, one read and one
     /// write each, no pacing.
     Naive {
+        /// The day (default: yesterday in TIDEGATE_TIMEZONE): from 2000-01-01 to the last day
+        /// that has ended there.
         #[arg(long)]
         date: Option<NaiveDate>,
     },
@@ -118,6 +124,14 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    // A day that cannot be a run's stops the command before it connects to anything.
+    let refused = given_date(&cli.command)
+        .map(|date| tidegate::schedule::check_run_date(date, settings.timezone, chrono::Utc::now()))
+        .and_then(Result::err);
+    if let Some(e) = refused {
+        eprintln!("tidegate: --date {e}");
+        return ExitCode::from(2);
+    }
     tidegate::telemetry::init_tracing(&settings.log_filter, settings.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -133,6 +147,17 @@ fn main() -> ExitCode {
             eprintln!("tidegate: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The day a command was given with `--date`, if any.
+fn given_date(command: &Command) -> Option<NaiveDate> {
+    match command {
+        Command::SeedData { date, .. } | Command::Demo { date, .. } | Command::Naive { date } => {
+            *date
+        }
+        Command::Rerun { date, .. } => Some(*date),
+        Command::Run | Command::Config { .. } | Command::Metrics | Command::Simulate { .. } => None,
     }
 }
 

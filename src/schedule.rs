@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate};
+use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use futures::TryStreamExt;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +29,8 @@ const PLAN_CHUNK: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
+    #[error("{0}")]
+    Date(#[from] DateOutOfRange),
     #[error("mongodb: {0}")]
     Mongo(#[from] mongodb::error::Error),
     #[error("redis: {0}")]
@@ -72,15 +74,54 @@ pub fn day_for(fired: DateTime<Tz>) -> NaiveDate {
     today.pred_opt().unwrap_or(today)
 }
 
+/// A day that cannot be a run's, with the days that can.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{date} cannot be a run's day: accepted from {first} to {last} (the last day that has ended in {tz}; a day still going has no complete data)"
+)]
+pub struct DateOutOfRange {
+    pub date: NaiveDate,
+    pub first: NaiveDate,
+    pub last: NaiveDate,
+    pub tz: Tz,
+}
+
+/// The first day a run may be of. No data of this product is older: an earlier date is a slip
+/// (a run of 1900-01-01 was planned and "succeeded" empty).
+pub fn first_run_day() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or(NaiveDate::MIN)
+}
+
+/// Whether `date` can be a run's day at `now`: from [`first_run_day`] to the last day that has
+/// ended in `tz`, yesterday there. Today is refused like the days after it: a day still going
+/// has no complete data, so its run would "succeed" on part of the day and leave scores that
+/// only a later re-run could correct (the schedule plans the day that just ended for the same
+/// reason).
+pub fn check_run_date(date: NaiveDate, tz: Tz, now: DateTime<Utc>) -> Result<(), DateOutOfRange> {
+    let (first, last) = (first_run_day(), day_for(now.with_timezone(&tz)));
+    if (first..=last).contains(&date) {
+        Ok(())
+    } else {
+        Err(DateOutOfRange {
+            date,
+            first,
+            last,
+            tz,
+        })
+    }
+}
+
 impl Planner {
     /// Plans `date` as a new run. `purge` also deletes the day's results that the new run has
-    /// not written, once it is planned: a re-run that fails to start deletes nothing.
+    /// not written, once it is planned: a re-run that fails to start deletes nothing. A day
+    /// that cannot be a run's ([`check_run_date`]) is refused before anything is written.
     pub async fn plan(
         &self,
         date: NaiveDate,
         trigger: &str,
         purge: bool,
     ) -> Result<RunRecord, PlanError> {
+        check_run_date(date, self.tz, Utc::now())?;
         let run = self.runs.start("score", &date.to_string(), trigger).await?;
         metrics::counter!(names::RUNS_PLANNED, "trigger" => trigger.to_owned()).increment(1);
         let opts = JobOptions {
@@ -203,6 +244,41 @@ mod tests {
             .single()
             .expect("time");
         assert_eq!(day_for(fired).to_string(), "2026-11-24");
+    }
+
+    #[test]
+    fn a_run_is_of_a_day_from_2000_to_the_last_that_has_ended_where_it_is_planned() {
+        // 13:30 on 2026-12-01 in Seoul; still 2026-11-30 in New York.
+        let now = chrono::Utc
+            .with_ymd_and_hms(2026, 12, 1, 4, 30, 0)
+            .single()
+            .expect("time");
+        let seoul = chrono_tz::Asia::Seoul;
+        let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).expect("date");
+        for ok in [day(2000, 1, 1), day(2026, 11, 24), day(2026, 11, 30)] {
+            assert_eq!(check_run_date(ok, seoul, now), Ok(()), "{ok}");
+        }
+        for refused in [
+            day(1900, 1, 1),
+            day(1999, 12, 31),
+            day(2026, 12, 1),
+            day(2026, 12, 2),
+            day(9999, 12, 31),
+        ] {
+            let e = check_run_date(refused, seoul, now).expect_err("refused");
+            assert_eq!((e.first, e.last), (day(2000, 1, 1), day(2026, 11, 30)));
+            let message = e.to_string();
+            assert!(
+                message.contains("from 2000-01-01 to 2026-11-30") && message.contains("Asia/Seoul"),
+                "{message}"
+            );
+        }
+        let new_york = chrono_tz::America::New_York;
+        assert!(check_run_date(day(2026, 11, 29), new_york, now).is_ok());
+        assert!(
+            check_run_date(day(2026, 11, 30), new_york, now).is_err(),
+            "still going in New York"
+        );
     }
 
     #[test]

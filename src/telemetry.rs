@@ -15,6 +15,7 @@ use crate::config::LogFormat;
 pub mod names {
     pub const BUILD_INFO: &str = "tidegate_build_info";
     pub const DEPENDENCY_UP: &str = "tidegate_dependency_up";
+    pub const DEPENDENCY_CHECK_AGE: &str = "tidegate_dependency_check_age_seconds";
     pub const JOBS_ADDED: &str = "tidegate_jobs_added_total";
     pub const JOBS_COMPLETED: &str = "tidegate_jobs_completed_total";
     pub const JOBS_FAILED: &str = "tidegate_jobs_failed_total";
@@ -175,7 +176,14 @@ pub const CATALOGUE: &[Metric] = &[
         Gauge,
         None,
         &["dependency"],
-        "1 when the last readiness check reached the dependency (redis, mongodb), else 0",
+        "1 when the last check reached the dependency (redis, mongodb) within TIDEGATE_READY_TIMEOUT, else 0; checked every 5 s in the background and by /readyz, never during a scrape",
+    ),
+    metric(
+        names::DEPENDENCY_CHECK_AGE,
+        Gauge,
+        Some(Unit::Seconds),
+        &["dependency"],
+        "How long ago the check behind tidegate_dependency_up ended: above 5 s plus TIDEGATE_READY_TIMEOUT, the checks themselves are stuck",
     ),
     metric(
         names::JOBS_ADDED,

@@ -782,3 +782,267 @@ async fn a_run_whose_retried_job_finished_before_it_was_reopened_still_ends() {
         (Some("succeeded"), 10, 0)
     );
 }
+
+/// Every key under the queue's base, with its value (`DUMP`), to tell whether any was touched.
+async fn queue_keys(queue: &Queue) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut conn = queue.connection();
+    let pattern = format!("{}*", queue.keys().base());
+    let mut cursor = 0u64;
+    let mut found = std::collections::BTreeMap::new();
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .expect("SCAN");
+        for key in keys {
+            let value: Option<Vec<u8>> = redis::cmd("DUMP")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .expect("DUMP");
+            found.insert(key, value.unwrap_or_default());
+        }
+        if next == 0 {
+            return found;
+        }
+        cursor = next;
+    }
+}
+
+/// The names of the queue's own keys are never job ids: every route that takes a job id
+/// answers 404 for them without touching the key (`DELETE …/jobs/meta` deleted the meta hash,
+/// so a paused queue reported unpaused with its jobs stranded in `paused`; `GET …/jobs/meta`
+/// showed a fake job; `…/jobs/id` and `…/jobs/wait` were 503, WRONGTYPE), and no job can be
+/// added under one.
+#[tokio::test]
+async fn the_queues_own_key_names_are_never_job_ids() {
+    let admin = start().await;
+    let q = admin.queue.name().to_owned();
+    // Jobs in most states, so that most of the queue's keys exist: failed, delayed,
+    // prioritized (with its counter), and waiting jobs moved to paused by a pause.
+    let jobs: Vec<NewJob> = (0..3)
+        .map(|i| NewJob::new("n", json!({ "i": i })))
+        .collect();
+    admin.queue.add_bulk(&jobs).await.expect("add");
+    work(&admin, |job| fail(&job.id)).await;
+    let later = JobOptions {
+        delay: 3_600_000,
+        ..JobOptions::default()
+    };
+    let urgent = JobOptions {
+        priority: 1,
+        ..JobOptions::default()
+    };
+    admin
+        .queue
+        .add_bulk(&[
+            NewJob::new("n", json!({})).with_opts(later),
+            NewJob::new("n", json!({})).with_opts(urgent),
+            NewJob::new("n", json!({})),
+            NewJob::new("n", json!({})),
+        ])
+        .await
+        .expect("add");
+    let (status, _) = admin
+        .ok("POST", &format!("/api/queues/{q}/pause"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let before = queue_keys(&admin.queue).await;
+    for key in [
+        "meta",
+        "id",
+        "failed",
+        "delayed",
+        "prioritized",
+        "pc",
+        "paused",
+    ] {
+        assert!(
+            before.contains_key(&format!("{}{key}", admin.queue.keys().base())),
+            "the test makes {key} exist: {:?}",
+            before.keys()
+        );
+    }
+
+    for name in tidegate::queue::keys::RESERVED {
+        let job = format!("/api/queues/{q}/jobs/{name}");
+        for (method, path) in [
+            ("GET", job.clone()),
+            ("DELETE", job.clone()),
+            ("POST", format!("{job}/retry")),
+            ("POST", format!("{job}/promote")),
+        ] {
+            let (status, reply) = admin.ok(method, &path, None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {reply}");
+            assert!(
+                reply["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("queue's own keys")),
+                "{method} {path}: {reply}"
+            );
+        }
+    }
+    // Nor can a producer add a job under one of these names.
+    for name in tidegate::queue::keys::RESERVED {
+        let named = NewJob::new("n", json!({})).with_opts(JobOptions {
+            job_id: Some((*name).to_owned()),
+            ..JobOptions::default()
+        });
+        let refused = admin.queue.add(named).await;
+        assert!(
+            matches!(refused, Err(tidegate::queue::QueueError::InvalidJob { .. })),
+            "{name}: {refused:?}"
+        );
+    }
+    assert_eq!(
+        queue_keys(&admin.queue).await,
+        before,
+        "no key of the queue was touched"
+    );
+    assert!(admin.queue.is_paused().await.expect("paused?"));
+    let counts = admin.queue.counts().await.expect("counts");
+    assert_eq!(
+        (counts.paused, counts.failed, counts.delayed),
+        (2, 3, 1),
+        "{counts:?}"
+    );
+
+    // The document names them, so a client knows before it asks.
+    let doc = serde_json::to_value(tidegate::http::admin::openapi()).expect("document");
+    let params = &doc["paths"]["/api/queues/{name}/jobs/{id}"]["get"]["parameters"];
+    let id = params
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "id"))
+        .expect("the id parameter");
+    let described = id["description"].as_str().unwrap_or("");
+    for name in tidegate::queue::keys::RESERVED {
+        assert!(described.contains(name), "{name} is not in {described:?}");
+    }
+}
+
+/// An oversized body gets 413 with the API's JSON error over a real socket, declared or
+/// chunked, and nothing runs: the server used to answer and close with the body unread, and
+/// the client, still sending, got a connection reset instead of the answer.
+#[tokio::test]
+async fn an_oversized_body_is_answered_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let admin = start().await;
+    let twenty_mb = {
+        let mut body = br#"{"date": "2026-11-24", "pad": ""#.to_vec();
+        body.resize(20 * 1024 * 1024, b'x');
+        body.extend_from_slice(br#""}"#);
+        body
+    };
+    // Declared: reqwest sends Content-Length and the whole body before reading the answer.
+    let answer = admin
+        .http
+        .post(format!("{}/api/runs", admin.base))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(twenty_mb.clone())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("the API answers instead of resetting: {e:?}"));
+    assert_eq!(answer.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let reply: Value = answer.json().await.expect("a JSON error");
+    assert!(
+        reply["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("64 KiB")),
+        "{reply}"
+    );
+
+    // Chunked: no length to refuse up front; the limit is found while reading.
+    let addr = admin.base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST /api/runs HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    socket
+        .write_all(head.as_bytes())
+        .await
+        .expect("send the head");
+    for chunk in twenty_mb.chunks(64 * 1024) {
+        let mut frame = format!("{:x}\r\n", chunk.len()).into_bytes();
+        frame.extend_from_slice(chunk);
+        frame.extend_from_slice(b"\r\n");
+        socket
+            .write_all(&frame)
+            .await
+            .expect("the server reads the body instead of resetting");
+    }
+    socket.write_all(b"0\r\n\r\n").await.expect("end the body");
+    let mut answer = Vec::new();
+    socket
+        .read_to_end(&mut answer)
+        .await
+        .expect("read the answer");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.contains("application/json") && answer.contains("64 KiB"),
+        "{answer}"
+    );
+
+    let runs = admin
+        .runs
+        .latest(Some("2026-11-24"), 10)
+        .await
+        .expect("runs");
+    assert!(runs.is_empty(), "nothing was planned: {runs:?}");
+    // A body the API takes still gets through the limit whole.
+    let (status, run) = admin
+        .ok("POST", "/api/runs", Some(json!({"date": "2026-11-24"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+}
+
+/// Days that cannot be a run's are refused (400) with the accepted range: before 2000-01-01
+/// (a run of 1900-01-01 was planned and "succeeded" empty), and from today on in the
+/// planner's timezone, as a day still going has no complete data. Nothing is recorded.
+#[tokio::test]
+async fn runs_of_days_that_cannot_be_real_are_refused() {
+    let admin = start().await;
+    let today = chrono::Utc::now().with_timezone(&TZ).date_naive();
+    let yesterday = today.pred_opt().expect("a day before");
+    let tomorrow = today.succ_opt().expect("a day after");
+    let accepted = format!("accepted from 2000-01-01 to {yesterday}");
+    for date in [
+        "1900-01-01".to_owned(),
+        "1999-12-31".to_owned(),
+        today.to_string(),
+        tomorrow.to_string(),
+        "9999-12-31".to_owned(),
+    ] {
+        let (status, reply) = admin
+            .ok(
+                "POST",
+                "/api/runs",
+                Some(json!({"date": date, "purge": true})),
+            )
+            .await;
+        // The day may turn in Seoul between the two readings of the clock.
+        if chrono::Utc::now().with_timezone(&TZ).date_naive() != today {
+            return;
+        }
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{date}: {reply}");
+        let error = reply["error"].as_str().unwrap_or("");
+        assert!(
+            error.contains(&accepted) && error.contains("Asia/Seoul"),
+            "{date}: {error}"
+        );
+        let runs = admin.runs.latest(Some(&date), 10).await.expect("runs");
+        assert!(runs.is_empty(), "{date}: nothing recorded: {runs:?}");
+    }
+    let (status, run) = admin
+        .ok("POST", "/api/runs", Some(json!({"date": "2000-01-01"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "the first day accepted: {run}");
+}

@@ -153,3 +153,45 @@ fn simulate_needs_no_services_or_settings_and_writes_its_files() {
     assert!(svg.contains("simulat"));
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
+
+/// A date that cannot be a run's day stops every command that takes one (exit 2), naming the
+/// accepted range, before it connects to anything: a run of 1900-01-01 was planned and
+/// "succeeded" empty. Today is refused too: a day still going has no complete data.
+#[test]
+fn dates_that_cannot_be_runs_are_refused_with_the_accepted_range() {
+    let today = || chrono::Utc::now().date_naive();
+    let before = today();
+    let yesterday = before.pred_opt().expect("a day before");
+    let dates = [
+        "1900-01-01".to_owned(),
+        "1999-12-31".to_owned(),
+        before.to_string(),
+        before.succ_opt().expect("a day after").to_string(),
+    ];
+    for command in ["rerun", "naive", "seed-data", "demo"] {
+        for date in &dates {
+            let out = tidegate()
+                .args([command, "--date", date])
+                .env("TIDEGATE_TIMEZONE", "UTC")
+                // Were the date taken, the command would wait for this Redis, then exit 1.
+                .env("REDIS_URL", "redis://127.0.0.1:1")
+                .env("TIDEGATE_START_TIMEOUT", "1s")
+                .output()
+                .expect("run tidegate");
+            if today() != before {
+                return; // the day turned meanwhile: yesterday moved
+            }
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{command} --date {date}: {stderr}"
+            );
+            assert!(
+                stderr.contains(&format!("accepted from 2000-01-01 to {yesterday}"))
+                    && stderr.contains(date.as_str()),
+                "{command} --date {date}: {stderr}"
+            );
+        }
+    }
+}

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use mongodb::bson::{Document, doc};
-use tidegate::http::{AppState, serve};
+use tidegate::http::{AppState, Dependencies, serve};
 use tidegate::store::{Store, StoreOptions};
 use tokio::net::TcpListener;
 
@@ -65,6 +65,7 @@ async fn spawn_server(store: Store) -> (String, tokio::sync::oneshot::Sender<()>
         store,
         metrics: tidegate::telemetry::metrics(),
         ready_timeout: Duration::from_secs(2),
+        dependencies: Dependencies::default(),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local addr");
@@ -143,4 +144,53 @@ async fn readyz_names_the_dependency_that_is_down() {
     assert_eq!(body["checks"]["redis"]["ok"], true);
     assert_eq!(body["checks"]["mongodb"]["ok"], false);
     assert!(body["checks"]["mongodb"]["error"].is_string(), "{body}");
+}
+
+/// /metrics answers at once from the last known dependency state, even while the database is a
+/// black hole (it accepts connections and never answers): before, it checked the dependencies
+/// first and took the whole check's time limit per scrape, so a scrape timed out exactly
+/// during an outage and Prometheus lost every series.
+#[tokio::test]
+async fn metrics_answer_at_once_while_the_database_is_a_black_hole() {
+    // A listener that never accepts: the kernel completes the connections, nothing answers.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = hole.local_addr().expect("addr");
+    let store = Store::connect(
+        &format!("mongodb://{addr}/?directConnection=true"),
+        &common::unique("tidegate_black_hole"),
+        StoreOptions::default(),
+    )
+    .await
+    .expect("parse");
+    let (base, _stop) = spawn_server(store).await;
+    let http = reqwest::Client::new();
+    let url = format!("{base}/metrics");
+    let down = "tidegate_dependency_up{dependency=\"mongodb\"} 0";
+    let (http, url) = (&http, &url);
+    let text = common::eventually(
+        "/metrics to report the database down",
+        Duration::from_secs(15),
+        || async move {
+            let asked = std::time::Instant::now();
+            let answer = http
+                .get(url)
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .expect("/metrics answers");
+            let text = answer.text().await.expect("text");
+            let took = asked.elapsed();
+            assert!(
+                took < Duration::from_secs(1),
+                "/metrics took {took:?} with the database silent"
+            );
+            text.contains(down).then_some(text)
+        },
+    )
+    .await;
+    assert!(
+        text.contains("tidegate_dependency_check_age_seconds{dependency=\"mongodb\"}"),
+        "{text}"
+    );
+    drop(hole);
 }

@@ -6,6 +6,9 @@
 //! page and the document hold no data, so they are served to anyone who can reach the port.
 //! Every change made through it is logged at info, as an audit trail.
 
+use std::time::Duration;
+
+use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::{StatusCode, header};
@@ -14,6 +17,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::NaiveDate;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -22,10 +26,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::control::budget::{self, Status};
-use crate::queue::keys::BudgetKeys;
+use crate::queue::keys::{self, BudgetKeys};
 use crate::queue::{Counts, JobState, JobView, Moved, Queue, Removal};
 use crate::runs::{RunRecord, Runs};
-use crate::schedule::Planner;
+use crate::schedule::{PlanError, Planner};
 
 /// What the admin handlers share.
 #[derive(Clone)]
@@ -95,6 +99,79 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/", get(page))
         .with_state(state)
+        // Outermost, so that an oversized body gets its 413 whatever the route or the token.
+        .layer(middleware::from_fn(limit_body))
+}
+
+/// The largest request body the API takes. Its only body (`POST /api/runs`) is a few dozen
+/// bytes.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// How much of an oversized body is read and dropped before the 413 is sent, and for how long.
+/// Before, axum's own limit (2 MB) was hit inside the `Json` extractor, whose rejection this
+/// API answered as a 400, and the server then closed the connection with the rest of the body
+/// unread. A TCP close with unread data sends RST: a client still sending (a chunked upload;
+/// curl once `100 Continue` had asked for the body) got a reset instead of the answer. Past
+/// these bounds the connection is closed anyway, so that draining cannot become a way to keep
+/// the server busy.
+const DRAIN_MAX: u64 = 64 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+/// Reads the body up to [`MAX_BODY`] before the route runs; a longer one is `413` with the
+/// API's JSON error, declared (`Content-Length`) or found while reading (chunked).
+async fn limit_body(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let mut stream = body.into_data_stream();
+    let mut read = 0u64;
+    if declared.is_none_or(|n| n <= MAX_BODY as u64) {
+        let mut kept = Vec::new();
+        loop {
+            match stream.next().await {
+                None => {
+                    let request = Request::from_parts(parts, Body::from(kept));
+                    return next.run(request).await;
+                }
+                Some(Ok(chunk)) => {
+                    read += chunk.len() as u64;
+                    if read > MAX_BODY as u64 {
+                        break;
+                    }
+                    kept.extend_from_slice(&chunk);
+                }
+                Some(Err(e)) => return bad_request(format!("body: {e}")).into_response(),
+            }
+        }
+    }
+    // A client waiting for `100 Continue` has sent nothing yet: it reads the 413 and sends
+    // nothing, and reading would be what asks it to send.
+    let waits = parts
+        .headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !waits && declared.is_none_or(|n| n <= DRAIN_MAX) {
+        let drained = async {
+            while read <= DRAIN_MAX {
+                match stream.next().await {
+                    Some(Ok(chunk)) => read += chunk.len() as u64,
+                    _ => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIME, drained).await;
+    }
+    ApiError(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "the request body is larger than the API takes ({} KiB)",
+            MAX_BODY / 1024
+        ),
+    )
+    .into_response()
 }
 
 /// The page is one file with its script and style inline: nothing to build or fetch. The
@@ -215,10 +292,16 @@ fn known_queue(state: &AdminState, name: &str) -> Result<(), ApiError> {
 }
 
 /// Job ids are BullMQ's: numbers, or a producer's own id; a ':' would reach into other keys.
+/// The names of the queue's own keys (`meta`, `wait`, `id`, ...) are well-formed but never a
+/// job's: no such job, answered before anything reads or deletes that key.
 fn job_id(id: &str) -> Result<&str, ApiError> {
     if id.is_empty() || id.chars().count() > 256 || id.contains(':') {
         Err(bad_request(format!(
             "{id:?} is not a job id (1-256 characters, no ':')"
+        )))
+    } else if keys::is_reserved(id) {
+        Err(not_found(format!(
+            "no job {id:?}: that is the name of one of the queue's own keys, never a job's"
         )))
     } else {
         Ok(id)
@@ -318,7 +401,10 @@ const MAX_PAGE_SIZE: usize = 500;
 #[into_params(parameter_in = Path)]
 #[allow(dead_code)]
 struct JobId {
-    /// BullMQ's job id: 1-256 characters, no ':'.
+    /// BullMQ's job id: 1-256 characters, no ':'. The names of the queue's own keys (wait,
+    /// paused, active, prioritized, pc, delayed, completed, failed, id, meta, events, marker,
+    /// stalled, stalled-check, waiting-children, repeat, limiter, de, metrics) are never a job's
+    /// (404).
     #[param(pattern = "^[^:]+$", min_length = 1, max_length = 256)]
     id: String,
 }
@@ -679,7 +765,8 @@ async fn run(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StartRun {
-    /// The day to (re-)collect.
+    /// The day to (re-)collect: from 2000-01-01 to the last day that has ended in
+    /// TIDEGATE_TIMEZONE (yesterday there); other days are refused (400).
     #[schema(format = Date)]
     date: String,
     /// Delete the day's results first.
@@ -688,22 +775,24 @@ struct StartRun {
 }
 
 /// Starts a run for a day: plans its jobs now (idempotent writes, so a day can be re-run),
-/// optionally purging the day's results first.
+/// optionally purging the day's results first. The day must be from 2000-01-01 to the last
+/// day that has ended in TIDEGATE_TIMEZONE (400 otherwise); a body over 64 KiB is 413.
 #[utoipa::path(post, path = "/api/runs", request_body = StartRun,
     responses((status = 201, body = RunView, links(
         ("run" = (operation_id = "run", parameters(("id" = "$response.body#/id")))))),
     (status = 400, body = ErrorBody),
-    (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
+    (status = 503, body = ErrorBody)))]
 async fn start_run(
     State(state): State<AdminState>,
     ApiJson(body): ApiJson<StartRun>,
 ) -> Result<(StatusCode, Json<RunView>), ApiError> {
     let date = parse_date(&body.date)?;
-    let run = state
-        .planner
-        .plan(date, "admin", body.purge)
-        .await
-        .map_err(|e| unavailable("planning the run", e))?;
+    let run = match state.planner.plan(date, "admin", body.purge).await {
+        Ok(run) => run,
+        Err(PlanError::Date(e)) => return Err(bad_request(e.to_string())),
+        Err(e) => return Err(unavailable("planning the run", e)),
+    };
     tracing::info!(run = %run.id, %date, purge = body.purge, "back-office: run started");
     Ok((StatusCode::CREATED, Json(run.into())))
 }

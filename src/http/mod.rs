@@ -1,10 +1,13 @@
 //! The HTTP surface: `/metrics` (Prometheus text), `/healthz` (the process is up) and `/readyz`
-//! (Redis and MongoDB answer, with a JSON body naming what does not).
+//! (Redis and MongoDB answer, with a JSON body naming what does not). While it serves, the
+//! dependencies are checked in the background every [`CHECK_EVERY`], so that `/metrics` answers
+//! at once from what the last checks found.
 
 pub mod admin;
 
 use std::future::Future;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -25,7 +28,62 @@ pub struct AppState {
     pub redis: ConnectionManager,
     pub store: Store,
     pub metrics: &'static PrometheusHandle,
+    /// The time limit of each dependency check (`TIDEGATE_READY_TIMEOUT`).
     pub ready_timeout: Duration,
+    /// What the dependency checks last found.
+    pub dependencies: Dependencies,
+}
+
+/// How often the dependencies are checked in the background: a few times per usual scrape
+/// interval (15 s), so that `tidegate_dependency_up` is at most this (plus a check's time
+/// limit) behind, and cheap (two round trips).
+pub const CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// The dependencies' last known state, written by each check (in the background and behind
+/// /readyz) and read by /metrics, so that a scrape never waits on a dependency. It used to
+/// check them first: with the database down it did not answer within 2 s, past Prometheus'
+/// scrape timeout, and every series was lost during the outage, when they matter most.
+#[derive(Clone, Default)]
+pub struct Dependencies(Arc<Mutex<Vec<Known>>>);
+
+/// One dependency's last check: whether it answered, and when the check ended.
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    dependency: &'static str,
+    up: bool,
+    at: Instant,
+}
+
+impl Dependencies {
+    fn record(&self, dependency: &'static str, up: bool) {
+        let known = Known {
+            dependency,
+            up,
+            at: Instant::now(),
+        };
+        // A panic elsewhere while holding the lock leaves plain data behind: still usable.
+        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match all.iter_mut().find(|k| k.dependency == dependency) {
+            Some(slot) => *slot = known,
+            None => all.push(known),
+        }
+    }
+
+    /// Sets the gauges from the last checks: up or down, and how long ago that was found. A
+    /// dependency not checked yet has no series.
+    fn publish(&self) {
+        let all = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for known in all {
+            let up = if known.up { 1.0 } else { 0.0 };
+            metrics::gauge!(names::DEPENDENCY_UP, "dependency" => known.dependency).set(up);
+            metrics::gauge!(names::DEPENDENCY_CHECK_AGE, "dependency" => known.dependency)
+                .set(known.at.elapsed().as_secs_f64());
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -37,20 +95,35 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and lets open requests finish.
+/// Meanwhile the dependencies are checked every [`CHECK_EVERY`] for /metrics.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    let checks = tokio::spawn(check_dependencies(state.clone(), CHECK_EVERY));
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    checks.abort();
+    served
 }
 
-/// Checks the dependencies first, so that `tidegate_dependency_up` is as fresh as the scrape
-/// (nothing else calls /readyz in most deployments).
+/// Checks the dependencies now and then every `every` (a check still running delays the next),
+/// each within `ready_timeout`, until aborted.
+pub async fn check_dependencies(state: AppState, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        readiness(&state).await;
+    }
+}
+
+/// Renders what is known now, without waiting on any dependency: their state is the last
+/// checks', with its age (`tidegate_dependency_check_age_seconds`).
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    readiness(&state).await;
+    state.dependencies.publish();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
@@ -89,9 +162,10 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) 
 async fn readiness(state: &AppState) -> Readiness {
     let mut redis = state.redis.clone();
     let limit = state.ready_timeout;
+    let known = &state.dependencies;
     let (redis, mongodb) = tokio::join!(
-        check("redis", limit, crate::queue::ping(&mut redis)),
-        check("mongodb", limit, state.store.ping()),
+        check("redis", limit, known, crate::queue::ping(&mut redis)),
+        check("mongodb", limit, known, state.store.ping()),
     );
     Readiness {
         ready: redis.ok && mongodb.ok,
@@ -99,9 +173,12 @@ async fn readiness(state: &AppState) -> Readiness {
     }
 }
 
+/// One dependency's check within `limit`, recorded in `known` as soon as it ends (the other's
+/// may still be waiting).
 async fn check<E: std::fmt::Display>(
     dependency: &'static str,
     limit: Duration,
+    known: &Dependencies,
     probe: impl Future<Output = Result<(), E>>,
 ) -> Check {
     let error = match tokio::time::timeout(limit, probe).await {
@@ -113,10 +190,9 @@ async fn check<E: std::fmt::Display>(
         )),
     };
     if let Some(error) = &error {
-        tracing::warn!(dependency, %error, "readiness check failed");
+        tracing::warn!(dependency, %error, "dependency check failed");
     }
-    let up = if error.is_none() { 1.0 } else { 0.0 };
-    metrics::gauge!(names::DEPENDENCY_UP, "dependency" => dependency).set(up);
+    known.record(dependency, error.is_none());
     Check {
         ok: error.is_none(),
         error,

@@ -197,13 +197,21 @@ impl Job {
     }
 }
 
-/// Why a caller-given job id cannot be used; BullMQ rejects the same ids.
+/// Why a caller-given job id cannot be used: BullMQ's rules (not empty, no ':', not an
+/// integer), and not the name of one of the queue's own keys, which the job's hash would then
+/// overwrite or be read from.
 pub fn check_custom_id(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("job id is empty".into());
     }
     if id.contains(':') {
         return Err(format!("job id {id:?} contains ':'"));
+    }
+    if super::keys::is_reserved(id) {
+        return Err(format!(
+            "job id {id:?} is the name of one of the queue's own keys ({})",
+            super::keys::RESERVED.join(", ")
+        ));
     }
     if id.parse::<u64>().is_ok() {
         return Err(format!(
@@ -273,6 +281,16 @@ mod tests {
         assert!(check_custom_id("a:b").is_err());
         assert!(check_custom_id("123").is_err());
         assert!(check_custom_id("").is_err());
+    }
+
+    #[test]
+    fn custom_ids_never_name_a_queue_key() {
+        for name in crate::queue::keys::RESERVED {
+            let refused = check_custom_id(name).expect_err(name);
+            assert!(refused.contains("queue's own keys"), "{refused}");
+        }
+        assert!(check_custom_id("meta-1").is_ok());
+        assert!(check_custom_id("waits").is_ok());
     }
 
     proptest! {

@@ -1,6 +1,46 @@
 //! Redis key names of one queue, in BullMQ v5's layout (`<prefix>:<queue>:<suffix>`). The only
 //! place key names are spelled.
 
+/// Every name BullMQ v5 gives a key of its own directly under a queue's base
+/// (`<prefix>:<queue>:<name>`), those tidegate's scripts use and those only BullMQ's producers
+/// and workers write (`waiting-children`, `repeat`, `limiter`, `de`, and `metrics`, which heads
+/// `metrics:completed` and `metrics:failed`). A job's hash is the base plus its id, so a job
+/// whose id is one of these would be that queue key: `GET …/jobs/meta` read the queue's meta
+/// hash as a job and `DELETE` deleted it, unpausing the queue while its jobs stayed in `paused`.
+pub const RESERVED: &[&str] = &[
+    "wait",
+    "paused",
+    "active",
+    "prioritized",
+    "pc",
+    "delayed",
+    "completed",
+    "failed",
+    "id",
+    "meta",
+    "events",
+    "marker",
+    "stalled",
+    "stalled-check",
+    "waiting-children",
+    "repeat",
+    "limiter",
+    "de",
+    "metrics",
+];
+
+/// Whether `id` names one of the queue's own keys (see [`RESERVED`]), so never a job.
+pub fn is_reserved(id: &str) -> bool {
+    RESERVED.contains(&id)
+}
+
+/// Whether `id` can be a job's: the job's hash key is the queue's base plus the id, so an empty
+/// id (the base itself), one with `:` (a job's own sub-keys, `<id>:lock` and `<id>:logs`, or
+/// further names) or a reserved name would name some other key.
+pub fn can_be_job_id(id: &str) -> bool {
+    !id.is_empty() && !id.contains(':') && !is_reserved(id)
+}
+
 /// The keys of one queue.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -138,6 +178,44 @@ mod tests {
         assert_eq!(keys.job("42"), "bull:scoreCollect:42");
         assert_eq!(keys.stalled_check(), "bull:scoreCollect:stalled-check");
         assert_eq!(Keys::new("{bull}", "q").meta(), "{bull}:q:meta");
+    }
+
+    #[test]
+    fn every_key_of_a_queue_is_reserved_and_no_job_id_can_name_one() {
+        let keys = Keys::new("bull", "q");
+        let spelled = [
+            keys.wait(),
+            keys.paused(),
+            keys.active(),
+            keys.prioritized(),
+            keys.priority_counter(),
+            keys.delayed(),
+            keys.completed(),
+            keys.failed(),
+            keys.id(),
+            keys.meta(),
+            keys.events(),
+            keys.marker(),
+            keys.stalled(),
+            keys.stalled_check(),
+        ];
+        for key in &spelled {
+            let name = key.strip_prefix(keys.base()).expect("under the base");
+            assert!(
+                is_reserved(name),
+                "{key} is a queue key but {name:?} is not reserved"
+            );
+            assert!(!can_be_job_id(name), "{name:?}");
+        }
+        for name in RESERVED {
+            assert!(!can_be_job_id(name), "{name:?}");
+        }
+        assert!(can_be_job_id("42") && can_be_job_id("score-2026-11-24-r1-u1"));
+        assert!(
+            can_be_job_id("Meta"),
+            "Redis keys are case-sensitive: not the meta key"
+        );
+        assert!(!can_be_job_id("") && !can_be_job_id("1:lock"));
     }
 
     #[test]

@@ -611,7 +611,10 @@ impl Queue {
             JobState::Completed | JobState::Failed => page.zcard(&key).zrevrange(&key, start, stop),
             JobState::Delayed | JobState::Prioritized => page.zcard(&key).zrange(&key, start, stop),
         };
-        let (total, ids): (u64, Vec<String>) = page.query_async(&mut conn).await?;
+        let (total, mut ids): (u64, Vec<String>) = page.query_async(&mut conn).await?;
+        // An id another client put in a state that names a queue key would list that key as
+        // a job.
+        ids.retain(|id| keys::can_be_job_id(id));
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.hgetall(k.job(id));
@@ -626,8 +629,12 @@ impl Queue {
         Ok((total, views))
     }
 
-    /// One job in full, or `None` when there is no such job.
+    /// One job in full, or `None` when there is no such job. An id that cannot be a job's
+    /// (see [`keys::can_be_job_id`]) is `None` without a word to Redis: its key is the queue's.
     pub async fn job(&self, id: &str) -> Result<Option<JobView>> {
+        if !keys::can_be_job_id(id) {
+            return Ok(None);
+        }
         let hash: HashMap<String, String> = redis::cmd("HGETALL")
             .arg(self.keys.job(id))
             .query_async(&mut self.conn.clone())
@@ -635,8 +642,11 @@ impl Queue {
         Ok((!hash.is_empty()).then(|| JobView::from_hash(id.to_owned(), hash)))
     }
 
-    /// Retries one failed job; `None` when `id` is not in failed.
+    /// Retries one failed job; `None` when `id` is not in failed (or cannot be a job's).
     pub async fn retry(&self, id: &str) -> Result<Option<Moved>> {
+        if !keys::can_be_job_id(id) {
+            return Ok(None);
+        }
         Ok(self.retry_script(0, Some(id)).await?.pop())
     }
 
@@ -695,8 +705,11 @@ impl Queue {
         call
     }
 
-    /// Moves a delayed job to wait now; false when it is not delayed.
+    /// Moves a delayed job to wait now; false when it is not delayed (or cannot be a job's).
     pub async fn promote(&self, id: &str) -> Result<bool> {
+        if !keys::can_be_job_id(id) {
+            return Ok(false);
+        }
         let promoted: i64 = self
             .requeue_call(&PROMOTE, self.keys.delayed())
             .arg(id)
@@ -705,8 +718,12 @@ impl Queue {
         Ok(promoted == 1)
     }
 
-    /// Removes a job and its data, unless a worker holds it.
+    /// Removes a job and its data, unless a worker holds it. An id that cannot be a job's is
+    /// missing, and its key (the queue's own) is left alone.
     pub async fn remove(&self, id: &str) -> Result<Removal> {
+        if !keys::can_be_job_id(id) {
+            return Ok(Removal::Missing);
+        }
         let k = &self.keys;
         let reply: Vec<String> = REMOVE
             .key(k.wait())
