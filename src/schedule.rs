@@ -112,8 +112,9 @@ pub fn check_run_date(date: NaiveDate, tz: Tz, now: DateTime<Utc>) -> Result<(),
 }
 
 impl Planner {
-    /// Plans `date` as a new run. `purge` also deletes the day's results that the new run has
-    /// not written, once it is planned: a re-run that fails to start deletes nothing. A day
+    /// Plans `date` as a new run. `purge` also deletes, once the run is planned, the day's
+    /// results of users it does not target (the others it rewrites): a re-run that fails to
+    /// start deletes nothing, and the purge never races the new run's own writes. A day
     /// that cannot be a run's ([`check_run_date`]) is refused before anything is written.
     pub async fn plan(
         &self,
@@ -132,9 +133,14 @@ impl Planner {
         let mut targets = Box::pin(score::targets(&self.store, date, self.tz, self.lease).await?);
         let (mut planned, mut skipped) = (0u64, 0u64);
         let mut chunk = Vec::with_capacity(PLAN_CHUNK);
+        // The day's users, kept only for a purge: their results the new run rewrites anyway.
+        let mut targeted = std::collections::HashSet::new();
         loop {
             let next = self.store.bounded(targets.try_next()).await?;
             if let Some(user) = &next {
+                if purge {
+                    targeted.insert(user.clone());
+                }
                 let data = ScoreJob {
                     user_id: user.clone(),
                     collect_date: date,
@@ -164,13 +170,13 @@ impl Planner {
         self.runs.planned(&run.id, planned, skipped).await?;
         tracing::info!(run = %run.id, %date, trigger, planned, skipped, "run planned");
         if purge {
-            let deleted = score::purge(&self.store, date, &run.id)
+            let deleted = score::purge(&self.store, date, &targeted)
                 .await
                 .map_err(|source| PlanError::Purge {
                     run: run.id.clone(),
                     source,
                 })?;
-            tracing::info!(run = %run.id, %date, deleted, "purged the day's results of earlier runs");
+            tracing::info!(run = %run.id, %date, deleted, "purged the day's results of users the new run does not rewrite");
         }
         Ok(self.runs.get(&run.id).await?.unwrap_or(run))
     }

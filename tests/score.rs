@@ -299,7 +299,9 @@ async fn naive_mode_computes_the_same_scores() {
         (60, 0, 120)
     );
     let naive = scores(&w.store).await;
-    score::purge(&w.store, day(), "none").await.expect("purge");
+    score::purge(&w.store, day(), &Default::default())
+        .await
+        .expect("purge");
 
     let (stop, worker) = start_worker(&w);
     let run = w.planner.plan(day(), "test", false).await.expect("plan");
@@ -325,8 +327,8 @@ async fn naive_mode_computes_the_same_scores() {
 }
 
 /// Redis lost its data (its run counter starts over) while MongoDB kept the runs: a re-run
-/// still gets an id no run has, and its purge, once the run is planned, deletes the day's
-/// results of earlier runs but not what the new run already wrote.
+/// still gets an id no run has; its purge, once the run is planned, deletes the day's results
+/// of users the new run does not target, and leaves those it rewrites.
 #[tokio::test]
 async fn a_rerun_takes_an_unused_id_and_purges_only_once_planned() {
     let w = world(30).await;
@@ -337,28 +339,32 @@ async fn a_rerun_takes_an_unused_id_and_purges_only_once_planned() {
         .await
         .expect("counter");
     let last = counted.unwrap_or(0) + 1000;
+    let earlier = format!("2026-11-24-r{last}");
     let db = w.store.database();
     db.collection::<Document>("runs")
         .insert_one(doc! {
-            "_id": format!("2026-11-24-r{last}"), "pipeline": "score", "date": "2026-11-24",
+            "_id": &earlier, "pipeline": "score", "date": "2026-11-24",
             "trigger": "test", "startedAt": mongodb::bson::DateTime::now(),
             "skipped": 0_i64, "completed": 0_i64, "failed": 0_i64,
         })
         .await
         .expect("an earlier run");
-    let next = format!("2026-11-24-r{}", last + 1);
     db.collection::<Document>(DAILY_SCORES)
         .insert_many([
             doc! { "_id": "2026-11-24:gone", "userId": "gone", "date": "2026-11-24",
-            "runId": format!("2026-11-24-r{last}") },
-            doc! { "_id": "2026-11-24:early", "userId": "early", "date": "2026-11-24",
-            "runId": &next },
+            "runId": &earlier },
+            doc! { "_id": "2026-11-24:u000001", "userId": "u000001", "date": "2026-11-24",
+            "runId": &earlier },
         ])
         .await
         .expect("results");
 
     let run = w.planner.plan(day(), "rerun", true).await.expect("rerun");
-    assert_eq!(run.id, next, "one more than the highest run MongoDB has");
+    assert_eq!(
+        run.id,
+        format!("2026-11-24-r{}", last + 1),
+        "one more than the highest run MongoDB has"
+    );
     assert_eq!(run.planned, Some(30));
     let ids: Vec<String> = scores(&w.store)
         .await
@@ -367,8 +373,8 @@ async fn a_rerun_takes_an_unused_id_and_purges_only_once_planned() {
         .collect();
     assert_eq!(
         ids,
-        ["2026-11-24:early"],
-        "the earlier run's results are purged, the new run's kept"
+        ["2026-11-24:u000001"],
+        "a user the day no longer has is purged; one the run rewrites stays until it does"
     );
     w.store.database().drop().await.expect("drop");
 }

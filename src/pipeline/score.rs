@@ -212,19 +212,40 @@ pub async fn targets(
     }))
 }
 
-/// Deletes a day's results that `run` has not written, as the seed's back-office deleted a
-/// day before collecting it again; called once `run` is planned, so that a re-run that fails
-/// to start deletes nothing, and what the new run already wrote stays.
-pub async fn purge(store: &Store, date: NaiveDate, run: &str) -> mongodb::error::Result<u64> {
-    let deleted = store
-        .bounded(
-            store
-                .database()
-                .collection::<Document>(DAILY_SCORES)
-                .delete_many(doc! { "date": date.to_string(), "runId": { "$ne": run } }),
-        )
+/// Deletes the day's results of users outside `targeted`, as the seed's back-office deleted a
+/// day before collecting it again: called once a re-run is planned, so a re-run that fails to
+/// start deletes nothing. The targeted users' results stay until the new run rewrites them,
+/// so the purge never races those writes (a filter on the run's id would: FerretDB deletes
+/// what matched when it looked, even if the run rewrote it since).
+pub async fn purge(
+    store: &Store,
+    date: NaiveDate,
+    targeted: &std::collections::HashSet<String>,
+) -> mongodb::error::Result<u64> {
+    let scores = store.database().collection::<Document>(DAILY_SCORES);
+    let find = scores
+        .find(doc! { "date": date.to_string() })
+        .projection(doc! { "_id": 1, "userId": 1 })
+        .max_time(store.op_timeout());
+    let results: Vec<Document> = store
+        .bounded(async { find.await?.try_collect().await })
         .await?;
-    Ok(deleted.deleted_count)
+    let stale: Vec<Bson> = results
+        .iter()
+        .filter(|d| {
+            d.get_str("userId")
+                .map_or(true, |user| !targeted.contains(user))
+        })
+        .filter_map(|d| d.get("_id").cloned())
+        .collect();
+    let mut deleted = 0;
+    for ids in stale.chunks(1000) {
+        deleted += store
+            .bounded(scores.delete_many(doc! { "_id": { "$in": ids.to_vec() } }))
+            .await?
+            .deleted_count;
+    }
+    Ok(deleted)
 }
 
 pub struct ScorePipeline {
