@@ -327,15 +327,17 @@ async fn run_batch<P: Pipeline>(l: &BatchLoop<P>, token: &str, taken: queue::Tak
         .record((taken.jobs.len() + taken.malformed.len()) as f64);
 
     let mut settlements = Vec::with_capacity(taken.jobs.len() + taken.malformed.len());
-    for (id, reason) in taken.malformed {
-        tracing::warn!(job = %id, pipeline, %reason, "job cannot run; failing it");
+    let mut cannot_run = Vec::with_capacity(taken.malformed.len());
+    for (job, reason) in taken.malformed {
+        tracing::warn!(job = %job.id, pipeline, %reason, "job cannot run; failing it");
         settlements.push(Settlement::Failed {
-            id,
+            id: job.id.clone(),
             reason,
             stacktrace: Vec::new(),
             keep: l.options.keep_failed,
             exhausted: false,
         });
+        cannot_run.push(job);
     }
     let jobs = taken.jobs;
     for job in &jobs {
@@ -359,7 +361,8 @@ async fn run_batch<P: Pipeline>(l: &BatchLoop<P>, token: &str, taken: queue::Tak
             released,
             "shutdown timeout: released unfinished jobs to wait"
         );
-        let mut stats = settle(l, token, &settlements, &[]).await;
+        let known: Vec<&Job> = cannot_run.iter().collect();
+        let mut stats = settle(l, token, &settlements, &known).await;
         stats.released = released;
         return stats;
     };
@@ -382,7 +385,8 @@ async fn run_batch<P: Pipeline>(l: &BatchLoop<P>, token: &str, taken: queue::Tak
         }
         settlements.push(settlement_for(job, outcome, &l.options, rand::random()));
     }
-    let stats = settle(l, token, &settlements, &jobs).await;
+    let known: Vec<&Job> = jobs.iter().chain(&cannot_run).collect();
+    let stats = settle(l, token, &settlements, &known).await;
     tracing::info!(
         queue = %queue_name,
         pipeline,
@@ -450,12 +454,14 @@ async fn process_with_locks<P: Pipeline>(
 }
 
 /// Settles with a few retries: if Redis stays away, the locks expire and the stalled check
-/// hands the jobs out again (at-least-once).
+/// hands the jobs out again (at-least-once). `jobs` are those settled whose data could be read
+/// (a job that could not run, too: its run counts it); the pipeline hears of those that
+/// finished for good.
 async fn settle<P: Pipeline>(
     l: &BatchLoop<P>,
     token: &str,
     settlements: &[Settlement],
-    jobs: &[Job],
+    jobs: &[&Job],
 ) -> WorkerStats {
     let mut stats = WorkerStats::default();
     if settlements.is_empty() {
@@ -479,7 +485,7 @@ async fn settle<P: Pipeline>(
     let queue = l.queue.name().to_owned();
     let now = queue::now_ms();
     let by_id: std::collections::HashMap<&str, &Job> =
-        jobs.iter().map(|j| (j.id.as_str(), j)).collect();
+        jobs.iter().map(|j| (j.id.as_str(), *j)).collect();
     let mut done_for_good = Vec::new();
     for (settlement, result) in settlements.iter().zip(results) {
         if result != Settled::Done {

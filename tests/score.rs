@@ -378,3 +378,46 @@ async fn a_rerun_takes_an_unused_id_and_purges_only_once_planned() {
     );
     w.store.database().drop().await.expect("drop");
 }
+
+/// Jobs whose worker died twice (their locks lapsed past the stall limit) fail for good, and
+/// their run still counts them and ends: the failure is deferred by the stalled check and
+/// made final by the next taker, which must tell the run.
+#[tokio::test]
+async fn a_run_ends_when_its_jobs_fail_by_stalling() {
+    let w = world(3).await;
+    let run = w.planner.plan(day(), "test", false).await.expect("plan");
+    let taken = w
+        .queue
+        .take(10, "a-worker-that-dies", Duration::from_millis(50))
+        .await
+        .expect("take");
+    assert_eq!(taken.jobs.len(), 3);
+    // Two checks: the first marks the active jobs, the next (their locks lapsed) requeues them
+    // past a limit of 0.
+    common::eventually(
+        "the jobs to pass the stall limit",
+        Duration::from_secs(10),
+        || async {
+            let check = w
+                .queue
+                .recover_stalled(Duration::from_millis(10), 0)
+                .await
+                .expect("stalled check");
+            (check.over_limit.len() == 3).then_some(())
+        },
+    )
+    .await;
+    let (stop, worker) = start_worker(&w);
+    let ended = w
+        .runs
+        .wait_for_end(&run.id, Duration::from_secs(30))
+        .await
+        .expect("the run ends");
+    assert_eq!(
+        (ended.completed, ended.failed, ended.outcome.as_deref()),
+        (0, 3, Some("failed"))
+    );
+    stop.cancel();
+    worker.await.expect("join");
+    w.store.database().drop().await.expect("drop");
+}

@@ -119,8 +119,9 @@ pub struct Taken {
     /// Jobs now active under the caller's lock token.
     pub jobs: Vec<Job>,
     /// Jobs taken that cannot run (unreadable options, or a failure deferred by the stalled
-    /// check); the caller fails them with the reason given.
-    pub malformed: Vec<(String, String)>,
+    /// check), as much of each as could be read (its data, for the run it belongs to); the
+    /// caller fails them with the reason given.
+    pub malformed: Vec<(Job, String)>,
     /// When the earliest delayed job is due (ms since the epoch), if any.
     pub next_delayed: Option<u64>,
 }
@@ -354,8 +355,8 @@ impl Queue {
         };
         for row in rows {
             match parse_taken(row)? {
-                Ok(job) => taken.jobs.push(job),
-                Err(bad) => taken.malformed.push(bad),
+                (job, None) => taken.jobs.push(job),
+                (job, Some(reason)) => taken.malformed.push((job, reason)),
             }
         }
         Ok(taken)
@@ -858,30 +859,33 @@ fn stack_json(stacktrace: &[String]) -> String {
 }
 
 /// One row of `take.lua`: {id, name, data, opts, timestamp, attemptsMade, deferred failure}.
-/// The outer error is a broken reply; the inner one a job that cannot run, with its reason.
-fn parse_taken(row: Vec<Option<String>>) -> Result<std::result::Result<Job, (String, String)>> {
+/// The error is a broken reply; a job that cannot run comes with its reason, and with what of
+/// it could be read.
+fn parse_taken(row: Vec<Option<String>>) -> Result<(Job, Option<String>)> {
     let mut fields = row.into_iter();
     let mut next = || fields.next().flatten();
     let id = next().ok_or_else(|| QueueError::Reply("take returned a job without id".into()))?;
     let (name, data, opts, timestamp, attempts, deferred) =
         (next(), next(), next(), next(), next(), next());
-    if let Some(reason) = deferred {
-        return Ok(Err((id, reason)));
+    let mut cannot_run = deferred;
+    if data.is_none() {
+        cannot_run.get_or_insert_with(|| "job has no data field".to_owned());
     }
-    let Some(raw_data) = data else {
-        return Ok(Err((id, "job has no data field".to_owned())));
-    };
     let opts = match opts.as_deref().map(serde_json::from_str::<JobOptions>) {
         None => JobOptions::default(),
         Some(Ok(opts)) => opts,
-        Some(Err(e)) => return Ok(Err((id, format!("job options are not valid: {e}")))),
+        Some(Err(e)) => {
+            cannot_run.get_or_insert_with(|| format!("job options are not valid: {e}"));
+            JobOptions::default()
+        }
     };
-    Ok(Ok(Job {
+    let job = Job {
         id,
         name: name.unwrap_or_default(),
-        raw_data,
+        raw_data: data.unwrap_or_default(),
         opts,
         timestamp: timestamp.and_then(|t| t.parse().ok()).unwrap_or(0),
         attempts_made: attempts.and_then(|a| a.parse().ok()).unwrap_or(0),
-    }))
+    };
+    Ok((job, cannot_run))
 }
