@@ -62,7 +62,8 @@ enum Command {
         /// The day: from 2000-01-01 to the last day that has ended in TIDEGATE_TIMEZONE.
         #[arg(long)]
         date: NaiveDate,
-        /// Delete the day's results first, as when data was collected wrongly.
+        /// Also delete the day's results of users the run does not target, once it is planned
+        /// (as when data was collected wrongly; those it targets it rewrites).
         #[arg(long)]
         purge: bool,
     },

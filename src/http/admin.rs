@@ -769,7 +769,8 @@ struct StartRun {
     /// TIDEGATE_TIMEZONE (yesterday there); other days are refused (400).
     #[schema(format = Date)]
     date: String,
-    /// Delete the day's results first.
+    /// Also delete the day's results of users the run does not target, once it is planned
+    /// (those it targets it rewrites).
     #[serde(default)]
     purge: bool,
 }
