@@ -165,6 +165,47 @@ fn start(command: &mut Command) -> Running {
     Running(command.spawn().expect("start tidegate"))
 }
 
+/// A queue of its own (on the Redis at `redis_url`) with `jobs` upserts, and a database name of
+/// its own for their effects.
+async fn scenario(name: &str, redis_url: &str, jobs: usize) -> (Queue, String, String) {
+    let queue_name = common::unique(name);
+    let q = Queue::new(
+        connect(redis_url).await.expect("redis"),
+        "bull",
+        &queue_name,
+    );
+    add_jobs(&q, jobs).await;
+    (q, queue_name, common::unique("tidegate_faults"))
+}
+
+/// Waits until the run is under way, so that the fault lands mid-run.
+async fn first_jobs_done(q: &Queue) {
+    common::eventually(
+        "the first jobs to complete",
+        Duration::from_secs(60),
+        || async {
+            q.counts()
+                .await
+                .ok()
+                .filter(|c| c.completed >= 20)
+                .map(drop)
+        },
+    )
+    .await;
+}
+
+/// Waits until all `jobs` completed and none is active.
+async fn all_jobs_done(q: &Queue, jobs: usize, limit: Duration) {
+    common::eventually("every job to complete", limit, || async {
+        q.counts()
+            .await
+            .ok()
+            .filter(|c| c.completed == jobs as u64 && c.active == 0)
+            .map(drop)
+    })
+    .await;
+}
+
 /// `n` upserts, each writing one document keyed by its job, retried every 200 ms for as long
 /// as any fault here lasts.
 async fn add_jobs(queue: &Queue, n: usize) {
@@ -217,26 +258,14 @@ async fn a_silent_database_releases_its_batches_and_the_work_finishes_when_it_an
     let toxi = Toxiproxy::new();
     let proxy = common::unique("mongo");
     let listen = toxi.proxy(&proxy, &host_port(&common::mongodb_uri())).await;
-    let queue_name = common::unique("faults_silent_db");
-    let database = common::unique("tidegate_faults");
-    let q = Queue::new(
-        connect(&common::redis_url()).await.expect("redis"),
-        "bull",
-        &queue_name,
-    );
-    add_jobs(&q, JOBS).await;
+    let (q, queue_name, database) = scenario("faults_silent_db", &common::redis_url(), JOBS).await;
     let _running = tidegate(
         &queue_name,
         &database,
         &common::redis_url(),
         &format!("mongodb://{listen}/?directConnection=true"),
     );
-    common::eventually(
-        "the first jobs to complete",
-        Duration::from_secs(60),
-        || async { (q.counts().await.expect("counts").completed >= 20).then_some(()) },
-    )
-    .await;
+    first_jobs_done(&q).await;
 
     toxi.silence(&proxy).await;
     // Batches keep starting (the pace falls to the floor, blind): each meets the silence and
@@ -272,11 +301,7 @@ async fn a_silent_database_releases_its_batches_and_the_work_finishes_when_it_an
 
     toxi.answer(&proxy).await;
     let answered = Instant::now();
-    common::eventually("every job to complete", Duration::from_secs(90), || async {
-        let c = q.counts().await.expect("counts");
-        (c.completed == JOBS as u64 && c.active == 0).then_some(())
-    })
-    .await;
+    all_jobs_done(&q, JOBS, Duration::from_secs(90)).await;
     let counts = q.counts().await.expect("counts");
     assert_eq!(counts.failed, 0, "{counts:?}");
     eprintln!(
@@ -296,26 +321,14 @@ async fn work_resumes_within_seconds_of_redis_coming_back() {
     let toxi = Toxiproxy::new();
     let proxy = common::unique("redis");
     let listen = toxi.proxy(&proxy, &host_port(&common::redis_url())).await;
-    let queue_name = common::unique("faults_redis_back");
-    let database = common::unique("tidegate_faults");
-    let q = Queue::new(
-        connect(&common::redis_url()).await.expect("redis"),
-        "bull",
-        &queue_name,
-    );
-    add_jobs(&q, JOBS).await;
+    let (q, queue_name, database) = scenario("faults_redis_back", &common::redis_url(), JOBS).await;
     let _running = tidegate(
         &queue_name,
         &database,
         &format!("redis://{listen}"),
         &common::mongodb_uri(),
     );
-    common::eventually(
-        "the first jobs to complete",
-        Duration::from_secs(60),
-        || async { (q.counts().await.expect("counts").completed >= 20).then_some(()) },
-    )
-    .await;
+    first_jobs_done(&q).await;
 
     toxi.set_enabled(&proxy, false).await;
     tokio::time::sleep(Duration::from_secs(3)).await; // the outage itself, not a wait for a condition
@@ -330,15 +343,7 @@ async fn work_resumes_within_seconds_of_redis_coming_back() {
     )
     .await;
     let resumed = back.elapsed();
-    common::eventually(
-        "every job to complete",
-        Duration::from_secs(120),
-        || async {
-            let c = q.counts().await.expect("counts");
-            (c.completed == JOBS as u64 && c.active == 0).then_some(())
-        },
-    )
-    .await;
+    all_jobs_done(&q, JOBS, Duration::from_secs(120)).await;
     eprintln!("redis back: work resumed {resumed:?} after it returned (bound 5 s)");
     assert_eq!(q.counts().await.expect("counts").failed, 0);
     assert_each_effect_once(&database, JOBS).await;
@@ -472,15 +477,7 @@ async fn upserts_on_few_keys_never_wedge_ferretdb() {
         })
         .collect();
     let started = Instant::now();
-    common::eventually(
-        "every job to complete",
-        Duration::from_secs(120),
-        || async {
-            let c = q.counts().await.expect("counts");
-            (c.completed == JOBS as u64 && c.active == 0).then_some(())
-        },
-    )
-    .await;
+    all_jobs_done(&q, JOBS, Duration::from_secs(120)).await;
     eprintln!(
         "{JOBS} upserts on {KEYS} keys, two processes: done in {:?}",
         started.elapsed()
@@ -548,6 +545,33 @@ impl Drop for Server {
     }
 }
 
+/// A Redis of the test's own that keeps on its append-only file whatever it acknowledged
+/// (`appendfsync always`), so a SIGKILL loses nothing it said it wrote.
+async fn aof_redis() -> Server {
+    let redis = Server::start("redis-server", |port, dir| {
+        let dir = dir.to_string_lossy().into_owned();
+        [
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--dir",
+            &dir,
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    });
+    listening(redis.port).await;
+    redis
+}
+
 /// Waits until something accepts connections on `port`.
 async fn listening(port: u16) {
     common::eventually("the server to listen", Duration::from_secs(30), || async {
@@ -567,48 +591,11 @@ async fn listening(port: u16) {
 async fn redis_killed_and_restarted_on_its_aof_loses_no_job() {
     let _serial = SERIAL.lock().await;
     const JOBS: usize = 1500;
-    let mut redis = Server::start("redis-server", |port, dir| {
-        [
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--dir",
-            &dir.to_string_lossy(),
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    });
-    listening(redis.port).await;
+    let mut redis = aof_redis().await;
     let redis_url = format!("redis://127.0.0.1:{}", redis.port);
-    let queue_name = common::unique("faults_redis_kill");
-    let database = common::unique("tidegate_faults");
-    let q = Queue::new(
-        connect(&redis_url).await.expect("redis"),
-        "bull",
-        &queue_name,
-    );
-    add_jobs(&q, JOBS).await;
+    let (q, queue_name, database) = scenario("faults_redis_kill", &redis_url, JOBS).await;
     let _running = tidegate(&queue_name, &database, &redis_url, &common::mongodb_uri());
-    common::eventually(
-        "the first jobs to complete",
-        Duration::from_secs(60),
-        || async {
-            q.counts()
-                .await
-                .ok()
-                .filter(|c| c.completed >= 20)
-                .map(drop)
-        },
-    )
-    .await;
+    first_jobs_done(&q).await;
 
     redis.kill();
     let down = Instant::now();
@@ -634,18 +621,7 @@ async fn redis_killed_and_restarted_on_its_aof_loses_no_job() {
     )
     .await;
     let resumed = back.elapsed();
-    common::eventually(
-        "every job to complete",
-        Duration::from_secs(120),
-        || async {
-            q.counts()
-                .await
-                .ok()
-                .filter(|c| c.completed == JOBS as u64 && c.active == 0)
-                .map(drop)
-        },
-    )
-    .await;
+    all_jobs_done(&q, JOBS, Duration::from_secs(120)).await;
     eprintln!(
         "redis killed: back {:?} after the kill, work resumed {resumed:?} after that (bound 5 s)",
         back - down
@@ -679,36 +655,16 @@ async fn the_database_killed_and_restarted_loses_no_job() {
     });
     listening(db.port).await;
     let mongodb_uri = format!("mongodb://127.0.0.1:{}/", db.port);
-    let queue_name = common::unique("faults_db_kill");
-    let database = common::unique("tidegate_faults");
-    let q = Queue::new(
-        connect(&common::redis_url()).await.expect("redis"),
-        "bull",
-        &queue_name,
-    );
-    add_jobs(&q, JOBS).await;
+    let (q, queue_name, database) = scenario("faults_db_kill", &common::redis_url(), JOBS).await;
     let _running = tidegate(&queue_name, &database, &common::redis_url(), &mongodb_uri);
-    common::eventually(
-        "the first jobs to complete",
-        Duration::from_secs(60),
-        || async { (q.counts().await.expect("counts").completed >= 20).then_some(()) },
-    )
-    .await;
+    first_jobs_done(&q).await;
     db.kill();
     let killed = q.counts().await.expect("counts").completed;
     assert!(killed < JOBS as u64, "the kill came too late to test");
     db.restart();
     listening(db.port).await;
     let back = Instant::now();
-    common::eventually(
-        "every job to complete",
-        Duration::from_secs(120),
-        || async {
-            let c = q.counts().await.expect("counts");
-            (c.completed == JOBS as u64 && c.active == 0).then_some(())
-        },
-    )
-    .await;
+    all_jobs_done(&q, JOBS, Duration::from_secs(120)).await;
     eprintln!(
         "database killed: every job done {:?} after it came back",
         back.elapsed()
@@ -799,26 +755,7 @@ async fn chaos() {
     let tz = chrono_tz::Asia::Seoul;
     let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 24).expect("date");
 
-    let mut redis = Server::start("redis-server", |port, dir| {
-        [
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--dir",
-            &dir.to_string_lossy(),
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    });
-    listening(redis.port).await;
+    let mut redis = aof_redis().await;
     let direct_redis = format!("redis://127.0.0.1:{}", redis.port);
     let toxi = Toxiproxy::new();
     let redis_proxy = common::unique("chaos_redis");
