@@ -4,23 +4,13 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use mongodb::bson::{Document, doc};
 use serde_json::json;
 use tidegate::queue::{NewJob, Queue, connect};
 
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn worker(queue: &str, database: &str) -> Running {
+fn worker(queue: &str, database: &str) -> common::Running {
     let child = Command::new(env!("CARGO_BIN_EXE_tidegate"))
         .arg("run")
         .env("TIDEGATE_QUEUE", queue)
@@ -35,7 +25,7 @@ fn worker(queue: &str, database: &str) -> Running {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start tidegate");
-    Running(child)
+    common::Running(child)
 }
 
 #[tokio::test]
@@ -86,16 +76,5 @@ async fn a_killed_worker_loses_no_job_and_applies_no_effect_twice() {
     })
     .await;
 
-    let store =
-        tidegate::store::Store::connect(&common::mongodb_uri(), &database, Default::default())
-            .await
-            .expect("mongo");
-    let effects = store.database().collection::<Document>("effects");
-    assert_eq!(
-        effects.count_documents(doc! {}).await.expect("count"),
-        JOBS as u64
-    );
-    let distinct = effects.distinct("job", doc! {}).await.expect("distinct");
-    assert_eq!(distinct.len(), JOBS, "one effect per job");
-    store.database().drop().await.expect("drop");
+    common::assert_each_effect_once(&common::mongodb_uri(), &database, JOBS).await;
 }

@@ -19,16 +19,6 @@ use tidegate::queue::{Backoff, BackoffKind, JobOptions, NewJob, Queue, connect};
 /// its recovery bounds are for a machine that is not also running the others.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A `tidegate run` child, killed if the test ends first.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Toxiproxy's HTTP API (https://github.com/Shopify/toxiproxy#http-api), just what these tests
 /// use. Proxies are named uniquely and deleted at the end.
 struct Toxiproxy {
@@ -132,7 +122,7 @@ fn host_port(url: &str) -> String {
 }
 
 /// `tidegate run` on `queue`, with short time limits so that faults show within seconds.
-fn tidegate(queue: &str, database: &str, redis_url: &str, mongodb_uri: &str) -> Running {
+fn tidegate(queue: &str, database: &str, redis_url: &str, mongodb_uri: &str) -> common::Running {
     start(
         command(queue, database, redis_url, mongodb_uri)
             .env("TIDEGATE_WORKERS", "2")
@@ -161,8 +151,8 @@ fn command(queue: &str, database: &str, redis_url: &str, mongodb_uri: &str) -> C
     command
 }
 
-fn start(command: &mut Command) -> Running {
-    Running(command.spawn().expect("start tidegate"))
+fn start(command: &mut Command) -> common::Running {
+    common::Running(command.spawn().expect("start tidegate"))
 }
 
 /// A queue of its own (on the Redis at `redis_url`) with `jobs` upserts, and a database name of
@@ -231,23 +221,6 @@ async fn add_jobs(queue: &Queue, n: usize) {
     queue.add_bulk(&jobs).await.expect("add");
 }
 
-/// Every job completed, once each: as many documents as jobs, one per job (counted on the
-/// database directly, not through the proxy).
-async fn assert_each_effect_once(database: &str, jobs: usize) {
-    let store =
-        tidegate::store::Store::connect(&common::mongodb_uri(), database, Default::default())
-            .await
-            .expect("mongo");
-    let effects = store.database().collection::<Document>("effects");
-    assert_eq!(
-        effects.count_documents(doc! {}).await.expect("count"),
-        jobs as u64
-    );
-    let distinct = effects.distinct("job", doc! {}).await.expect("distinct");
-    assert_eq!(distinct.len(), jobs, "one effect per job");
-    store.database().drop().await.expect("drop");
-}
-
 /// The database stops answering mid-run (connections open, replies never sent): no batch holds
 /// its jobs past the batch timeout (4 s) plus a lock (2 s) and a margin; once it answers again,
 /// every job completes, each effect once.
@@ -308,7 +281,7 @@ async fn a_silent_database_releases_its_batches_and_the_work_finishes_when_it_an
         "silent database: longest spell of a job in active {longest_active:?} (bound {bound:?}); every job done {:?} after it answered",
         answered.elapsed()
     );
-    assert_each_effect_once(&database, JOBS).await;
+    common::assert_each_effect_once(&common::mongodb_uri(), &database, JOBS).await;
     toxi.delete(&proxy).await;
 }
 
@@ -346,7 +319,7 @@ async fn work_resumes_within_seconds_of_redis_coming_back() {
     all_jobs_done(&q, JOBS, Duration::from_secs(120)).await;
     eprintln!("redis back: work resumed {resumed:?} after it returned (bound 5 s)");
     assert_eq!(q.counts().await.expect("counts").failed, 0);
-    assert_each_effect_once(&database, JOBS).await;
+    common::assert_each_effect_once(&common::mongodb_uri(), &database, JOBS).await;
     toxi.delete(&proxy).await;
 }
 
@@ -462,7 +435,7 @@ async fn upserts_on_few_keys_never_wedge_ferretdb() {
         })
         .collect();
     q.add_bulk(&jobs).await.expect("add");
-    let processes: Vec<Running> = (0..2)
+    let processes: Vec<common::Running> = (0..2)
         .map(|_| {
             start(
                 command(
@@ -627,7 +600,7 @@ async fn redis_killed_and_restarted_on_its_aof_loses_no_job() {
         back - down
     );
     assert_eq!(q.counts().await.expect("counts").failed, 0);
-    assert_each_effect_once(&database, JOBS).await;
+    common::assert_each_effect_once(&common::mongodb_uri(), &database, JOBS).await;
 }
 
 /// The database killed with SIGKILL mid-run and started again on its files: the batches in
@@ -670,23 +643,7 @@ async fn the_database_killed_and_restarted_loses_no_job() {
         back.elapsed()
     );
     assert_eq!(q.counts().await.expect("counts").failed, 0);
-    let store = tidegate::store::Store::connect(&mongodb_uri, &database, Default::default())
-        .await
-        .expect("mongo");
-    let effects = store.database().collection::<Document>("effects");
-    assert_eq!(
-        effects.count_documents(doc! {}).await.expect("count"),
-        JOBS as u64
-    );
-    assert_eq!(
-        effects
-            .distinct("job", doc! {})
-            .await
-            .expect("distinct")
-            .len(),
-        JOBS,
-        "one effect per job"
-    );
+    common::assert_each_effect_once(&mongodb_uri, &database, JOBS).await;
 }
 
 /// Jobs that ended (completed or failed), when Redis answers.

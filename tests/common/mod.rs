@@ -50,3 +50,31 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A child process (a `tidegate run`), killed if the test ends first.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Every job of an upsert test completed, once each: as many documents in `effects` as jobs,
+/// one per job (each job upserts a document keyed by its `job` field), counted on the database
+/// directly; then the test's database is dropped.
+pub async fn assert_each_effect_once(mongodb_uri: &str, database: &str, jobs: usize) {
+    use mongodb::bson::{Document, doc};
+    let store = tidegate::store::Store::connect(mongodb_uri, database, Default::default())
+        .await
+        .expect("mongo");
+    let effects = store.database().collection::<Document>("effects");
+    assert_eq!(
+        effects.count_documents(doc! {}).await.expect("count"),
+        jobs as u64
+    );
+    let distinct = effects.distinct("job", doc! {}).await.expect("distinct");
+    assert_eq!(distinct.len(), jobs, "one effect per job");
+    store.database().drop().await.expect("drop");
+}
