@@ -139,11 +139,7 @@ impl App {
 
     pub fn worker(&self) -> Worker<Pipelines> {
         let pipelines = Pipelines {
-            score: ScorePipeline::new(
-                self.store.clone(),
-                self.settings.timezone,
-                Some(self.runs.clone()),
-            ),
+            score: ScorePipeline::new(self.store.clone(), self.settings.timezone),
             upsert: UpsertPipeline::new(self.store.clone()),
         };
         Worker::new(
@@ -152,6 +148,7 @@ impl App {
             pipelines,
             self.settings.worker.clone(),
         )
+        .with_runs(self.runs.clone())
     }
 
     /// The worker, paced by a load-control loop that shares the database's write budget with

@@ -1,7 +1,8 @@
 //! Runs: one planned day of a pipeline. The record lives in MongoDB (`runs`: history for the
-//! CLI and the back-office); the live counters live in Redis (one hash per run that every worker
-//! process increments as its jobs finish), and whichever process finishes the last job records
-//! the run's end, exactly once.
+//! CLI and the back-office); the live counters live in Redis (one hash per run, counted by the
+//! queue's settle script in the same call that settles each job, so no finish is lost or counted
+//! twice), and the end is recorded in MongoDB exactly once, by whichever process first sees the
+//! counts complete: the one whose conditional update finds the run still open.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::control::budget;
 use crate::notify::{self, Notifier, RunReport};
-use crate::queue::{Job, JobState, Moved, Settlement};
+use crate::queue::{FinishCount, Job, JobState, Moved, clip_reason};
 use crate::store::Store;
 use crate::telemetry::names;
 
@@ -68,10 +69,9 @@ pub enum RunError {
     Timeout(String, Duration),
 }
 
-/// Changes to one run's counters.
+/// Failures to add to (or take from) one run's counters.
 #[derive(Default)]
 struct Tally {
-    completed: i64,
     failed: i64,
     reasons: HashMap<String, i64>,
 }
@@ -79,8 +79,10 @@ struct Tally {
 impl Tally {
     fn fail(&mut self, reason: &str) {
         self.failed += 1;
-        let reason: String = reason.chars().take(REASON_CHARS).collect();
-        *self.reasons.entry(reason).or_default() += 1;
+        *self
+            .reasons
+            .entry(clip_reason(reason).to_owned())
+            .or_default() += 1;
     }
 }
 
@@ -126,8 +128,6 @@ fn reasons_key(id: &str) -> String {
     format!("tidegate:run:{id}:reasons")
 }
 
-/// Reasons are counted by their first characters: enough to tell them apart, bounded in size.
-const REASON_CHARS: usize = 160;
 /// Reasons a run report lists.
 const TOP_REASONS: usize = 3;
 
@@ -139,10 +139,6 @@ fn progress_key(id: &str) -> String {
 /// Set once a run's stall has been reported.
 fn stalled_key(id: &str) -> String {
     format!("tidegate:run:{id}:stalled")
-}
-
-fn ended_key(id: &str) -> String {
-    format!("tidegate:run:{id}:ended")
 }
 
 impl Runs {
@@ -248,26 +244,36 @@ impl Runs {
                 doc! { "$set": { "planned": planned as i64, "skipped": skipped as i64 } },
             ))
             .await?;
-        self.check_end(id).await
+        self.check_end(id).await?;
+        Ok(())
     }
 
-    /// Counts jobs that finished for good under their run; logs rather than fails, since the
-    /// jobs themselves are already settled.
-    pub async fn record_finished(&self, jobs: &[(&Job, &Settlement)]) {
-        let mut tallies: HashMap<String, Tally> = HashMap::new();
-        for (job, settlement) in jobs {
-            let Ok(RunRef { run_id: Some(run) }) = job.data::<RunRef>() else {
-                continue;
-            };
-            let tally = tallies.entry(run).or_default();
-            match settlement {
-                Settlement::Completed { .. } => tally.completed += 1,
-                Settlement::Failed { reason, .. } => tally.fail(reason),
-                Settlement::Retry { .. } => {}
+    /// Where the queue counts the finish of `job`: the counters of the run its data names
+    /// (`runId`), if any.
+    pub fn count_for(job: &Job) -> Option<FinishCount> {
+        let RunRef { run_id: Some(run) } = job.data::<RunRef>().ok()? else {
+            return None;
+        };
+        Some(FinishCount {
+            counts: counters_key(&run),
+            reasons: reasons_key(&run),
+            ttl: COUNTER_TTL,
+        })
+    }
+
+    /// Ends the runs of `jobs` that are done, once their finishes are counted; logs rather
+    /// than fails, since the jobs themselves are settled (and the stall check looks again).
+    pub async fn check_ends(&self, jobs: &[&Job]) {
+        let mut runs: Vec<String> = jobs
+            .iter()
+            .filter_map(|job| job.data::<RunRef>().ok()?.run_id)
+            .collect();
+        runs.sort_unstable();
+        runs.dedup();
+        for run in runs {
+            if let Err(e) = self.check_end(&run).await {
+                tracing::warn!(run = %run, error = %e, "cannot check whether a run ended");
             }
-        }
-        if let Err(e) = self.count(&tallies).await {
-            tracing::warn!(error = %e, "cannot count finished jobs of runs");
         }
     }
 
@@ -305,22 +311,21 @@ impl Runs {
             if !live {
                 continue;
             }
-            // The record is reopened while the `ended` mark still keeps other processes from
-            // ending the run; once the mark is gone, whoever sees the run done ends it, once.
-            self.store
-                .bounded(self.collection().update_one(
-                    doc! { "_id": &run },
-                    doc! { "$unset": { "endedAt": "", "outcome": "" } },
-                ))
-                .await?;
+            // Counts first: once they are short, no process ends the run on the old ones, and
+            // the reopened record can only be ended again when the retried jobs finish.
             let mut pipe = redis::pipe();
             pipe.hincr(counters_key(&run), "failed", -tally.failed)
                 .ignore();
             for (reason, n) in &tally.reasons {
                 pipe.hincr(reasons_key(&run), reason, -n).ignore();
             }
-            pipe.del(ended_key(&run)).ignore();
             pipe.query_async::<()>(&mut redis).await?;
+            self.store
+                .bounded(self.collection().update_one(
+                    doc! { "_id": &run },
+                    doc! { "$unset": { "endedAt": "", "outcome": "" } },
+                ))
+                .await?;
             // The retried jobs may have finished already, before the counts went down.
             self.check_end(&run).await?;
         }
@@ -334,9 +339,7 @@ impl Runs {
         }
         let mut pipe = redis::pipe();
         for (run, tally) in tallies {
-            pipe.hincr(counters_key(run), "completed", tally.completed)
-                .ignore()
-                .hincr(counters_key(run), "failed", tally.failed)
+            pipe.hincr(counters_key(run), "failed", tally.failed)
                 .ignore();
             for (reason, n) in &tally.reasons {
                 pipe.hincr(reasons_key(run), reason, *n).ignore();
@@ -355,7 +358,9 @@ impl Runs {
         Ok(())
     }
 
-    async fn check_end(&self, id: &str) -> Result<(), RunError> {
+    /// Records the run's end if its jobs have all finished and no process recorded it yet;
+    /// true when this call did.
+    async fn check_end(&self, id: &str) -> Result<bool, RunError> {
         let (total, completed, failed): (Option<u64>, Option<u64>, Option<u64>) =
             redis::cmd("HMGET")
                 .arg(counters_key(id))
@@ -363,26 +368,20 @@ impl Runs {
                 .query_async(&mut self.redis.clone())
                 .await?;
         let (completed, failed) = (completed.unwrap_or(0), failed.unwrap_or(0));
-        let Some(total) = total else { return Ok(()) };
+        let Some(total) = total else {
+            return Ok(false);
+        };
         if completed + failed < total {
-            return Ok(());
-        }
-        let first: bool = redis::cmd("SET")
-            .arg(ended_key(id))
-            .arg(1)
-            .arg("NX")
-            .arg("EX")
-            .arg(COUNTER_TTL.as_secs())
-            .query_async::<Option<String>>(&mut self.redis.clone())
-            .await?
-            .is_some();
-        if !first {
-            return Ok(());
+            return Ok(false);
         }
         let outcome = if failed == 0 { "succeeded" } else { "failed" };
-        self.store
+        // Only an open record matches: the process whose update changes it is the one that
+        // ended the run, and it alone reports it. A failed update leaves the run open for the
+        // next check (the next finish, or the stall check).
+        let ended = self
+            .store
             .bounded(self.collection().update_one(
-                doc! { "_id": id },
+                doc! { "_id": id, "endedAt": null },
                 doc! { "$set": {
                     "completed": completed as i64,
                     "failed": failed as i64,
@@ -391,6 +390,9 @@ impl Runs {
                 } },
             ))
             .await?;
+        if ended.modified_count == 0 {
+            return Ok(false);
+        }
         metrics::counter!(names::RUNS_ENDED, "outcome" => outcome).increment(1);
         if let Some(run) = self.get(id).await? {
             tracing::info!(
@@ -404,7 +406,7 @@ impl Runs {
                 notifier.send(&notify::payload(&report)).await;
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Reports, once each, the unfinished runs in which no job finished for `after`; returns
@@ -426,6 +428,11 @@ impl Runs {
         let mut stalled = Vec::new();
         let mut redis = self.redis.clone();
         for run in open {
+            // Ends a run whose last finish was counted but whose end was not recorded (the
+            // database was away at that moment, or the process stopped in between).
+            if self.check_end(&run.id).await? {
+                continue;
+            }
             let done = self.finished(&run.id).await?;
             let key = progress_key(&run.id);
             let (seen, since): (Option<u64>, Option<u64>) = redis::cmd("HMGET")

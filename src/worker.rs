@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::control::throttle::Throttle;
 use crate::pipeline::{Outcome, Pipeline};
 use crate::queue::{self, Job, Queue, QueueError, Retention, Settled, Settlement};
+use crate::runs::Runs;
 use crate::telemetry::names;
 
 #[derive(Debug, Clone)]
@@ -77,6 +78,7 @@ pub fn settlement_for(
             id: job.id.clone(),
             returnvalue: value.to_string(),
             keep: keep(job.opts.remove_on_complete, options.keep_completed),
+            count: None,
         },
         Outcome::Failed { reason, retry } => {
             let failures = job.attempts_made.saturating_add(1);
@@ -99,6 +101,7 @@ pub fn settlement_for(
                     stacktrace: Vec::new(),
                     keep: keep(job.opts.remove_on_fail, options.keep_failed),
                     exhausted: failures >= job.max_attempts(),
+                    count: None,
                 }
             }
         }
@@ -112,6 +115,7 @@ pub struct Worker<P> {
     pipeline: Arc<P>,
     options: WorkerOptions,
     throttle: Option<Throttle>,
+    runs: Option<Runs>,
 }
 
 /// Jobs settled by a worker over its life.
@@ -144,7 +148,15 @@ impl<P: Pipeline> Worker<P> {
             pipeline: Arc::new(pipeline),
             options,
             throttle: None,
+            runs: None,
         }
+    }
+
+    /// Counts each job that names a run (`runId` in its data) in that run, atomically with its
+    /// settlement, and ends runs whose jobs have all finished.
+    pub fn with_runs(mut self, runs: Runs) -> Self {
+        self.runs = Some(runs);
+        self
     }
 
     /// Paces batches through `throttle`: each loop pays for a batch of n jobs (one document
@@ -176,6 +188,7 @@ impl<P: Pipeline> Worker<P> {
                 pipeline: self.pipeline.clone(),
                 options: options.clone(),
                 throttle: self.throttle.clone(),
+                runs: self.runs.clone(),
                 token_base: format!("{worker_id}-{n}"),
                 blocking,
                 shutdown: shutdown.clone(),
@@ -207,6 +220,7 @@ struct BatchLoop<P> {
     pipeline: Arc<P>,
     options: Arc<WorkerOptions>,
     throttle: Option<Throttle>,
+    runs: Option<Runs>,
     token_base: String,
     /// Its own connection for blocking waits (see [`Queue::wait_for_work`]).
     blocking: redis::aio::ConnectionManager,
@@ -214,6 +228,11 @@ struct BatchLoop<P> {
 }
 
 impl<P> BatchLoop<P> {
+    /// Where `job`'s finish is counted: its run's counters, when runs are counted.
+    fn count_for(&self, job: &Job) -> Option<queue::FinishCount> {
+        self.runs.as_ref().and_then(|_| Runs::count_for(job))
+    }
+
     /// Jobs to take now: the batch size, or less when the controller chose smaller batches.
     fn batch_size(&self) -> usize {
         let max = self.options.batch_size.max(1);
@@ -336,6 +355,7 @@ async fn run_batch<P: Pipeline>(l: &BatchLoop<P>, token: &str, taken: queue::Tak
             stacktrace: Vec::new(),
             keep: l.options.keep_failed,
             exhausted: false,
+            count: l.count_for(&job),
         });
         cannot_run.push(job);
     }
@@ -383,7 +403,9 @@ async fn run_batch<P: Pipeline>(l: &BatchLoop<P>, token: &str, taken: queue::Tak
                 tracing::debug!(job = %job.id, pipeline, attempt = job.attempts_made + 1, %reason, retry, "failed attempt")
             }
         }
-        settlements.push(settlement_for(job, outcome, &l.options, rand::random()));
+        settlements.push(
+            settlement_for(job, outcome, &l.options, rand::random()).counted_in(l.count_for(job)),
+        );
     }
     let known: Vec<&Job> = jobs.iter().chain(&cannot_run).collect();
     let stats = settle(l, token, &settlements, &known).await;
@@ -455,8 +477,9 @@ async fn process_with_locks<P: Pipeline>(
 
 /// Settles with a few retries: if Redis stays away, the locks expire and the stalled check
 /// hands the jobs out again (at-least-once). `jobs` are those settled whose data could be read
-/// (a job that could not run, too: its run counts it); the pipeline hears of those that
-/// finished for good.
+/// (a job that could not run, too: its run counts it); the runs of those that finished are
+/// checked for their end, whether or not this call saw its own settlement (a reply lost after
+/// the script ran makes the retry find the locks gone, yet the finishes were counted).
 async fn settle<P: Pipeline>(
     l: &BatchLoop<P>,
     token: &str,
@@ -486,7 +509,6 @@ async fn settle<P: Pipeline>(
     let now = queue::now_ms();
     let by_id: std::collections::HashMap<&str, &Job> =
         jobs.iter().map(|j| (j.id.as_str(), *j)).collect();
-    let mut done_for_good = Vec::new();
     for (settlement, result) in settlements.iter().zip(results) {
         if result != Settled::Done {
             stats.lost += 1;
@@ -497,13 +519,7 @@ async fn settle<P: Pipeline>(
             );
             continue;
         }
-        let job = by_id.get(settlement.id()).copied();
-        if let Some(job) = job
-            && !matches!(settlement, Settlement::Retry { .. })
-        {
-            done_for_good.push((job, settlement));
-        }
-        let added = job.map(|j| j.timestamp);
+        let added = by_id.get(settlement.id()).map(|j| j.timestamp);
         let finished = |counter: &'static str| {
             metrics::counter!(counter, "queue" => queue.clone()).increment(1);
             if let Some(added) = added {
@@ -530,7 +546,14 @@ async fn settle<P: Pipeline>(
             }
         }
     }
-    l.pipeline.finished(&done_for_good).await;
+    if let Some(runs) = &l.runs {
+        let finished: Vec<&Job> = settlements
+            .iter()
+            .filter(|s| !matches!(s, Settlement::Retry { .. }))
+            .filter_map(|s| by_id.get(s.id()).copied())
+            .collect();
+        runs.check_ends(&finished).await;
+    }
     stats
 }
 

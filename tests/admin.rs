@@ -318,6 +318,7 @@ fn fail(id: &str) -> Settlement {
         stacktrace: vec![],
         keep: Retention::KEEP_ALL,
         exhausted: true,
+        count: None,
     }
 }
 
@@ -326,6 +327,7 @@ fn complete(id: &str) -> Settlement {
         id: id.to_owned(),
         returnvalue: "null".into(),
         keep: Retention::KEEP_ALL,
+        count: None,
     }
 }
 
@@ -337,14 +339,18 @@ async fn work(admin: &Admin, settle: impl Fn(&Job) -> Settlement) {
         .take(1000, "admin-test", Duration::from_secs(30))
         .await
         .expect("take");
-    let settlements: Vec<Settlement> = taken.jobs.iter().map(&settle).collect();
+    let settlements: Vec<Settlement> = taken
+        .jobs
+        .iter()
+        .map(|job| settle(job).counted_in(Runs::count_for(job)))
+        .collect();
     admin
         .queue
         .settle("admin-test", &settlements)
         .await
         .expect("settle");
-    let pairs: Vec<(&Job, &Settlement)> = taken.jobs.iter().zip(&settlements).collect();
-    admin.runs.record_finished(&pairs).await;
+    let jobs: Vec<&Job> = taken.jobs.iter().collect();
+    admin.runs.check_ends(&jobs).await;
 }
 
 /// Plans the seeded day as a run and works it; one job of the ten fails for good, so the run

@@ -281,6 +281,7 @@ async fn bullmq_sees_the_back_office_moves() {
         stacktrace: vec![],
         keep: Retention::KEEP_ALL,
         exhausted: true,
+        count: None,
     };
     let settlements: Vec<Settlement> = taken.jobs.iter().map(|j| fail(&j.id)).collect();
     q.settle("t", &settlements).await.expect("settle");

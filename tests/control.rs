@@ -434,7 +434,7 @@ impl Paced {
             )
             .expect("pacer");
             let pipelines = Pipelines {
-                score: ScorePipeline::new(w.store.clone(), TZ, Some(w.runs.clone())),
+                score: ScorePipeline::new(w.store.clone(), TZ),
                 upsert: UpsertPipeline::new(w.store.clone()),
             };
             let worker = Worker::new(
@@ -448,7 +448,8 @@ impl Paced {
                     ..WorkerOptions::default()
                 },
             )
-            .with_throttle(throttle.clone());
+            .with_throttle(throttle.clone())
+            .with_runs(w.runs.clone());
             self.tasks.push(tokio::spawn(pacer.run(self.stop.clone())));
             self.tasks.push(tokio::spawn({
                 let stop = self.stop.clone();

@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use tidegate::control::budget;
 use tidegate::notify::Notifier;
-use tidegate::queue::{Job, JobOptions, Retention, Settlement, connect, now_ms};
+use tidegate::queue::{Job, JobOptions, NewJob, Queue, Retention, Settlement, connect};
 use tidegate::runs::Runs;
 use tidegate::store::{Store, StoreOptions};
 
@@ -33,25 +33,51 @@ async fn receive(State(r): State<Receiver>, Json(body): Json<serde_json::Value>)
     }
 }
 
-fn job(id: &str, run: &str) -> Job {
-    Job {
-        id: id.into(),
-        name: "score".into(),
-        raw_data: serde_json::json!({ "runId": run, "userId": id }).to_string(),
-        opts: JobOptions::default(),
-        timestamp: now_ms(),
-        attempts_made: 0,
-    }
+fn job(id: &str, run: &str) -> NewJob {
+    NewJob::new("score", serde_json::json!({ "runId": run, "userId": id })).with_opts(JobOptions {
+        job_id: Some(id.to_owned()),
+        ..JobOptions::default()
+    })
 }
 
-fn failed(id: &str, reason: &str) -> Settlement {
-    Settlement::Failed {
-        id: id.into(),
-        reason: reason.into(),
-        stacktrace: Vec::new(),
-        keep: Retention::KEEP_ALL,
-        exhausted: true,
-    }
+/// Takes the next `n` jobs and settles each as `outcome` says (a failure reason, or none for
+/// completed), counted in its run as the worker counts it; then lets the runs end.
+async fn finish(queue: &Queue, runs: &Runs, outcomes: &[Option<&str>]) {
+    let taken = queue
+        .take(outcomes.len(), "notify-test", Duration::from_secs(30))
+        .await
+        .expect("take");
+    assert_eq!(taken.jobs.len(), outcomes.len());
+    let settlements: Vec<Settlement> = taken
+        .jobs
+        .iter()
+        .zip(outcomes)
+        .map(|(job, outcome)| {
+            let settlement = match outcome {
+                None => Settlement::Completed {
+                    id: job.id.clone(),
+                    returnvalue: "null".into(),
+                    keep: Retention::KEEP_ALL,
+                    count: None,
+                },
+                Some(reason) => Settlement::Failed {
+                    id: job.id.clone(),
+                    reason: (*reason).into(),
+                    stacktrace: Vec::new(),
+                    keep: Retention::KEEP_ALL,
+                    exhausted: true,
+                    count: None,
+                },
+            };
+            settlement.counted_in(Runs::count_for(job))
+        })
+        .collect();
+    queue
+        .settle("notify-test", &settlements)
+        .await
+        .expect("settle");
+    let jobs: Vec<&Job> = taken.jobs.iter().collect();
+    runs.check_ends(&jobs).await;
 }
 
 /// A webhook receiver on a free port; returns its URL.
@@ -146,30 +172,18 @@ async fn a_run_that_ends_is_reported_once_with_its_numbers_and_reasons() {
             .expect("cpu");
     }
 
-    let jobs = [
-        job("a", &run.id),
-        job("b", &run.id),
-        job("c", &run.id),
-        job("d", &run.id),
-    ];
-    let ok = Settlement::Completed {
-        id: "a".into(),
-        returnvalue: "null".into(),
-        keep: Retention::KEEP_ALL,
-    };
-    let (b, c, d) = (
-        failed("b", "userId missing"),
-        failed("c", "userId missing"),
-        failed("d", "timeout"),
-    );
-    runs.record_finished(&[(&jobs[0], &ok), (&jobs[1], &b)])
-        .await;
+    let queue = Queue::new(redis.clone(), "bull", &common::unique("notify"));
+    let jobs: Vec<NewJob> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|id| job(id, &run.id))
+        .collect();
+    queue.add_bulk(&jobs).await.expect("add");
+    finish(&queue, &runs, &[None, Some("userId missing")]).await;
     assert!(
         receiver.posts.lock().expect("posts").is_empty(),
         "not ended yet: no report"
     );
-    runs.record_finished(&[(&jobs[2], &c), (&jobs[3], &d)])
-        .await;
+    finish(&queue, &runs, &[Some("userId missing"), Some("timeout")]).await;
 
     let posts = receiver.posts.lock().expect("posts").clone();
     assert_eq!(

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use serde_json::json;
-use tidegate::queue::{Counts, JobOptions, NewJob, Queue, Retention, Settled, Settlement, connect};
+use tidegate::queue::{
+    Counts, FinishCount, JobOptions, NewJob, Queue, Retention, Settled, Settlement, clip_reason,
+    connect,
+};
 
 const LOCK: Duration = Duration::from_secs(30);
 
@@ -35,6 +38,7 @@ fn complete(id: &str, keep: Retention) -> Settlement {
         id: id.to_owned(),
         returnvalue: "{\"score\":1}".to_owned(),
         keep,
+        count: None,
     }
 }
 
@@ -187,6 +191,7 @@ async fn retry_then_fail_for_good() {
         stacktrace: vec![],
         keep: Retention::KEEP_ALL,
         exhausted: true,
+        count: None,
     };
     q.settle("t2", &[fail]).await.expect("settle");
     let counts = q.counts().await.expect("counts");
@@ -484,4 +489,74 @@ async fn a_job_written_with_plain_redis_commands_is_taken() {
     assert_eq!(taken.jobs.len(), 1);
     assert_eq!(taken.jobs[0].name, "collect");
     assert_eq!(taken.jobs[0].timestamp, 1_764_000_000_000);
+}
+
+/// A finish is counted in the same call that settles it: the retry of a settle whose reply was
+/// lost finds the locks gone and counts nothing twice; a failure's reason is counted by its
+/// first bytes, cut at a character boundary; both counters expire.
+#[tokio::test]
+async fn settling_counts_each_finish_once_in_its_counter() {
+    let (q, mut conn) = queue().await;
+    q.add_bulk(&jobs(3)).await.expect("add");
+    let ids = take_ids(&q, 3, "t").await;
+    let counter = FinishCount {
+        counts: format!("{}:test-counts", q.keys().base()),
+        reasons: format!("{}:test-reasons", q.keys().base()),
+        ttl: Duration::from_secs(600),
+    };
+    let long = "é".repeat(200);
+    let settlements: Vec<Settlement> = vec![
+        complete(&ids[0], Retention::KEEP_ALL),
+        Settlement::Failed {
+            id: ids[1].clone(),
+            reason: long.clone(),
+            stacktrace: vec![],
+            keep: Retention::KEEP_ALL,
+            exhausted: true,
+            count: None,
+        },
+        // Not counted: it names no counter.
+        complete(&ids[2], Retention::KEEP_ALL),
+    ];
+    let counted: Vec<Settlement> = settlements
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| s.counted_in((i < 2).then(|| counter.clone())))
+        .collect();
+    let first = q.settle("t", &counted).await.expect("settle");
+    assert_eq!(first, vec![Settled::Done; 3]);
+    let again = q.settle("t", &counted).await.expect("settle again");
+    assert_eq!(again, vec![Settled::LockMissing; 3]);
+
+    let counts = hash(&mut conn, &counter.counts).await;
+    assert_eq!(
+        (counts.get("completed"), counts.get("failed")),
+        (Some(&"1".to_owned()), Some(&"1".to_owned()))
+    );
+    let reasons = hash(&mut conn, &counter.reasons).await;
+    let clipped = clip_reason(&long);
+    assert_eq!(clipped.len(), 160);
+    assert_eq!(clipped.chars().count(), 80);
+    assert_eq!(
+        reasons,
+        HashMap::from([(clipped.to_owned(), "1".to_owned())])
+    );
+    for key in [&counter.counts, &counter.reasons] {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .expect("TTL");
+        assert!((1..=600).contains(&ttl), "{key} expires: {ttl}");
+    }
+}
+
+#[test]
+fn a_reason_is_clipped_at_a_character_boundary() {
+    assert_eq!(clip_reason("short"), "short");
+    // 159 ASCII bytes then a 2-byte character: cutting at 160 would split it.
+    let reason = format!("{}é", "a".repeat(159));
+    assert_eq!(clip_reason(&reason), "a".repeat(159));
+    let reason = format!("{}€tail", "a".repeat(158));
+    assert_eq!(clip_reason(&reason), "a".repeat(158));
 }

@@ -132,6 +132,7 @@ async fn run(ops: Vec<Op>) {
                         id: id.clone(),
                         returnvalue: "1".into(),
                         keep: Retention::keep_last(KEEP),
+                        count: None,
                     },
                     Op::Fail(_) => Settlement::Failed {
                         id: id.clone(),
@@ -139,6 +140,7 @@ async fn run(ops: Vec<Op>) {
                         stacktrace: vec![],
                         keep: Retention::KEEP_ALL,
                         exhausted: true,
+                        count: None,
                     },
                     _ => Settlement::Retry {
                         id: id.clone(),

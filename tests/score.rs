@@ -12,7 +12,7 @@ use serde_json::json;
 use tidegate::pipeline::Pipelines;
 use tidegate::pipeline::score::{self, DAILY_SCORES, ScorePipeline};
 use tidegate::pipeline::upsert::UpsertPipeline;
-use tidegate::queue::{Backoff, BackoffKind, NewJob, Queue, connect};
+use tidegate::queue::{Backoff, BackoffKind, NewJob, Queue, Retention, Settlement, connect};
 use tidegate::runs::Runs;
 use tidegate::schedule::Planner;
 use tidegate::store::{Store, StoreOptions};
@@ -71,7 +71,7 @@ async fn world(users: u64) -> World {
 
 fn start_worker(w: &World) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let pipelines = Pipelines {
-        score: ScorePipeline::new(w.store.clone(), TZ, Some(w.runs.clone())),
+        score: ScorePipeline::new(w.store.clone(), TZ),
         upsert: UpsertPipeline::new(w.store.clone()),
     };
     let options = WorkerOptions {
@@ -80,7 +80,8 @@ fn start_worker(w: &World) -> (CancellationToken, tokio::task::JoinHandle<()>) {
         ..WorkerOptions::default()
     };
     let stop = CancellationToken::new();
-    let worker = Worker::new(w.queue.clone(), &common::redis_url(), pipelines, options);
+    let worker = Worker::new(w.queue.clone(), &common::redis_url(), pipelines, options)
+        .with_runs(w.runs.clone());
     let handle = tokio::spawn({
         let stop = stop.clone();
         async move {
@@ -419,5 +420,60 @@ async fn a_run_ends_when_its_jobs_fail_by_stalling() {
     );
     stop.cancel();
     worker.await.expect("join");
+    w.store.database().drop().await.expect("drop");
+}
+
+/// The settle that counted a run's last jobs ran, but its process never saw the reply (Redis
+/// went away, the process died): nobody checked the run's end. The next stall check records
+/// it, with the counts the settle made, once.
+#[tokio::test]
+async fn a_run_whose_last_finish_went_unseen_ends_at_the_next_stall_check() {
+    let w = world(3).await;
+    let run = w.planner.plan(day(), "test", false).await.expect("plan");
+    let taken = w
+        .queue
+        .take(10, "a-worker-that-dies", Duration::from_secs(30))
+        .await
+        .expect("take");
+    assert_eq!(taken.jobs.len(), 3);
+    let settlements: Vec<Settlement> = taken
+        .jobs
+        .iter()
+        .map(|job| {
+            Settlement::Completed {
+                id: job.id.clone(),
+                returnvalue: "null".into(),
+                keep: Retention::KEEP_ALL,
+                count: None,
+            }
+            .counted_in(Runs::count_for(job))
+        })
+        .collect();
+    w.queue
+        .settle("a-worker-that-dies", &settlements)
+        .await
+        .expect("settle");
+    assert_eq!(w.runs.finished(&run.id).await.expect("finished"), 3);
+    let open = w.runs.get(&run.id).await.expect("get").expect("run");
+    assert_eq!(open.ended_at, None, "no process has looked yet");
+
+    let stalled = w
+        .runs
+        .check_stalled(Duration::from_secs(3600))
+        .await
+        .expect("stall check");
+    assert!(stalled.is_empty(), "an ended run is no stall: {stalled:?}");
+    let ended = w.runs.get(&run.id).await.expect("get").expect("run");
+    assert_eq!(
+        (ended.completed, ended.failed, ended.outcome.as_deref()),
+        (3, 0, Some("succeeded"))
+    );
+    let at = ended.ended_at;
+    w.runs
+        .check_stalled(Duration::from_secs(3600))
+        .await
+        .expect("stall check");
+    let again = w.runs.get(&run.id).await.expect("get").expect("run");
+    assert_eq!(again.ended_at, at, "ended once");
     w.store.database().drop().await.expect("drop");
 }

@@ -8,7 +8,7 @@ pub mod upsert;
 
 use std::future::Future;
 
-use crate::queue::{Job, Settlement};
+use crate::queue::Job;
 use crate::store::WriteFailure;
 
 /// What became of one job in a pipeline.
@@ -52,12 +52,6 @@ pub trait Pipeline: Send + Sync + 'static {
     fn name(&self) -> &str;
 
     fn process(&self, jobs: &[Job]) -> impl Future<Output = Vec<Outcome>> + Send;
-
-    /// Called with the jobs that just finished for good (completed, or failed with no retry
-    /// left), after they were settled. Runs use it to notice their end.
-    fn finished(&self, _jobs: &[(&Job, &Settlement)]) -> impl Future<Output = ()> + Send {
-        async {}
-    }
 }
 
 /// Job names the seed's score pipeline answers to.
@@ -109,9 +103,5 @@ impl Pipeline for Pipelines {
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Outcome::transient("pipeline returned no outcome")))
             .collect()
-    }
-
-    async fn finished(&self, jobs: &[(&Job, &Settlement)]) {
-        self.score.finished(jobs).await;
     }
 }

@@ -17,8 +17,7 @@ use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::{Outcome, Pipeline};
-use crate::queue::{Job, Settlement};
-use crate::runs::Runs;
+use crate::queue::Job;
 use crate::store::{Store, Upsert, WriteFailure, classify};
 
 pub const EVENTS: &str = "events";
@@ -251,13 +250,11 @@ pub async fn purge(
 pub struct ScorePipeline {
     store: Store,
     tz: Tz,
-    runs: Option<Runs>,
 }
 
 impl ScorePipeline {
-    /// `runs`, when given, is told of finished jobs so runs notice their end.
-    pub fn new(store: Store, tz: Tz, runs: Option<Runs>) -> Self {
-        Self { store, tz, runs }
+    pub fn new(store: Store, tz: Tz) -> Self {
+        Self { store, tz }
     }
 }
 
@@ -311,12 +308,6 @@ impl Pipeline for ScorePipeline {
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Outcome::transient("no result")))
             .collect()
-    }
-
-    async fn finished(&self, jobs: &[(&Job, &Settlement)]) {
-        if let Some(runs) = &self.runs {
-            runs.record_finished(jobs).await;
-        }
     }
 }
 

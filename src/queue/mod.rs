@@ -126,6 +126,31 @@ pub struct Taken {
     pub next_delayed: Option<u64>,
 }
 
+/// Counters a job's finish is added to in the same script call that settles it, so that a
+/// count can neither be lost (a reply lost after the settlement applied) nor doubled (a
+/// settlement retried): `counts` is a HASH whose `completed` or `failed` field goes up by one,
+/// `reasons` a HASH of failure reason (its first [`REASON_BYTES`]) → count. Both expire after
+/// `ttl`, which each finish renews.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FinishCount {
+    pub counts: String,
+    pub reasons: String,
+    pub ttl: Duration,
+}
+
+/// Failure reasons are counted by their first bytes (cut at a character boundary): enough to
+/// tell them apart, bounded in size.
+pub const REASON_BYTES: usize = 160;
+
+/// `reason` cut to at most [`REASON_BYTES`] at a character boundary, as `settle.lua` cuts it.
+pub fn clip_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(REASON_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
 /// How a taken job leaves active.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Settlement {
@@ -134,6 +159,7 @@ pub enum Settlement {
         /// JSON text stored as the job's `returnvalue`.
         returnvalue: String,
         keep: Retention,
+        count: Option<FinishCount>,
     },
     Failed {
         id: String,
@@ -142,6 +168,7 @@ pub enum Settlement {
         keep: Retention,
         /// The job used its last attempt (BullMQ then also emits `retries-exhausted`).
         exhausted: bool,
+        count: Option<FinishCount>,
     },
     Retry {
         id: String,
@@ -159,6 +186,17 @@ impl Settlement {
             | Settlement::Failed { id, .. }
             | Settlement::Retry { id, .. } => id,
         }
+    }
+
+    /// The same settlement, its finish added to `count` (a retry finishes nothing).
+    pub fn counted_in(mut self, count: Option<FinishCount>) -> Self {
+        match &mut self {
+            Settlement::Completed { count: c, .. } | Settlement::Failed { count: c, .. } => {
+                *c = count
+            }
+            Settlement::Retry { .. } => {}
+        }
+        self
     }
 }
 
@@ -362,11 +400,85 @@ impl Queue {
         Ok(taken)
     }
 
-    /// Settles jobs this token holds, each by its own outcome, one round trip per [`CHUNK`].
-    pub async fn settle(&self, token: &str, settlements: &[Settlement]) -> Result<Vec<Settled>> {
+    /// Settles jobs this token holds, each by its own outcome, one round trip per [`CHUNK`];
+    /// each finish is added to its [`FinishCount`] in the same call.
+    pub async fn settle<'a>(
+        &self,
+        token: &str,
+        settlements: &'a [Settlement],
+    ) -> Result<Vec<Settled>> {
         let k = &self.keys;
         let mut out = Vec::with_capacity(settlements.len());
         for chunk in settlements.chunks(CHUNK) {
+            // Each distinct counter's keys are passed once, after the queue's; a job names
+            // its counter by position (0: none).
+            let mut counters: Vec<&FinishCount> = Vec::new();
+            let mut position = |count: &'a Option<FinishCount>| match count {
+                None => 0,
+                Some(c) => match counters.iter().position(|known| *known == c) {
+                    Some(i) => i + 1,
+                    None => {
+                        counters.push(c);
+                        counters.len()
+                    }
+                },
+            };
+            let mut args: Vec<[String; 7]> = Vec::with_capacity(chunk.len());
+            for s in chunk {
+                args.push(match s {
+                    Settlement::Completed {
+                        id,
+                        returnvalue,
+                        keep,
+                        count,
+                    } => {
+                        let (keep_count, age) = keep_args(keep);
+                        [
+                            id.clone(),
+                            "c".into(),
+                            returnvalue.clone(),
+                            String::new(),
+                            keep_count.to_string(),
+                            age.to_string(),
+                            position(count).to_string(),
+                        ]
+                    }
+                    Settlement::Failed {
+                        id,
+                        reason,
+                        stacktrace,
+                        keep,
+                        exhausted,
+                        count,
+                    } => {
+                        let (keep_count, age) = keep_args(keep);
+                        [
+                            id.clone(),
+                            if *exhausted { "x" } else { "f" }.into(),
+                            reason.clone(),
+                            stack_json(stacktrace),
+                            keep_count.to_string(),
+                            age.to_string(),
+                            position(count).to_string(),
+                        ]
+                    }
+                    Settlement::Retry {
+                        id,
+                        reason,
+                        stacktrace,
+                        delay,
+                        lifo,
+                    } => [
+                        id.clone(),
+                        "r".into(),
+                        reason.clone(),
+                        stack_json(stacktrace),
+                        (delay.as_millis() as u64).to_string(),
+                        if *lifo { "1" } else { "0" }.into(),
+                        "0".into(),
+                    ],
+                });
+            }
             let mut inv = SETTLE.prepare_invoke();
             inv.key(k.active())
                 .key(k.completed())
@@ -379,56 +491,20 @@ impl Queue {
                 .key(k.marker())
                 .key(k.stalled())
                 .key(k.prioritized())
-                .key(k.priority_counter())
-                .arg(k.base())
+                .key(k.priority_counter());
+            for c in &counters {
+                inv.key(&c.counts).key(&c.reasons);
+            }
+            inv.arg(k.base())
                 .arg(token)
                 .arg(now_ms())
-                .arg(chunk.len());
-            for s in chunk {
-                match s {
-                    Settlement::Completed {
-                        id,
-                        returnvalue,
-                        keep,
-                    } => {
-                        let (count, age) = keep_args(keep);
-                        inv.arg(id)
-                            .arg("c")
-                            .arg(returnvalue)
-                            .arg("")
-                            .arg(count)
-                            .arg(age);
-                    }
-                    Settlement::Failed {
-                        id,
-                        reason,
-                        stacktrace,
-                        keep,
-                        exhausted,
-                    } => {
-                        let (count, age) = keep_args(keep);
-                        inv.arg(id)
-                            .arg(if *exhausted { "x" } else { "f" })
-                            .arg(reason)
-                            .arg(stack_json(stacktrace))
-                            .arg(count)
-                            .arg(age);
-                    }
-                    Settlement::Retry {
-                        id,
-                        reason,
-                        stacktrace,
-                        delay,
-                        lifo,
-                    } => {
-                        inv.arg(id)
-                            .arg("r")
-                            .arg(reason)
-                            .arg(stack_json(stacktrace))
-                            .arg(delay.as_millis() as u64)
-                            .arg(if *lifo { "1" } else { "0" });
-                    }
-                }
+                .arg(chunk.len())
+                .arg(REASON_BYTES);
+            for c in &counters {
+                inv.arg(c.ttl.as_secs().max(1));
+            }
+            for job in &args {
+                inv.arg(job.as_slice());
             }
             let codes: Vec<i64> = inv.invoke_async(&mut self.conn.clone()).await?;
             if codes.len() != chunk.len() {

@@ -1,14 +1,22 @@
 --[[ tidegate: settle many active jobs in one call, each by its own outcome.
 KEYS: 1 active, 2 completed, 3 failed, 4 delayed, 5 wait, 6 paused, 7 meta, 8 events, 9 marker,
-      10 stalled, 11 prioritized, 12 pc
-ARGV: 1 key base, 2 lock token, 3 now (ms), 4 job count, then per job 6 values:
-      id, kind, value, stacktrace (JSON), a, b
+      10 stalled, 11 prioritized, 12 pc, then per finish counter i (1..m) two keys:
+      12 + 2i - 1 its counts HASH, 12 + 2i its reasons HASH
+ARGV: 1 key base, 2 lock token, 3 now (ms), 4 job count, 5 reason bytes counted,
+      5 + i counter i's ttl (s), then per job 7 values:
+      id, kind, value, stacktrace (JSON), a, b, counter (0 = none)
   kind 'c' completed: value = returnvalue (JSON); a, b = keep count, keep age s (-1 = no limit)
   kind 'f' failed for good / 'x' failed, attempts exhausted: value = reason; a, b as for 'c'
   kind 'r' retry: value = reason; a = delay ms; b = '1' when lifo
+A settled finish ('c', 'f', 'x') adds one to its counter's `completed` or `failed` field and,
+failed, one to its reason (cut at a character boundary) in the reasons HASH: counted in the
+same call, a finish is counted once whatever happens to the reply.
 Returns one code per job: 1 settled, -2 lock missing, -6 lock held by another token (the job was
 recovered as stalled and may be running elsewhere: it is left alone). ]]
 local base, token, now, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local reasonBytes = tonumber(ARGV[5])
+local counters = (#KEYS - 12) / 2
+local first = 6 + counters
 local paused = rcall('HEXISTS', KEYS[7], 'paused') == 1
 local target = paused and KEYS[6] or KEYS[5]
 local maxEvents = rcall('HGET', KEYS[7], 'opts.maxLenEvents') or 10000
@@ -51,17 +59,40 @@ local function keepOrRemove(set, id, count, age, field, value, stack)
   return attempts
 end
 
+-- The first bytes of a reason, never ending inside a UTF-8 sequence (continuation bytes are
+-- 0x80-0xBF), so the field stays valid text.
+local function clip(reason)
+  if #reason <= reasonBytes then return reason end
+  local cut = reasonBytes
+  while cut > 0 do
+    local next = string.byte(reason, cut + 1)
+    if next < 0x80 or next >= 0xC0 then break end
+    cut = cut - 1
+  end
+  return string.sub(reason, 1, cut)
+end
+
+local touched = {} -- counter → 2 when it counted a reason, else 1
+local function count(counter, field, reason)
+  if counter == 0 then return end
+  local counts, reasons = KEYS[12 + 2 * counter - 1], KEYS[12 + 2 * counter]
+  rcall('HINCRBY', counts, field, 1)
+  if reason then rcall('HINCRBY', reasons, clip(reason), 1) end
+  touched[counter] = (reason or touched[counter] == 2) and 2 or 1
+end
+
 -- Every lock in one read.
 local lockKeys = {}
-for i = 0, n - 1 do lockKeys[i + 1] = base .. ARGV[5 + i * 6] .. ':lock' end
+for i = 0, n - 1 do lockKeys[i + 1] = base .. ARGV[first + i * 7] .. ':lock' end
 local holders = n > 0 and rcall('MGET', unpack(lockKeys)) or {}
 
 local codes = {}
 local settledIds = {}
 local readyAgain, delayedAgain = false, false
 for i = 0, n - 1 do
-  local a = 5 + i * 6
+  local a = first + i * 7
   local id, kind, value, stack = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local counter = tonumber(ARGV[a + 6])
   local key = base .. id
   local holder = holders[i + 1]
   if holder ~= token then
@@ -72,9 +103,11 @@ for i = 0, n - 1 do
     if kind == 'c' then
       keepOrRemove(KEYS[2], id, tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), 'returnvalue', value)
       rcall('XADD', KEYS[8], '*', 'event', 'completed', 'jobId', id, 'returnvalue', value, 'prev', 'active')
+      count(counter, 'completed')
     elseif kind == 'f' or kind == 'x' then
       local attempts = keepOrRemove(KEYS[3], id, tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), 'failedReason', value, stack)
       rcall('XADD', KEYS[8], '*', 'event', 'failed', 'jobId', id, 'failedReason', value, 'prev', 'active')
+      count(counter, 'failed', value)
       if kind == 'x' then
         rcall('XADD', KEYS[8], '*', 'event', 'retries-exhausted', 'jobId', id, 'attemptsMade', attempts)
       end
@@ -102,6 +135,12 @@ for i = 0, n - 1 do
     end
     codes[#codes + 1] = 1
   end
+end
+
+for counter, kinds in pairs(touched) do
+  local ttl = ARGV[5 + counter]
+  rcall('EXPIRE', KEYS[12 + 2 * counter - 1], ttl)
+  if kinds == 2 then rcall('EXPIRE', KEYS[12 + 2 * counter], ttl) end
 end
 
 -- Settled jobs are no longer candidates for the stalled check.
