@@ -3,7 +3,8 @@
 //! (connections accepted, nothing answered) or gone; and a start-up against a Redis that is not
 //! there. Every scenario checks with counts of its own, not tidegate's: every job ends, none is
 //! lost, no effect is applied twice (the effects are upserts keyed by job: one document each),
-//! and recovery is bounded (each test states its bound).
+//! the run the jobs belong to ends with the test's counts in its record, and recovery is
+//! bounded (each test states its bound).
 
 mod common;
 
@@ -14,6 +15,8 @@ use std::time::{Duration, Instant};
 use mongodb::bson::{Document, doc};
 use serde_json::{Value, json};
 use tidegate::queue::{Backoff, BackoffKind, JobOptions, NewJob, Queue, connect};
+use tidegate::runs::Runs;
+use tidegate::store::Store;
 
 /// One scenario at a time: each runs tidegate processes against the shared services, and
 /// its recovery bounds are for a machine that is not also running the others.
@@ -155,17 +158,61 @@ fn start(command: &mut Command) -> common::Running {
     common::Running(command.spawn().expect("start tidegate"))
 }
 
-/// A queue of its own (on the Redis at `redis_url`) with `jobs` upserts, and a database name of
-/// its own for their effects.
-async fn scenario(name: &str, redis_url: &str, jobs: usize) -> (Queue, String, String) {
-    let queue_name = common::unique(name);
-    let q = Queue::new(
-        connect(redis_url).await.expect("redis"),
-        "bull",
-        &queue_name,
-    );
-    add_jobs(&q, jobs).await;
-    (q, queue_name, common::unique("tidegate_faults"))
+/// One scenario's work: a queue of its own (on the Redis at `redis_url`) with `jobs` upserts,
+/// all of one run recorded in a database of its own (on `mongodb_uri`), where their effects go.
+struct Scenario {
+    q: Queue,
+    queue_name: String,
+    database: String,
+    runs: Runs,
+    run: String,
+    jobs: usize,
+}
+
+impl Scenario {
+    async fn new(name: &str, redis_url: &str, mongodb_uri: &str, jobs: usize) -> Self {
+        let redis = connect(redis_url).await.expect("redis");
+        let queue_name = common::unique(name);
+        let database = common::unique("tidegate_faults");
+        let store = Store::connect(mongodb_uri, &database, Default::default())
+            .await
+            .expect("mongo");
+        let runs = Runs::new(redis.clone(), store);
+        let run = runs
+            .start("upsert", "2026-11-30", "test")
+            .await
+            .expect("run")
+            .id;
+        let q = Queue::new(redis, "bull", &queue_name);
+        add_jobs(&q, jobs, &run).await;
+        runs.planned(&run, jobs as u64, 0).await.expect("planned");
+        Self {
+            q,
+            queue_name,
+            database,
+            runs,
+            run,
+            jobs,
+        }
+    }
+
+    /// Every job completed, none failed, its run's record says so (counted by tidegate, checked
+    /// against the test's own count), and each effect is in the database once; then the
+    /// database is dropped.
+    async fn assert_done_once(&self, mongodb_uri: &str) {
+        assert_eq!(self.q.counts().await.expect("counts").failed, 0);
+        let run = self
+            .runs
+            .wait_for_end(&self.run, Duration::from_secs(60))
+            .await
+            .expect("the run ends");
+        assert_eq!(
+            (run.completed, run.failed, run.outcome.as_deref()),
+            (self.jobs as i64, 0, Some("succeeded")),
+            "the run's record"
+        );
+        common::assert_each_effect_once(mongodb_uri, &self.database, self.jobs).await;
+    }
 }
 
 /// Waits until the run is under way, so that the fault lands mid-run.
@@ -196,9 +243,9 @@ async fn all_jobs_done(q: &Queue, jobs: usize, limit: Duration) {
     .await;
 }
 
-/// `n` upserts, each writing one document keyed by its job, retried every 200 ms for as long
-/// as any fault here lasts.
-async fn add_jobs(queue: &Queue, n: usize) {
+/// `n` upserts of `run`, each writing one document keyed by its job, retried every 200 ms for
+/// as long as any fault here lasts.
+async fn add_jobs(queue: &Queue, n: usize, run: &str) {
     let opts = JobOptions {
         attempts: Some(100),
         backoff: Some(Backoff::Spec {
@@ -212,7 +259,7 @@ async fn add_jobs(queue: &Queue, n: usize) {
         .map(|i| {
             NewJob::new(
                 "upsert",
-                json!({"collection": "effects", "key": ["job"],
+                json!({"collection": "effects", "key": ["job"], "runId": run,
                        "document": {"job": format!("j{i}"), "n": i}}),
             )
             .with_opts(opts.clone())
@@ -231,14 +278,21 @@ async fn a_silent_database_releases_its_batches_and_the_work_finishes_when_it_an
     let toxi = Toxiproxy::new();
     let proxy = common::unique("mongo");
     let listen = toxi.proxy(&proxy, &host_port(&common::mongodb_uri())).await;
-    let (q, queue_name, database) = scenario("faults_silent_db", &common::redis_url(), JOBS).await;
+    let s = Scenario::new(
+        "faults_silent_db",
+        &common::redis_url(),
+        &common::mongodb_uri(),
+        JOBS,
+    )
+    .await;
+    let q = &s.q;
     let _running = tidegate(
-        &queue_name,
-        &database,
+        &s.queue_name,
+        &s.database,
         &common::redis_url(),
         &format!("mongodb://{listen}/?directConnection=true"),
     );
-    first_jobs_done(&q).await;
+    first_jobs_done(q).await;
 
     toxi.silence(&proxy).await;
     // Batches keep starting (the pace falls to the floor, blind): each meets the silence and
@@ -274,14 +328,12 @@ async fn a_silent_database_releases_its_batches_and_the_work_finishes_when_it_an
 
     toxi.answer(&proxy).await;
     let answered = Instant::now();
-    all_jobs_done(&q, JOBS, Duration::from_secs(90)).await;
-    let counts = q.counts().await.expect("counts");
-    assert_eq!(counts.failed, 0, "{counts:?}");
+    all_jobs_done(q, JOBS, Duration::from_secs(90)).await;
     eprintln!(
         "silent database: longest spell of a job in active {longest_active:?} (bound {bound:?}); every job done {:?} after it answered",
         answered.elapsed()
     );
-    common::assert_each_effect_once(&common::mongodb_uri(), &database, JOBS).await;
+    s.assert_done_once(&common::mongodb_uri()).await;
     toxi.delete(&proxy).await;
 }
 
@@ -294,14 +346,21 @@ async fn work_resumes_within_seconds_of_redis_coming_back() {
     let toxi = Toxiproxy::new();
     let proxy = common::unique("redis");
     let listen = toxi.proxy(&proxy, &host_port(&common::redis_url())).await;
-    let (q, queue_name, database) = scenario("faults_redis_back", &common::redis_url(), JOBS).await;
+    let s = Scenario::new(
+        "faults_redis_back",
+        &common::redis_url(),
+        &common::mongodb_uri(),
+        JOBS,
+    )
+    .await;
+    let q = &s.q;
     let _running = tidegate(
-        &queue_name,
-        &database,
+        &s.queue_name,
+        &s.database,
         &format!("redis://{listen}"),
         &common::mongodb_uri(),
     );
-    first_jobs_done(&q).await;
+    first_jobs_done(q).await;
 
     toxi.set_enabled(&proxy, false).await;
     tokio::time::sleep(Duration::from_secs(3)).await; // the outage itself, not a wait for a condition
@@ -316,10 +375,9 @@ async fn work_resumes_within_seconds_of_redis_coming_back() {
     )
     .await;
     let resumed = back.elapsed();
-    all_jobs_done(&q, JOBS, Duration::from_secs(120)).await;
+    all_jobs_done(q, JOBS, Duration::from_secs(120)).await;
     eprintln!("redis back: work resumed {resumed:?} after it returned (bound 5 s)");
-    assert_eq!(q.counts().await.expect("counts").failed, 0);
-    common::assert_each_effect_once(&common::mongodb_uri(), &database, JOBS).await;
+    s.assert_done_once(&common::mongodb_uri()).await;
     toxi.delete(&proxy).await;
 }
 
@@ -566,9 +624,21 @@ async fn redis_killed_and_restarted_on_its_aof_loses_no_job() {
     const JOBS: usize = 1500;
     let mut redis = aof_redis().await;
     let redis_url = format!("redis://127.0.0.1:{}", redis.port);
-    let (q, queue_name, database) = scenario("faults_redis_kill", &redis_url, JOBS).await;
-    let _running = tidegate(&queue_name, &database, &redis_url, &common::mongodb_uri());
-    first_jobs_done(&q).await;
+    let s = Scenario::new(
+        "faults_redis_kill",
+        &redis_url,
+        &common::mongodb_uri(),
+        JOBS,
+    )
+    .await;
+    let q = &s.q;
+    let _running = tidegate(
+        &s.queue_name,
+        &s.database,
+        &redis_url,
+        &common::mongodb_uri(),
+    );
+    first_jobs_done(q).await;
 
     redis.kill();
     let down = Instant::now();
@@ -594,13 +664,12 @@ async fn redis_killed_and_restarted_on_its_aof_loses_no_job() {
     )
     .await;
     let resumed = back.elapsed();
-    all_jobs_done(&q, JOBS, Duration::from_secs(120)).await;
+    all_jobs_done(q, JOBS, Duration::from_secs(120)).await;
     eprintln!(
         "redis killed: back {:?} after the kill, work resumed {resumed:?} after that (bound 5 s)",
         back - down
     );
-    assert_eq!(q.counts().await.expect("counts").failed, 0);
-    common::assert_each_effect_once(&common::mongodb_uri(), &database, JOBS).await;
+    s.assert_done_once(&common::mongodb_uri()).await;
 }
 
 /// The database killed with SIGKILL mid-run and started again on its files: the batches in
@@ -628,22 +697,27 @@ async fn the_database_killed_and_restarted_loses_no_job() {
     });
     listening(db.port).await;
     let mongodb_uri = format!("mongodb://127.0.0.1:{}/", db.port);
-    let (q, queue_name, database) = scenario("faults_db_kill", &common::redis_url(), JOBS).await;
-    let _running = tidegate(&queue_name, &database, &common::redis_url(), &mongodb_uri);
-    first_jobs_done(&q).await;
+    let s = Scenario::new("faults_db_kill", &common::redis_url(), &mongodb_uri, JOBS).await;
+    let q = &s.q;
+    let _running = tidegate(
+        &s.queue_name,
+        &s.database,
+        &common::redis_url(),
+        &mongodb_uri,
+    );
+    first_jobs_done(q).await;
     db.kill();
     let killed = q.counts().await.expect("counts").completed;
     assert!(killed < JOBS as u64, "the kill came too late to test");
     db.restart();
     listening(db.port).await;
     let back = Instant::now();
-    all_jobs_done(&q, JOBS, Duration::from_secs(120)).await;
+    all_jobs_done(q, JOBS, Duration::from_secs(120)).await;
     eprintln!(
         "database killed: every job done {:?} after it came back",
         back.elapsed()
     );
-    assert_eq!(q.counts().await.expect("counts").failed, 0);
-    common::assert_each_effect_once(&mongodb_uri, &database, JOBS).await;
+    s.assert_done_once(&mongodb_uri).await;
 }
 
 /// Jobs that ended (completed or failed), when Redis answers.

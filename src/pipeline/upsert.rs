@@ -2,7 +2,8 @@
 //! job of a batch for the same collection goes into one bulk `update` (upserts, unordered).
 //!
 //! Job data: `{"collection": "daily_scores", "key": ["userId", "date"],
-//! "document": {"userId": "u1", "date": "2026-11-24", "score": 42}}`. The filter is the
+//! "document": {"userId": "u1", "date": "2026-11-24", "score": 42}}`, and optionally the
+//! `runId` of the run the job counts in (read by the worker, not here). The filter is the
 //! document's key fields; the update `$set`s the whole document, so repeating a job changes
 //! nothing (at-least-once delivery stays harmless).
 
@@ -21,6 +22,9 @@ struct UpsertJob {
     collection: String,
     key: Vec<String>,
     document: serde_json::Map<String, serde_json::Value>,
+    /// Accepted so that any job may belong to a run; the worker counts it there.
+    #[serde(rename = "runId")]
+    _run_id: Option<String>,
 }
 
 /// Turns one job's data into its collection and upsert, or says why it cannot be written.
@@ -120,7 +124,7 @@ mod tests {
     #[test]
     fn filter_is_the_key_fields_and_update_sets_the_document() {
         let (coll, upsert) = plan(&job(
-            r#"{"collection":"scores","key":["userId","date"],"document":{"userId":"u1","date":"2026-11-24","score":4}}"#,
+            r#"{"collection":"scores","key":["userId","date"],"document":{"userId":"u1","date":"2026-11-24","score":4},"runId":"2026-11-24-r1"}"#,
         ))
         .expect("valid");
         assert_eq!(coll, "scores");
