@@ -8,7 +8,7 @@
 //! (a real MongoDB), and tidegate's pace from its own `/metrics`. Phases:
 //!
 //! - `alone`: the service alone (its latency is the reference);
-//! - `naive`: the service beside the seed's original script (every user at once);
+//! - `naive`: the service beside the original script (every user at once);
 //! - `paced`: the service beside tidegate, the same day;
 //! - `trace`: tidegate alone on a larger day, then the service joins, turns heavy (more than
 //!   the target on its own), and leaves, while tidegate goes on;

@@ -5,8 +5,10 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use chrono::NaiveDate;
-use mongodb::bson::{Document, doc};
+use chrono_tz::Tz;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -16,13 +18,13 @@ use crate::control::probe::ProbeError;
 use crate::http::admin::AdminState;
 use crate::http::{self, AppState};
 use crate::notify::Notifier;
-use crate::pipeline::Pipelines;
-use crate::pipeline::score::{self, DAILY_SCORES, ScorePipeline};
-use crate::pipeline::upsert::UpsertPipeline;
+use crate::pipeline::upsert::{self, UpsertPipeline};
+use crate::pipeline::{Pipeline, Router};
 use crate::progress::Progress;
 use crate::queue::{self, Queue};
 use crate::runs::{RunError, RunRecord, Runs};
-use crate::schedule::{self, PlanError, Planner};
+use crate::schedule::{self, Daily, PlanError, Planner};
+use crate::score::{self, Score, ScorePipeline};
 use crate::store::Store;
 use crate::telemetry;
 use crate::worker::Worker;
@@ -65,6 +67,15 @@ pub enum AppError {
     },
 }
 
+/// The pipelines this binary's workers run, by job name: the daily score and the generic upsert
+/// any producer can use. A new pipeline is registered here (and, if it plans days, as a
+/// [`Daily`] in [`App::connect`]).
+pub fn router(store: &Store, tz: Tz) -> Router {
+    Router::new()
+        .route(score::JOB_NAMES, ScorePipeline::new(store.clone(), tz))
+        .route(upsert::JOB_NAMES, UpsertPipeline::new(store.clone()))
+}
+
 /// The connected parts every command shares.
 #[derive(Clone)]
 pub struct App {
@@ -92,7 +103,7 @@ impl App {
         let deadline = tokio::time::Instant::now() + limit;
         wait_for(
             "Redis",
-            crate::config::redact_url(&settings.redis_url),
+            crate::redact::redact_url(&settings.redis_url),
             (deadline, limit),
             || queue::ping_once(&settings.redis_url),
         )
@@ -106,18 +117,20 @@ impl App {
         .await?;
         wait_for(
             "MongoDB",
-            crate::config::redact_url(&settings.mongodb_uri),
+            crate::redact::redact_url(&settings.mongodb_uri),
             (deadline, limit),
             || store.ping(),
         )
         .await?;
-        score::ensure_indexes(&store).await?;
+        let daily: Arc<dyn Daily> = Arc::new(Score);
+        daily.ensure_indexes(&store).await?;
         let queue = Queue::new(redis.clone(), &settings.queue_prefix, &settings.queue);
         let mut runs = Runs::new(redis.clone(), store.clone());
         if let Some(url) = &settings.slack_webhook_url {
             runs = runs.with_notifier(Notifier::new(url.clone()).map_err(AppError::Notify)?);
         }
         let planner = Planner {
+            daily,
             queue: queue.clone(),
             store: store.clone(),
             runs: runs.clone(),
@@ -137,26 +150,15 @@ impl App {
         })
     }
 
-    pub fn worker(&self) -> Worker<Pipelines> {
-        let pipelines = Pipelines {
-            score: ScorePipeline::new(self.store.clone(), self.settings.timezone),
-            upsert: UpsertPipeline::new(self.store.clone()),
-        };
-        Worker::new(
-            self.queue.clone(),
-            &self.settings.redis_url,
-            pipelines,
-            self.settings.worker.clone(),
-        )
-        .with_runs(self.runs.clone())
-    }
-
-    /// The worker, paced by a load-control loop that shares the database's write budget with
-    /// every other process writing to the database; the loop runs until `stop`.
-    pub fn paced_worker(
+    /// A worker of `pipeline` on the queue, counting its jobs in their runs, paced by a
+    /// load-control loop that shares the database's write budget with every other process
+    /// writing to the database; the loop runs until `stop`. `tidegate run` passes [`router`];
+    /// a program of your own passes its own pipeline (see `examples/`).
+    pub fn paced_worker<P: Pipeline>(
         &self,
+        pipeline: P,
         stop: &CancellationToken,
-    ) -> Result<(Worker<Pipelines>, tokio::task::JoinHandle<()>), AppError> {
+    ) -> Result<(Worker<P>, tokio::task::JoinHandle<()>), AppError> {
         let (pacer, throttle) = Pacer::build(
             self.settings.control.clone(),
             self.redis.clone(),
@@ -165,7 +167,15 @@ impl App {
             self.settings.worker.batch_size,
         )?;
         let control = tokio::spawn(pacer.run(stop.clone()));
-        Ok((self.worker().with_throttle(throttle), control))
+        let worker = Worker::new(
+            self.queue.clone(),
+            &self.settings.redis_url,
+            pipeline,
+            self.settings.worker.clone(),
+        )
+        .with_runs(self.runs.clone())
+        .with_throttle(throttle);
+        Ok((worker, control))
     }
 
     /// Starts what every long-lived command runs until `stop`: the metrics upkeep, the HTTP
@@ -209,7 +219,8 @@ impl App {
             }
             None => None,
         };
-        let (worker, control) = self.paced_worker(stop)?;
+        let (worker, control) =
+            self.paced_worker(router(&self.store, self.settings.timezone), stop)?;
         Ok(Running {
             admin,
             control,
@@ -278,7 +289,7 @@ pub async fn run(settings: Settings) -> Result<(), AppError> {
         metrics = %format!("http://{}/metrics", app.settings.http_addr),
         prometheus = app.settings.control.prometheus_url.as_deref().map_or_else(
             || "(not configured: set TIDEGATE_PROMETHEUS_URL)".to_owned(),
-            crate::config::redact_url,
+            crate::redact::redact_url,
         ),
         "tidegate running"
     );
@@ -315,8 +326,9 @@ async fn watch_for_stalls(runs: Runs, after: Duration, stop: CancellationToken) 
 #[derive(Debug, Clone)]
 pub struct DayReport {
     pub run: RunRecord,
-    /// Documents in `daily_scores` for the date after the run.
+    /// The application's results for the date after the run, and where they are.
     pub documents: u64,
+    pub results_in: &'static str,
     pub wall: Duration,
     /// Database round trips of this process during the run: reads, writes, statements written.
     pub reads: u64,
@@ -343,8 +355,8 @@ impl std::fmt::Display for DayReport {
         )?;
         writeln!(
             f,
-            "documents  {} in {DAILY_SCORES} for {}",
-            self.documents, run.date
+            "documents  {} in {} for {}",
+            self.documents, self.results_in, run.date
         )?;
         writeln!(
             f,
@@ -420,19 +432,12 @@ pub async fn process_day(
     let stopped = running.join().await;
     let run = outcome?;
     stopped?;
-    let documents = app
-        .store
-        .bounded(
-            app.store
-                .database()
-                .collection::<Document>(DAILY_SCORES)
-                .count_documents(doc! { "date": date.to_string() })
-                .max_time(app.store.op_timeout()),
-        )
-        .await?;
+    let daily = &app.planner.daily;
+    let documents = daily.results(&app.store, date).await?;
     Ok(DayReport {
         run,
         documents,
+        results_in: daily.results_in(),
         wall,
         reads: traffic.reads.load(Ordering::Relaxed) - before.0,
         writes: traffic.writes.load(Ordering::Relaxed) - before.1,

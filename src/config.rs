@@ -15,7 +15,10 @@ use mongodb::options::WriteConcern;
 use crate::control::controller;
 use crate::control::pacer::ControlOptions;
 use crate::queue::{Backoff, BackoffKind, Retention};
+use crate::redact::{redact_path, redact_url};
+use crate::schedule::cron_schedule;
 use crate::store::StoreOptions;
+use crate::telemetry::LogFormat;
 use crate::worker::WorkerOptions;
 
 /// One environment variable: the single place its name, default and meaning are written.
@@ -399,12 +402,6 @@ pub const VARS: &[&Var] = &[
     &PLAN_LEASE,
     &RUN_STALL_AFTER,
 ];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
 
 /// The effective configuration. Built only by [`Settings::from_lookup`], so every value in it
 /// has been validated.
@@ -908,51 +905,6 @@ fn positive_number(value: &str) -> Result<f64, String> {
     }
 }
 
-/// Cron in the 5-field form people write, or the `cron` crate's own 6/7-field form.
-pub fn cron_schedule(value: &str) -> Result<cron::Schedule, String> {
-    let fields = value.split_whitespace().count();
-    let full = if fields == 5 {
-        format!("0 {value}")
-    } else {
-        value.to_owned()
-    };
-    cron::Schedule::from_str(&full).map_err(|e| e.to_string())
-}
-
-/// Hides the password in a URL's user info (`scheme://user:pass@host` → `scheme://user:****@host`).
-/// Written by hand because a MongoDB seed list (`h1:1,h2:2`) is not a URL the `url` crate parses.
-/// `https://hooks.example.com/****`: a webhook's path is its key.
-pub fn redact_path(value: &str) -> String {
-    let Some((scheme, rest)) = value.split_once("://") else {
-        return if value.is_empty() {
-            String::new()
-        } else {
-            "****".to_owned()
-        };
-    };
-    let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let host = rest[..host_end].rsplit('@').next().unwrap_or_default();
-    format!("{scheme}://{host}/****")
-}
-
-pub fn redact_url(value: &str) -> String {
-    let Some((scheme, rest)) = value.split_once("://") else {
-        return value.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return value.to_owned();
-    };
-    let userinfo = &rest[..at];
-    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-    let masked = if userinfo.contains(':') {
-        format!("{user}:****")
-    } else {
-        "****".to_owned()
-    };
-    format!("{scheme}://{masked}{}", &rest[at..])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1105,33 +1057,6 @@ mod tests {
     fn empty_means_default() {
         let s = read(&[("TIDEGATE_TIMEZONE", " ")]).expect("valid");
         assert_eq!(s.timezone, chrono_tz::Asia::Seoul);
-    }
-
-    #[test]
-    fn cron_accepts_five_and_six_fields() {
-        assert!(cron_schedule("0 1 * * *").is_ok());
-        assert!(cron_schedule("30 0 1 * * *").is_ok());
-        assert!(cron_schedule("61 1 * * *").is_err());
-    }
-
-    #[test]
-    fn redaction_hides_only_the_password() {
-        assert_eq!(
-            redact_url("mongodb://app:s3cret@h1:27017,h2:27017/db?replicaSet=rs0"),
-            "mongodb://app:****@h1:27017,h2:27017/db?replicaSet=rs0"
-        );
-        assert_eq!(
-            redact_url("redis://:pw@localhost:6379/0"),
-            "redis://:****@localhost:6379/0"
-        );
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6390"),
-            "redis://127.0.0.1:6390"
-        );
-        assert_eq!(
-            redact_url("mongodb://h/?authSource=a@b"),
-            "mongodb://h/?authSource=a@b"
-        );
     }
 
     #[test]

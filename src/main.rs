@@ -9,8 +9,8 @@ use futures::TryStreamExt;
 use tidegate::app::{self, App};
 use tidegate::config::{self, Settings};
 use tidegate::control::{controller, simulate};
-use tidegate::pipeline::score;
 use tidegate::progress::Progress;
+use tidegate::score;
 
 #[derive(Parser)]
 #[command(
@@ -67,7 +67,7 @@ enum Command {
         #[arg(long)]
         purge: bool,
     },
-    /// The seed's original script, for benchmarks only: every user at once, one read and one
+    /// The original script, for benchmarks only: every user at once, one read and one
     /// write each, no pacing.
     Naive {
         /// The day (default: yesterday in TIDEGATE_TIMEZONE): from 2000-01-01 to the last day
@@ -75,7 +75,7 @@ enum Command {
         #[arg(long)]
         date: Option<NaiveDate>,
     },
-    /// A SIMULATION, not a measurement: the seed's day in virtual time on a modelled M50 (naive,
+    /// A SIMULATION, not a measurement: the original day in virtual time on a modelled M50 (naive,
     /// Bull's fixed 5 jobs/s, tidegate's controller). Writes simulation.csv and simulation.svg;
     /// needs no services and reads no settings.
     Simulate {
@@ -193,9 +193,9 @@ async fn seed_events(
     date: NaiveDate,
     users: u64,
     seed: u64,
-) -> Result<score::SeedReport, tidegate::store::WriteFailure> {
+) -> Result<score::SampleReport, tidegate::store::WriteFailure> {
     let mut progress = Progress::new(&format!("seeding {date}"), users);
-    let report = score::seed_day(
+    let report = score::sample_day(
         &app.store,
         date,
         app.settings.timezone,

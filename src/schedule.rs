@@ -1,17 +1,22 @@
 //! Planning runs: a cron schedule in a timezone fires, and the planner streams the day's targets
-//! into jobs with run-scoped ids (`score-<run>-<user>`), in chunks. Across replicas a scheduled
+//! of a [`Daily`] application into jobs with run-scoped ids (`<application>-<run>-<target>`), in
+//! chunks. Across replicas a scheduled
 //! day is planned once: a Redis lock with a lease serialises planners, and the run record in
 //! MongoDB says whether the schedule already planned that day. A re-run plans the day again
 //! under a new run id, so jobs still retained from an earlier run cannot swallow it.
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use futures::TryStreamExt;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::pipeline::score::{self, ScoreJob};
+use crate::queue::keys;
 use crate::queue::{Backoff, JobOptions, NewJob, Queue, QueueError};
 use crate::runs::{RunError, RunRecord, Runs};
 use crate::store::Store;
@@ -48,9 +53,53 @@ pub enum PlanError {
     },
 }
 
-/// Turns a day into a run of score jobs.
+/// An application that works a day at a time, as the planner and the process need it: its name
+/// (the runs' pipeline, the job ids' prefix), its indexes, the day's targets, the job for one
+/// target, the purge of a re-run, and how many results a day has. Its jobs' pipeline is
+/// registered with the worker's [`crate::pipeline::Router`].
+pub trait Daily: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+
+    /// Creates the indexes its jobs read and write by; safe to repeat.
+    fn ensure_indexes<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, mongodb::error::Result<()>>;
+
+    /// Streams the day's targets (never the whole list at once). `limit` bounds the query that
+    /// finds them; the planner bounds each further read.
+    fn targets<'a>(
+        &'a self,
+        store: &'a Store,
+        date: NaiveDate,
+        tz: Tz,
+        limit: Duration,
+    ) -> BoxFuture<'a, mongodb::error::Result<BoxStream<'a, mongodb::error::Result<String>>>>;
+
+    /// The job (name and data) that works `target`'s part of `date` in `run`; the data carries
+    /// `runId` so that the run counts it. The planner sets its id and retry options.
+    fn job(&self, run: &str, date: NaiveDate, target: &str) -> NewJob;
+
+    /// Deletes the day's results of targets outside `keep` (a re-run rewrites the others).
+    fn purge<'a>(
+        &'a self,
+        store: &'a Store,
+        date: NaiveDate,
+        keep: &'a HashSet<String>,
+    ) -> BoxFuture<'a, mongodb::error::Result<u64>>;
+
+    /// Where its results go (a collection), for the run's summary.
+    fn results_in(&self) -> &'static str;
+
+    /// How many results the day has, for the run's summary.
+    fn results<'a>(
+        &'a self,
+        store: &'a Store,
+        date: NaiveDate,
+    ) -> BoxFuture<'a, mongodb::error::Result<u64>>;
+}
+
+/// Turns a day into a run of an application's jobs.
 #[derive(Clone)]
 pub struct Planner {
+    pub daily: Arc<dyn Daily>,
     pub queue: Queue,
     pub store: Store,
     pub runs: Runs,
@@ -63,9 +112,9 @@ pub struct Planner {
     pub lease: Duration,
 }
 
-/// A BullMQ-safe job id for a user of a run: BullMQ forbids `:` in custom ids.
-pub fn job_id(run_id: &str, user: &str) -> String {
-    format!("score-{run_id}-{}", user.replace(':', "_"))
+/// A BullMQ-safe job id for a target of an application's run: BullMQ forbids `:` in custom ids.
+pub fn job_id(application: &str, run_id: &str, target: &str) -> String {
+    format!("{application}-{run_id}-{}", target.replace(':', "_"))
 }
 
 /// The day a firing at `fired` plans: the day that just ended in the schedule's timezone.
@@ -123,35 +172,32 @@ impl Planner {
         purge: bool,
     ) -> Result<RunRecord, PlanError> {
         check_run_date(date, self.tz, Utc::now())?;
-        let run = self.runs.start("score", &date.to_string(), trigger).await?;
+        let daily = self.daily.as_ref();
+        let run = self
+            .runs
+            .start(daily.name(), &date.to_string(), trigger)
+            .await?;
         metrics::counter!(names::RUNS_PLANNED, "trigger" => trigger.to_owned()).increment(1);
         let opts = JobOptions {
             attempts: Some(self.attempts),
             backoff: Some(self.backoff),
             ..JobOptions::default()
         };
-        let mut targets = Box::pin(score::targets(&self.store, date, self.tz, self.lease).await?);
+        let mut targets = daily
+            .targets(&self.store, date, self.tz, self.lease)
+            .await?;
         let (mut planned, mut skipped) = (0u64, 0u64);
         let mut chunk = Vec::with_capacity(PLAN_CHUNK);
-        // The day's users, kept only for a purge: their results the new run rewrites anyway.
-        let mut targeted = std::collections::HashSet::new();
+        // The day's targets, kept only for a purge: their results the new run rewrites anyway.
+        let mut targeted = HashSet::new();
         loop {
             let next = self.store.bounded(targets.try_next()).await?;
-            if let Some(user) = &next {
+            if let Some(target) = &next {
                 if purge {
-                    targeted.insert(user.clone());
+                    targeted.insert(target.clone());
                 }
-                let data = ScoreJob {
-                    user_id: user.clone(),
-                    collect_date: date,
-                    run_id: Some(run.id.clone()),
-                };
-                let job = NewJob::new(
-                    "collect",
-                    serde_json::to_value(&data).unwrap_or(serde_json::Value::Null),
-                )
-                .with_opts(JobOptions {
-                    job_id: Some(job_id(&run.id, user)),
+                let job = daily.job(&run.id, date, target).with_opts(JobOptions {
+                    job_id: Some(job_id(daily.name(), &run.id, target)),
                     ..opts.clone()
                 });
                 chunk.push(job);
@@ -170,13 +216,14 @@ impl Planner {
         self.runs.planned(&run.id, planned, skipped).await?;
         tracing::info!(run = %run.id, %date, trigger, planned, skipped, "run planned");
         if purge {
-            let deleted = score::purge(&self.store, date, &targeted)
+            let deleted = daily
+                .purge(&self.store, date, &targeted)
                 .await
                 .map_err(|source| PlanError::Purge {
                     run: run.id.clone(),
                     source,
                 })?;
-            tracing::info!(run = %run.id, %date, deleted, "purged the day's results of users the new run does not rewrite");
+            tracing::info!(run = %run.id, %date, deleted, "purged the day's results of targets the new run does not rewrite");
         }
         Ok(self.runs.get(&run.id).await?.unwrap_or(run))
     }
@@ -185,7 +232,7 @@ impl Planner {
     /// holding a lock with a lease so that replicas firing together plan it once.
     pub async fn fire(&self, fired: DateTime<Tz>) -> Result<Option<RunRecord>, PlanError> {
         let date = day_for(fired);
-        let lock = format!("tidegate:plan-lock:{date}");
+        let lock = keys::plan_lock(&date.to_string());
         let token = format!("{:016x}", rand::random::<u64>());
         let got: Option<String> = redis::cmd("SET")
             .arg(&lock)
@@ -216,6 +263,17 @@ impl Planner {
     }
 }
 
+/// Cron in the 5-field form people write, or the `cron` crate's own 6/7-field form.
+pub fn cron_schedule(value: &str) -> Result<cron::Schedule, String> {
+    let fields = value.split_whitespace().count();
+    let full = if fields == 5 {
+        format!("0 {value}")
+    } else {
+        value.to_owned()
+    };
+    full.parse::<cron::Schedule>().map_err(|e| e.to_string())
+}
+
 /// Fires the planner at each time of `schedule` in `tz` until `shutdown`.
 pub async fn run_schedule(planner: Planner, schedule: cron::Schedule, shutdown: CancellationToken) {
     loop {
@@ -241,6 +299,13 @@ pub async fn run_schedule(planner: Planner, schedule: cron::Schedule, shutdown: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cron_accepts_five_and_six_fields() {
+        assert!(cron_schedule("0 1 * * *").is_ok());
+        assert!(cron_schedule("30 0 1 * * *").is_ok());
+        assert!(cron_schedule("61 1 * * *").is_err());
+    }
     use chrono::TimeZone;
 
     #[test]
@@ -289,14 +354,22 @@ mod tests {
 
     #[test]
     fn job_ids_are_bullmq_safe_and_run_scoped() {
-        assert_eq!(job_id("2026-11-24-r2", "u1"), "score-2026-11-24-r2-u1");
-        assert_eq!(job_id("2026-11-24-r2", "a:b"), "score-2026-11-24-r2-a_b");
-        assert!(crate::queue::job::check_custom_id(&job_id("2026-11-24-r1", "42")).is_ok());
+        assert_eq!(
+            job_id("score", "2026-11-24-r2", "u1"),
+            "score-2026-11-24-r2-u1"
+        );
+        assert_eq!(
+            job_id("score", "2026-11-24-r2", "a:b"),
+            "score-2026-11-24-r2-a_b"
+        );
+        assert!(
+            crate::queue::job::check_custom_id(&job_id("score", "2026-11-24-r1", "42")).is_ok()
+        );
     }
 
     #[test]
     fn the_default_schedule_fires_at_one_in_seoul() {
-        let schedule = crate::config::cron_schedule("0 1 * * *").expect("cron");
+        let schedule = cron_schedule("0 1 * * *").expect("cron");
         let now = chrono_tz::Asia::Seoul
             .with_ymd_and_hms(2026, 11, 24, 13, 0, 0)
             .single()

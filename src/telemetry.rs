@@ -9,8 +9,6 @@ use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
-
 /// Metric names. Labels are bounded: a queue, a state, a dependency name; never a job or user.
 pub mod names {
     pub const BUILD_INFO: &str = "tidegate_build_info";
@@ -66,6 +64,13 @@ const WAIT_BUCKETS: &[f64] = &[
 const LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
 ];
+
+/// How log lines are written: `TIDEGATE_LOG_FORMAT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// Installs the global `tracing` subscriber writing to stderr. A second call (tests) is a no-op.
 pub fn init_tracing(filter: &str, format: LogFormat) {

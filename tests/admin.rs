@@ -12,7 +12,7 @@ use fantoccini::Locator;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tidegate::control::pacer::{ControlOptions, Pacer};
 use tidegate::http::admin::{AdminState, router};
-use tidegate::pipeline::score;
+use tidegate::score;
 use tokio_util::sync::CancellationToken;
 
 use tidegate::queue::{
@@ -76,13 +76,14 @@ async fn start() -> Admin {
     .await
     .expect("mongodb");
     let day = NaiveDate::from_ymd_opt(2026, 11, 24).expect("date");
-    score::seed_day(&store, day, TZ, 10, 3, |_| {})
+    score::sample_day(&store, day, TZ, 10, 3, |_| {})
         .await
         .expect("seed");
     let redis = connect(&common::redis_url()).await.expect("redis");
     let queue = Queue::new(redis.clone(), "bull", &common::unique("admin"));
     let runs = Runs::new(redis.clone(), store.clone());
     let planner = Planner {
+        daily: std::sync::Arc::new(tidegate::score::Score),
         queue: queue.clone(),
         store: store.clone(),
         runs: runs.clone(),
@@ -353,7 +354,7 @@ async fn work(admin: &Admin, settle: impl Fn(&Job) -> Settlement) {
     admin.runs.check_ends(&jobs).await;
 }
 
-/// Plans the seeded day as a run and works it; one job of the ten fails for good, so the run
+/// Plans the sample day as a run and works it; one job of the ten fails for good, so the run
 /// ends failed. Returns the run and the failed job's id.
 async fn run_with_one_failure(admin: &Admin) -> (RunRecord, String) {
     let day = NaiveDate::from_ymd_opt(2026, 11, 24).expect("date");

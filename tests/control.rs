@@ -18,13 +18,11 @@ use tidegate::control::cost::Cost;
 use tidegate::control::pacer::{ControlOptions, Pacer};
 use tidegate::control::probe::{Probe, PrometheusProbe};
 use tidegate::control::throttle::Throttle;
-use tidegate::pipeline::Pipelines;
-use tidegate::pipeline::score::{self, ScorePipeline};
-use tidegate::pipeline::upsert::UpsertPipeline;
 use tidegate::queue::keys::BudgetKeys;
 use tidegate::queue::{Backoff, NewJob, Queue, connect};
 use tidegate::runs::Runs;
 use tidegate::schedule::Planner;
+use tidegate::score;
 use tidegate::store::{Store, StoreOptions};
 use tidegate::worker::{Worker, WorkerOptions};
 use tokio_util::sync::CancellationToken;
@@ -297,7 +295,7 @@ async fn world(users: u64) -> World {
     .await
     .expect("connect");
     score::ensure_indexes(&store).await.expect("indexes");
-    score::seed_day(&store, day(), TZ, users, 11, |_| {})
+    score::sample_day(&store, day(), TZ, users, 11, |_| {})
         .await
         .expect("seed");
     let build = store
@@ -310,6 +308,7 @@ async fn world(users: u64) -> World {
     let queue = Queue::new(redis.clone(), "bull", &common::unique("control"));
     let runs = Runs::new(redis.clone(), store.clone());
     let planner = Planner {
+        daily: std::sync::Arc::new(tidegate::score::Score),
         queue: queue.clone(),
         store: store.clone(),
         runs: runs.clone(),
@@ -433,10 +432,7 @@ impl Paced {
                 BATCH,
             )
             .expect("pacer");
-            let pipelines = Pipelines {
-                score: ScorePipeline::new(w.store.clone(), TZ),
-                upsert: UpsertPipeline::new(w.store.clone()),
-            };
+            let pipelines = tidegate::app::router(&w.store, TZ);
             let worker = Worker::new(
                 queue.clone(),
                 &common::redis_url(),

@@ -769,7 +769,7 @@ const FAULTS: [Fault; 7] = [
 async fn chaos() {
     let _serial = SERIAL.lock().await;
     use rand::{RngExt, SeedableRng};
-    use tidegate::pipeline::score::{self, DAILY_SCORES};
+    use tidegate::score::{self, DAILY_SCORES};
     let setting = |name: &str, default: u64| -> u64 {
         std::env::var(name)
             .ok()
@@ -806,7 +806,7 @@ async fn chaos() {
             .await
             .expect("mongo");
     score::ensure_indexes(&store).await.expect("indexes");
-    score::seed_day(&store, day, tz, users, 7, |_| {})
+    score::sample_day(&store, day, tz, users, 7, |_| {})
         .await
         .expect("seed");
     let conn = connect(&direct_redis).await.expect("redis");
@@ -814,6 +814,7 @@ async fn chaos() {
     let q = Queue::new(conn.clone(), "bull", &queue_name);
     let runs = tidegate::runs::Runs::new(conn.clone(), store.clone());
     let planner = tidegate::schedule::Planner {
+        daily: std::sync::Arc::new(tidegate::score::Score),
         queue: q.clone(),
         store: store.clone(),
         runs: runs.clone(),

@@ -1,4 +1,4 @@
-//! The seed's job end to end on the real services: sample data, planning a run, workers
+//! The daily score job end to end on the real services: sample data, planning a run, workers
 //! processing it into `daily_scores`, the run noticing its end, re-runs, purges, the schedule
 //! firing twice, and the naive mode giving the same numbers.
 
@@ -9,12 +9,10 @@ use std::time::Duration;
 use chrono::{NaiveDate, TimeZone};
 use mongodb::bson::{Document, doc};
 use serde_json::json;
-use tidegate::pipeline::Pipelines;
-use tidegate::pipeline::score::{self, DAILY_SCORES, ScorePipeline};
-use tidegate::pipeline::upsert::UpsertPipeline;
 use tidegate::queue::{Backoff, BackoffKind, NewJob, Queue, Retention, Settlement, connect};
 use tidegate::runs::Runs;
 use tidegate::schedule::Planner;
+use tidegate::score::{self, DAILY_SCORES};
 use tidegate::store::{Store, StoreOptions};
 use tidegate::worker::{Worker, WorkerOptions};
 use tokio_util::sync::CancellationToken;
@@ -41,13 +39,14 @@ async fn world(users: u64) -> World {
     .await
     .expect("connect");
     score::ensure_indexes(&store).await.expect("indexes");
-    score::seed_day(&store, day(), TZ, users, 7, |_| {})
+    score::sample_day(&store, day(), TZ, users, 7, |_| {})
         .await
         .expect("seed");
     let redis = connect(&common::redis_url()).await.expect("redis");
     let queue = Queue::new(redis.clone(), "bull", &common::unique("score"));
     let runs = Runs::new(redis.clone(), store.clone());
     let planner = Planner {
+        daily: std::sync::Arc::new(tidegate::score::Score),
         queue: queue.clone(),
         store: store.clone(),
         runs: runs.clone(),
@@ -70,10 +69,7 @@ async fn world(users: u64) -> World {
 }
 
 fn start_worker(w: &World) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-    let pipelines = Pipelines {
-        score: ScorePipeline::new(w.store.clone(), TZ),
-        upsert: UpsertPipeline::new(w.store.clone()),
-    };
+    let pipelines = tidegate::app::router(&w.store, TZ);
     let options = WorkerOptions {
         batch_size: 50,
         idle_block: Duration::from_millis(200),

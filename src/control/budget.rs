@@ -16,7 +16,7 @@ use redis::aio::ConnectionManager;
 
 use crate::control::controller::{Decision, Pace};
 use crate::control::cost::Cost;
-use crate::queue::keys::BudgetKeys;
+use crate::queue::keys::{self, BudgetKeys};
 
 static TICK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/tick.lua")));
 static PUBLISH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/publish.lua")));
@@ -90,10 +90,7 @@ pub struct Ledger {
     pub batches: Vec<LedgerBatch>,
 }
 
-/// ZSET of the database CPU the leaders saw, one member per control interval (score = ms),
-/// kept two weeks: run reports read the mean and peak over a run from it. One per Redis, since
-/// run reports do not know which budget watched their database.
-const DB_CPU_KEY: &str = "tidegate:db-cpu";
+/// How long the database's CPU history is kept: as long as a run's counters.
 const DB_CPU_KEEP_MS: u64 = 14 * 86_400_000;
 
 /// Records one interval's database CPU (percent) seen at `at_ms`.
@@ -103,9 +100,9 @@ pub async fn record_cpu(
     cpu: f64,
 ) -> redis::RedisResult<()> {
     redis::pipe()
-        .zadd(DB_CPU_KEY, format!("{at_ms}:{cpu:.3}"), at_ms)
+        .zadd(keys::DB_CPU, format!("{at_ms}:{cpu:.3}"), at_ms)
         .ignore()
-        .zrembyscore(DB_CPU_KEY, 0, at_ms.saturating_sub(DB_CPU_KEEP_MS))
+        .zrembyscore(keys::DB_CPU, 0, at_ms.saturating_sub(DB_CPU_KEEP_MS))
         .ignore()
         .query_async(conn)
         .await
@@ -118,7 +115,7 @@ pub async fn cpu_between(
     to_ms: u64,
 ) -> redis::RedisResult<Option<(f64, f64)>> {
     let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-        .arg(DB_CPU_KEY)
+        .arg(keys::DB_CPU)
         .arg(from_ms)
         .arg(to_ms)
         .query_async(conn)

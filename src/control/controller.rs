@@ -792,7 +792,7 @@ mod scenarios {
 
     #[test]
     fn an_indexed_mongodb_is_held_at_its_target_and_steps_are_absorbed() {
-        // The seed's M50: 8 cores, a cheap command per batch (5 ms), 0.5 ms per document,
+        // The original team's M50: 8 cores, a cheap command per batch (5 ms), 0.5 ms per document,
         // one core of live traffic that steps to three and back; target 400%.
         let db = Database {
             cores: 8.0,

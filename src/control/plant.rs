@@ -248,7 +248,7 @@ pub fn run(
             } else {
                 1.0
             };
-            // Contention comes from the batches' connections (the seed's script held ~2,500).
+            // Contention comes from the batches' connections (the original script held ~2,500).
             let efficiency = db.contention.map_or(1.0, |(free, scale)| {
                 1.0 / (1.0 + (running.len() as f64 - free).max(0.0) / scale)
             });

@@ -201,7 +201,7 @@ impl PrometheusProbe {
             message: format!(
                 "{} ({})",
                 e.without_url(),
-                crate::config::redact_url(&self.query_url)
+                crate::redact::redact_url(&self.query_url)
             ),
         }
     }

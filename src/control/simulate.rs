@@ -1,33 +1,33 @@
-//! `tidegate simulate`: the seed's story replayed in virtual time. This is a SIMULATION: no
+//! `tidegate simulate`: the original story replayed in virtual time. This is a SIMULATION: no
 //! database and no clock; every figure it prints or draws comes from the model below (the
 //! [`plant`]), never from a measurement, and every output says so. Deterministic for a seed.
 //!
-//! It owns the seed's database as a plant, the three ways of working a day ([`Strategy`]), the
+//! It owns the original team's database as a plant, the three ways of working a day ([`Strategy`]), the
 //! summary figures, and the CSV, SVG and table outputs. The controller and the worker's pacing
 //! are the real ones; what the plant does to them is what a real database does to them: lumps,
 //! noise, probe lag, live traffic that changes, and cores that everything shares.
 //!
-//! # The model (an Atlas M50, as in the seed)
+//! # The model (an Atlas M50, as in the original story)
 //! - **8 cores** (M50: 8 vCPU), shared by everything in flight; past 128 operations in flight
 //!   (WiredTiger's default tickets in MongoDB 6.0) each does less per core-second,
-//!   `1 / (1 + (n − 128) / 1100)`: the seed's script keeps ~2,500 in flight (it saw 2,000-3,000
+//!   `1 / (1 + (n − 128) / 1100)`: the original script keeps ~2,500 in flight (it saw 2,000-3,000
 //!   connections), so the server does ~32% of its usual work while pegged. That, not the total
 //!   work, is why it took ~10 minutes at 800%; the scale 1100 is the one free parameter, chosen
-//!   for the seed's 10 minutes at 50,000 users (~50,000 jobs/day, the seed's figure).
-//! - **The service**: 200 operations/s of 5 ms each (one core, 100%: the seed does not give
+//!   for the original 10 minutes at 50,000 users (~50,000 jobs/day, the story's figure).
+//! - **The service**: 200 operations/s of 5 ms each (one core, 100%: the story does not give
 //!   the normal CPU; one core puts Bull's 5 jobs/s at ~110%, the low end of the "steady
-//!   100–200%" the seed reports for it), Poisson arrivals, rising to 300/s (1.5 cores) for a
+//!   100–200%" the story reports for it), Poisson arrivals, rising to 300/s (1.5 cores) for a
 //!   minute from the 30th second: the service's own busy spell in the middle of the batch.
 //! - **A user's job** is one read of 3 event documents and one write of its score. A round trip
-//!   costs 8 ms of CPU (parsing, planning, the lookup in an under-indexed collection: the seed
+//!   costs 8 ms of CPU (parsing, planning, the lookup in an under-indexed collection: the story
 //!   says missing indexes made it worse), a document 0.5 ms. So a batch (one read, one bulk
 //!   write) costs 16 ms plus 2 ms per user: 18 ms for the naive script's single users, ~1 s for
 //!   tidegate's batches of 500. Batching, not pacing alone, is most of the saving.
 //! - **The probe** reads the CPU of the interval that ended a second before (as Prometheus'
 //!   `irate` does); the service's latency is what the read latency guard would see.
 //!
-//! Not modelled: memory and cache pressure (the seed saw 25 GB), failures and retries. The
-//! seed's own figures do not fit one day: 5 jobs/s for 3 minutes is 900 jobs, while 50,000 jobs
+//! Not modelled: memory and cache pressure (the story saw 25 GB), failures and retries. The
+//! story's own figures do not fit one day: 5 jobs/s for 3 minutes is 900 jobs, while 50,000 jobs
 //! at 5 jobs/s take 2 h 47 min; the simulation shows the latter.
 
 use std::path::{Path, PathBuf};
@@ -44,7 +44,7 @@ const MAX_SECONDS: f64 = 86_400.0;
 /// Within this share of the target, CPU counts as held.
 const BAND: f64 = 0.10;
 
-/// The seed's M50 with its service, as the module's doc comment describes it.
+/// The original team's M50 with its service, as the module's doc comment describes it.
 pub fn m50() -> Database {
     Database {
         cores: 8.0,
@@ -62,7 +62,7 @@ pub fn m50() -> Database {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Strategy {
-    /// The seed's script: every user's read and write fired at once, as many in flight as the
+    /// The original script: every user's read and write fired at once, as many in flight as the
     /// connections allow.
     Naive { connections: usize },
     /// Bull's limiter: a hand-picked number of jobs per second, one at a time.
@@ -72,7 +72,7 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    /// The seed's day: the script, Bull's 5 jobs/s, and tidegate.
+    /// The original day: the script, Bull's 5 jobs/s, and tidegate.
     pub fn day() -> [Strategy; 3] {
         [
             Strategy::Naive { connections: 2500 },
@@ -151,7 +151,7 @@ pub enum Error {
     Chart(String),
 }
 
-/// The seed's day on the seed's M50 with the controller's defaults but `target_cpu`.
+/// The original day on the original team's M50 with the controller's defaults but `target_cpu`.
 pub fn day(users: u64, target_cpu: f64) -> Series {
     let config = Config {
         target_cpu,

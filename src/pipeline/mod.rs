@@ -1,12 +1,14 @@
 //! What a job means. A [`Pipeline`] turns a batch of jobs into one outcome per job; the worker
-//! settles each job by its outcome. [`upsert`] is the generic pipeline any producer can use,
-//! [`score`] is the seed's daily score, and [`Pipelines`] routes a mixed batch by job name, as a
-//! BullMQ worker picks its processor by name.
+//! settles each job by its outcome. A [`Router`] sends each job of a mixed batch to the pipeline
+//! registered for its name, as a BullMQ worker picks its processor by name. [`upsert`] is the
+//! generic pipeline any producer can use; applications (the daily score in `crate::score`)
+//! bring their own.
 
-pub mod score;
 pub mod upsert;
 
 use std::future::Future;
+
+use futures::future::BoxFuture;
 
 use crate::queue::Job;
 use crate::store::WriteFailure;
@@ -54,54 +56,147 @@ pub trait Pipeline: Send + Sync + 'static {
     fn process(&self, jobs: &[Job]) -> impl Future<Output = Vec<Outcome>> + Send;
 }
 
-/// Job names the seed's score pipeline answers to.
-pub const SCORE_JOB_NAMES: &[&str] = &["collect", "score"];
-/// Job name of the generic upsert pipeline.
-pub const UPSERT_JOB_NAME: &str = "upsert";
-
-/// Routes each job of a batch to the pipeline its name selects; a name no pipeline answers to
-/// fails that job alone.
-pub struct Pipelines {
-    pub score: score::ScorePipeline,
-    pub upsert: upsert::UpsertPipeline,
+/// The object-safe face of a [`Pipeline`], so that a [`Router`] can hold pipelines of any type.
+trait Route: Send + Sync {
+    fn process_boxed<'a>(&'a self, jobs: &'a [Job]) -> BoxFuture<'a, Vec<Outcome>>;
 }
 
-impl Pipeline for Pipelines {
+impl<P: Pipeline> Route for P {
+    fn process_boxed<'a>(&'a self, jobs: &'a [Job]) -> BoxFuture<'a, Vec<Outcome>> {
+        Box::pin(self.process(jobs))
+    }
+}
+
+/// Routes each job of a batch to the pipeline registered for its name, as a BullMQ worker picks
+/// its processor by name; the parts of a mixed batch run at once. A name no pipeline answers to
+/// fails that job alone, saying which names are known.
+#[derive(Default)]
+pub struct Router {
+    routes: Vec<(&'static [&'static str], Box<dyn Route>)>,
+}
+
+impl Router {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Jobs named any of `names` go to `pipeline` (the first registration of a name wins).
+    pub fn route(mut self, names: &'static [&'static str], pipeline: impl Pipeline) -> Self {
+        self.routes.push((names, Box::new(pipeline)));
+        self
+    }
+
+    fn known(&self) -> String {
+        let names: Vec<&str> = self
+            .routes
+            .iter()
+            .flat_map(|(n, _)| n.iter().copied())
+            .collect();
+        names.join(", ")
+    }
+}
+
+impl Pipeline for Router {
     fn name(&self) -> &str {
         "tidegate"
     }
 
     async fn process(&self, jobs: &[Job]) -> Vec<Outcome> {
-        let (mut scores, mut upserts) = (Vec::new(), Vec::new());
         let mut outcomes: Vec<Option<Outcome>> = vec![None; jobs.len()];
+        let mut groups: Vec<(Vec<usize>, Vec<Job>)> =
+            vec![(Vec::new(), Vec::new()); self.routes.len()];
         for (i, job) in jobs.iter().enumerate() {
-            if SCORE_JOB_NAMES.contains(&job.name.as_str()) {
-                scores.push(i);
-            } else if job.name == UPSERT_JOB_NAME {
-                upserts.push(i);
-            } else {
-                outcomes[i] = Some(Outcome::permanent(format!(
-                    "no pipeline for job name {:?} (known: {}, {UPSERT_JOB_NAME})",
-                    job.name,
-                    SCORE_JOB_NAMES.join(", ")
-                )));
+            match self
+                .routes
+                .iter()
+                .position(|(names, _)| names.contains(&job.name.as_str()))
+            {
+                Some(route) => {
+                    groups[route].0.push(i);
+                    groups[route].1.push(job.clone());
+                }
+                None => {
+                    outcomes[i] = Some(Outcome::permanent(format!(
+                        "no pipeline for job name {:?} (known: {})",
+                        job.name,
+                        self.known()
+                    )))
+                }
             }
         }
-        let pick = |idx: &[usize]| idx.iter().map(|&i| jobs[i].clone()).collect::<Vec<_>>();
-        let (score_jobs, upsert_jobs) = (pick(&scores), pick(&upserts));
-        let (score_out, upsert_out) = tokio::join!(
-            self.score.process(&score_jobs),
-            self.upsert.process(&upsert_jobs)
-        );
-        for (i, outcome) in scores.into_iter().zip(score_out) {
-            outcomes[i] = Some(outcome);
-        }
-        for (i, outcome) in upserts.into_iter().zip(upsert_out) {
-            outcomes[i] = Some(outcome);
+        let results = futures::future::join_all(
+            self.routes
+                .iter()
+                .zip(&groups)
+                .filter(|(_, (_, group))| !group.is_empty())
+                .map(|((_, pipeline), (idx, group))| async move {
+                    (idx, pipeline.process_boxed(group).await)
+                }),
+        )
+        .await;
+        for (idx, out) in results {
+            for (&i, outcome) in idx.iter().zip(out) {
+                outcomes[i] = Some(outcome);
+            }
         }
         outcomes
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Outcome::transient("pipeline returned no outcome")))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::JobOptions;
+
+    /// Completes each job with its pipeline's tag and the job's place in the batch it saw.
+    struct Tag(&'static str);
+
+    impl Pipeline for Tag {
+        fn name(&self) -> &str {
+            self.0
+        }
+
+        async fn process(&self, jobs: &[Job]) -> Vec<Outcome> {
+            jobs.iter()
+                .enumerate()
+                .map(|(i, j)| Outcome::Completed(serde_json::json!([self.0, i, j.id])))
+                .collect()
+        }
+    }
+
+    fn job(id: &str, name: &str) -> Job {
+        Job {
+            id: id.into(),
+            name: name.into(),
+            raw_data: "{}".into(),
+            opts: JobOptions::default(),
+            timestamp: 0,
+            attempts_made: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn each_job_reaches_the_pipeline_of_its_name_and_keeps_its_place() {
+        let router = Router::new()
+            .route(&["a", "alias"], Tag("A"))
+            .route(&["b"], Tag("B"));
+        let jobs = [
+            job("1", "b"),
+            job("2", "a"),
+            job("3", "nope"),
+            job("4", "alias"),
+        ];
+        let out = router.process(&jobs).await;
+        assert_eq!(out.len(), 4);
+        assert_eq!(out[0], Outcome::Completed(serde_json::json!(["B", 0, "1"])));
+        assert_eq!(out[1], Outcome::Completed(serde_json::json!(["A", 0, "2"])));
+        assert_eq!(
+            out[2],
+            Outcome::permanent("no pipeline for job name \"nope\" (known: a, alias, b)")
+        );
+        assert_eq!(out[3], Outcome::Completed(serde_json::json!(["A", 1, "4"])));
     }
 }

@@ -61,6 +61,9 @@ fn check_collection(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The job name this pipeline answers to.
+pub const JOB_NAMES: &[&str] = &["upsert"];
+
 pub struct UpsertPipeline {
     store: Store,
 }

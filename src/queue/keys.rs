@@ -1,5 +1,6 @@
-//! Redis key names of one queue, in BullMQ v5's layout (`<prefix>:<queue>:<suffix>`). The only
-//! place key names are spelled.
+//! Redis key names, the only place they are spelled: a queue's in BullMQ v5's layout
+//! (`<prefix>:<queue>:<suffix>`), a database budget's, and tidegate's own (`tidegate:*`: runs,
+//! planning locks, the database's CPU history).
 
 /// Every name BullMQ v5 gives a key of its own directly under a queue's base
 /// (`<prefix>:<queue>:<name>`), those tidegate's scripts use and those only BullMQ's producers
@@ -166,6 +167,52 @@ impl BudgetKeys {
         self.key("finished")
     }
 }
+
+/// Redis key names of one run's live state, kept beside the run's record in MongoDB.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunKeys {
+    base: String,
+}
+
+impl RunKeys {
+    pub fn new(run: &str) -> Self {
+        Self {
+            base: format!("tidegate:run:{run}"),
+        }
+    }
+
+    /// HASH `total`, `completed`, `failed`: the run's jobs and those that finished.
+    pub fn counts(&self) -> String {
+        self.base.clone()
+    }
+    /// HASH of failure reason → count, for the run's report.
+    pub fn reasons(&self) -> String {
+        format!("{}:reasons", self.base)
+    }
+    /// HASH `done`, `since` (ms): the finished count the stall check last saw, and since when.
+    pub fn progress(&self) -> String {
+        format!("{}:progress", self.base)
+    }
+    /// Set once the run's stall has been reported.
+    pub fn stalled(&self) -> String {
+        format!("{}:stalled", self.base)
+    }
+}
+
+/// Counter of the run ids of one day (`<date>-r<n>`).
+pub fn run_sequence(date: &str) -> String {
+    format!("tidegate:runs:{date}:seq")
+}
+
+/// Lock with a lease that lets one replica plan a scheduled day.
+pub fn plan_lock(date: &str) -> String {
+    format!("tidegate:plan-lock:{date}")
+}
+
+/// ZSET of the database CPU the pacers' leaders saw, one member per control interval (score =
+/// ms): run reports read the mean and peak over a run from it. One per Redis, since a run
+/// report does not know which budget watched its database.
+pub const DB_CPU: &str = "tidegate:db-cpu";
 
 #[cfg(test)]
 mod tests {

@@ -14,10 +14,15 @@ use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
 use crate::control::budget;
-use crate::notify::{self, Notifier, RunReport};
+use crate::notify::Notifier;
+use crate::queue::keys::{self, RunKeys};
 use crate::queue::{FinishCount, Job, JobState, Moved, clip_reason};
 use crate::store::Store;
 use crate::telemetry::names;
+
+pub mod report;
+
+use report::RunReport;
 
 pub const RUNS: &str = "runs";
 
@@ -71,12 +76,12 @@ pub enum RunError {
 
 /// Failures to add to (or take from) one run's counters.
 #[derive(Default)]
-struct Tally {
+struct Failures {
     failed: i64,
     reasons: HashMap<String, i64>,
 }
 
-impl Tally {
+impl Failures {
     fn fail(&mut self, reason: &str) {
         self.failed += 1;
         *self
@@ -86,8 +91,21 @@ impl Tally {
     }
 }
 
-fn sequence_key(date: &str) -> String {
-    format!("tidegate:runs:{date}:seq")
+/// A run's id: the day it is of and its number among that day's runs, `<date>-r<n>`.
+fn run_id(date: &str, seq: u64) -> String {
+    format!("{date}-r{seq}")
+}
+
+/// Whether `id` has a run id's form (`YYYY-MM-DD-r<n>`), whether or not such a run exists.
+pub fn is_run_id(id: &str) -> bool {
+    let digits = |t: &str, n: std::ops::RangeInclusive<usize>| {
+        n.contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit())
+    };
+    id.split_once("-r").is_some_and(|(date, n)| {
+        let parts: Vec<&str> = date.split('-').collect();
+        matches!(parts.as_slice(), [y, m, d] if digits(y, 4..=4) && digits(m, 2..=2) && digits(d, 2..=2))
+            && digits(n, 1..=19)
+    })
 }
 
 /// Whether a write failed on a unique index (E11000).
@@ -119,27 +137,8 @@ pub struct Runs {
     notifier: Option<Notifier>,
 }
 
-fn counters_key(id: &str) -> String {
-    format!("tidegate:run:{id}")
-}
-
-/// HASH of failure reason → count, for the run's report.
-fn reasons_key(id: &str) -> String {
-    format!("tidegate:run:{id}:reasons")
-}
-
 /// Reasons a run report lists.
 const TOP_REASONS: usize = 3;
-
-/// HASH `done`, `since` (ms): the run's finished count and since when it has not changed.
-fn progress_key(id: &str) -> String {
-    format!("tidegate:run:{id}:progress")
-}
-
-/// Set once a run's stall has been reported.
-fn stalled_key(id: &str) -> String {
-    format!("tidegate:run:{id}:stalled")
-}
 
 impl Runs {
     pub fn new(redis: ConnectionManager, store: Store) -> Self {
@@ -173,19 +172,19 @@ impl Runs {
         let mut tries = 0;
         loop {
             let counted: u64 = redis::cmd("INCR")
-                .arg(sequence_key(date))
+                .arg(keys::run_sequence(date))
                 .query_async(&mut self.redis.clone())
                 .await?;
             let seq = counted.max(self.last_seq(date).await? + 1);
             if seq > counted {
                 let _: () = redis::cmd("SET")
-                    .arg(sequence_key(date))
+                    .arg(keys::run_sequence(date))
                     .arg(seq)
                     .query_async(&mut self.redis.clone())
                     .await?;
             }
             let record = RunRecord {
-                id: format!("{date}-r{seq}"),
+                id: run_id(date, seq),
                 pipeline: pipeline.to_owned(),
                 date: date.to_owned(),
                 trigger: trigger.to_owned(),
@@ -232,9 +231,9 @@ impl Runs {
     /// (or there were none).
     pub async fn planned(&self, id: &str, planned: u64, skipped: u64) -> Result<(), RunError> {
         let _: () = redis::pipe()
-            .hset(counters_key(id), "total", planned)
+            .hset(RunKeys::new(id).counts(), "total", planned)
             .ignore()
-            .expire(counters_key(id), COUNTER_TTL.as_secs() as i64)
+            .expire(RunKeys::new(id).counts(), COUNTER_TTL.as_secs() as i64)
             .ignore()
             .query_async(&mut self.redis.clone())
             .await?;
@@ -255,8 +254,8 @@ impl Runs {
             return None;
         };
         Some(FinishCount {
-            counts: counters_key(&run),
-            reasons: reasons_key(&run),
+            counts: RunKeys::new(&run).counts(),
+            reasons: RunKeys::new(&run).reasons(),
             ttl: COUNTER_TTL,
         })
     }
@@ -280,44 +279,45 @@ impl Runs {
     /// Counts jobs removed from the back-office before they finished as failed, so their run
     /// can still end (and says why it failed).
     pub async fn record_removed(&self, jobs: &[Moved]) -> Result<(), RunError> {
-        let mut tallies: HashMap<String, Tally> = HashMap::new();
+        let mut failures: HashMap<String, Failures> = HashMap::new();
         for job in jobs {
             if matches!(job.from, JobState::Completed | JobState::Failed) {
                 continue;
             }
             if let Some(run) = run_of(&job.data) {
-                tallies
+                failures
                     .entry(run)
                     .or_default()
                     .fail("removed from the back-office");
             }
         }
-        self.count(&tallies).await
+        self.count(&failures).await
     }
 
     /// Failed jobs were retried: their runs count them as unfinished again (their failure
     /// reasons too) and, if they had ended, are open again until those jobs finish. Runs whose
     /// counters have lapsed are history and stay as recorded.
     pub async fn reopen(&self, retried: &[Moved]) -> Result<(), RunError> {
-        let mut tallies: HashMap<String, Tally> = HashMap::new();
+        let mut failures: HashMap<String, Failures> = HashMap::new();
         for job in retried {
             if let Some(run) = run_of(&job.data) {
-                tallies.entry(run).or_default().fail(&job.reason);
+                failures.entry(run).or_default().fail(&job.reason);
             }
         }
         let mut redis = self.redis.clone();
-        for (run, tally) in tallies {
-            let live: bool = redis.exists(counters_key(&run)).await?;
+        for (run, these) in failures {
+            let live: bool = redis.exists(RunKeys::new(&run).counts()).await?;
             if !live {
                 continue;
             }
             // Counts first: once they are short, no process ends the run on the old ones, and
             // the reopened record can only be ended again when the retried jobs finish.
             let mut pipe = redis::pipe();
-            pipe.hincr(counters_key(&run), "failed", -tally.failed)
+            pipe.hincr(RunKeys::new(&run).counts(), "failed", -these.failed)
                 .ignore();
-            for (reason, n) in &tally.reasons {
-                pipe.hincr(reasons_key(&run), reason, -n).ignore();
+            for (reason, n) in &these.reasons {
+                pipe.hincr(RunKeys::new(&run).reasons(), reason, -n)
+                    .ignore();
             }
             pipe.query_async::<()>(&mut redis).await?;
             self.store
@@ -333,24 +333,24 @@ impl Runs {
     }
 
     /// Adds to the runs' counters in one round trip, then ends the runs that are done.
-    async fn count(&self, tallies: &HashMap<String, Tally>) -> Result<(), RunError> {
-        if tallies.is_empty() {
+    async fn count(&self, failures: &HashMap<String, Failures>) -> Result<(), RunError> {
+        if failures.is_empty() {
             return Ok(());
         }
         let mut pipe = redis::pipe();
-        for (run, tally) in tallies {
-            pipe.hincr(counters_key(run), "failed", tally.failed)
+        for (run, these) in failures {
+            pipe.hincr(RunKeys::new(run).counts(), "failed", these.failed)
                 .ignore();
-            for (reason, n) in &tally.reasons {
-                pipe.hincr(reasons_key(run), reason, *n).ignore();
+            for (reason, n) in &these.reasons {
+                pipe.hincr(RunKeys::new(run).reasons(), reason, *n).ignore();
             }
-            if !tally.reasons.is_empty() {
-                pipe.expire(reasons_key(run), COUNTER_TTL.as_secs() as i64)
+            if !these.reasons.is_empty() {
+                pipe.expire(RunKeys::new(run).reasons(), COUNTER_TTL.as_secs() as i64)
                     .ignore();
             }
         }
         pipe.query_async::<()>(&mut self.redis.clone()).await?;
-        for run in tallies.keys() {
+        for run in failures.keys() {
             if let Err(e) = self.check_end(run).await {
                 tracing::warn!(run = %run, error = %e, "cannot check whether a run ended");
             }
@@ -363,7 +363,7 @@ impl Runs {
     async fn check_end(&self, id: &str) -> Result<bool, RunError> {
         let (total, completed, failed): (Option<u64>, Option<u64>, Option<u64>) =
             redis::cmd("HMGET")
-                .arg(counters_key(id))
+                .arg(RunKeys::new(id).counts())
                 .arg(&["total", "completed", "failed"])
                 .query_async(&mut self.redis.clone())
                 .await?;
@@ -401,12 +401,26 @@ impl Runs {
                 wall_ms = run.wall().map_or(0, |w| w.as_millis() as u64),
                 "run ended"
             );
-            if let Some(notifier) = &self.notifier {
-                let report = self.report(run).await?;
-                notifier.send(&notify::payload(&report)).await;
+            if self.notifier.is_some() {
+                // Off the caller's path: a slow or silent webhook (four tries of up to 10 s)
+                // never holds the batch whose jobs ended the run.
+                let runs = self.clone();
+                tokio::spawn(async move { runs.send_report(run).await });
             }
         }
         Ok(true)
+    }
+
+    async fn send_report(&self, run: RunRecord) {
+        let Some(notifier) = &self.notifier else {
+            return;
+        };
+        match self.report(run).await {
+            Ok(report) => {
+                notifier.send(&report::payload(&report)).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot build the run report"),
+        }
     }
 
     /// Reports, once each, the unfinished runs in which no job finished for `after`; returns
@@ -434,7 +448,7 @@ impl Runs {
                 continue;
             }
             let done = self.finished(&run.id).await?;
-            let key = progress_key(&run.id);
+            let key = RunKeys::new(&run.id).progress();
             let (seen, since): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
                 .arg(&key)
                 .arg(&["done", "since"])
@@ -457,7 +471,7 @@ impl Runs {
                 continue;
             }
             let first: Option<String> = redis::cmd("SET")
-                .arg(stalled_key(&run.id))
+                .arg(RunKeys::new(&run.id).stalled())
                 .arg(1)
                 .arg("NX")
                 .arg("EX")
@@ -470,7 +484,7 @@ impl Runs {
             tracing::warn!(run = %run.id, finished = done, idle = ?idle, "run stalled: no job finished");
             if let Some(notifier) = &self.notifier {
                 notifier
-                    .send(&notify::stall_payload(&run, done, idle))
+                    .send(&report::stall_payload(&run, done, idle))
                     .await;
             }
             stalled.push(run.id);
@@ -481,7 +495,7 @@ impl Runs {
     /// Jobs of the run that finished so far (completed or failed for good).
     pub async fn finished(&self, id: &str) -> Result<u64, RunError> {
         let (completed, failed): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
-            .arg(counters_key(id))
+            .arg(RunKeys::new(id).counts())
             .arg(&["completed", "failed"])
             .query_async(&mut self.redis.clone())
             .await?;
@@ -492,7 +506,7 @@ impl Runs {
     /// failure reasons.
     pub async fn report(&self, run: RunRecord) -> Result<RunReport, RunError> {
         let mut redis = self.redis.clone();
-        let reasons: HashMap<String, i64> = redis.hgetall(reasons_key(&run.id)).await?;
+        let reasons: HashMap<String, i64> = redis.hgetall(RunKeys::new(&run.id).reasons()).await?;
         // Reasons of failures that were retried since count 0.
         let mut reasons: Vec<(String, u64)> = reasons
             .into_iter()
@@ -519,7 +533,7 @@ impl Runs {
         let mut pipe = redis::pipe();
         for run in &open {
             pipe.cmd("HMGET")
-                .arg(counters_key(&run.id))
+                .arg(RunKeys::new(&run.id).counts())
                 .arg(&["completed", "failed"]);
         }
         let counts: Vec<(Option<i64>, Option<i64>)> =
@@ -587,6 +601,31 @@ impl Runs {
                 return Err(RunError::Timeout(id.to_owned(), limit));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_are_a_date_and_a_number() {
+        assert_eq!(run_id("2026-11-24", 3), "2026-11-24-r3");
+        assert!(is_run_id(&run_id("2026-11-24", 3)));
+        assert!(
+            is_run_id("2026-02-31-r1"),
+            "the form only: no such day is merely not found"
+        );
+        for bad in [
+            "",
+            "2026-11-24",
+            "2026-11-24-r",
+            "2026-11-24-rx",
+            "26-11-24-r1",
+            "2026-11-24-r1-x",
+        ] {
+            assert!(!is_run_id(bad), "{bad:?}");
         }
     }
 }
