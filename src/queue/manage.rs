@@ -2,16 +2,8 @@
 //! resume, retry, promote and remove; each move that changes state is one Lua script.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
 
-use redis::Script;
-
-use super::{CHUNK, Queue, QueueError, Result, keys, script};
-
-static PAUSE: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/pause.lua")));
-static RETRY: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/retry.lua")));
-static PROMOTE: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/promote.lua")));
-static REMOVE: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/remove.lua")));
+use super::{CHUNK, PAUSE, PROMOTE, Queue, QueueError, REMOVE, RETRY, Result, keys};
 
 /// A job the back-office moved or removed: its id, the state it left, its data (JSON text,
 /// which tells the run it belongs to) and, for a failed one, why it had failed.
@@ -143,15 +135,8 @@ impl Queue {
     }
 
     async fn pause_or_resume(&self, what: &str) -> Result<()> {
-        let k = &self.keys;
-        let _: i64 = PAUSE
-            .key(k.wait())
-            .key(k.paused())
-            .key(k.meta())
-            .key(k.marker())
-            .key(k.events())
-            .key(k.prioritized())
-            .key(k.delayed())
+        let _: i64 = self
+            .invoke(&PAUSE)
             .arg(what)
             .invoke_async(&mut self.conn.clone())
             .await?;
@@ -281,7 +266,8 @@ impl Queue {
 
     async fn retry_script(&self, most: usize, id: Option<&str>) -> Result<Vec<Moved>> {
         let reply: Vec<String> = self
-            .requeue_call(&RETRY, self.keys.failed())
+            .invoke(&RETRY)
+            .arg(self.keys.base())
             .arg(most)
             .arg(id)
             .invoke_async(&mut self.conn.clone())
@@ -297,30 +283,14 @@ impl Queue {
             .collect())
     }
 
-    /// A call of a script that puts jobs from the set `from` back in line (retry, promote):
-    /// they share their keys and first argument.
-    fn requeue_call<'a>(&self, script: &'a Script, from: String) -> redis::ScriptInvocation<'a> {
-        let k = &self.keys;
-        let mut call = script.prepare_invoke();
-        call.key(from)
-            .key(k.wait())
-            .key(k.paused())
-            .key(k.meta())
-            .key(k.marker())
-            .key(k.events())
-            .key(k.prioritized())
-            .key(k.priority_counter())
-            .arg(k.base());
-        call
-    }
-
     /// Moves a delayed job to wait now; false when it is not delayed (or cannot be a job's).
     pub async fn promote(&self, id: &str) -> Result<bool> {
         if !keys::can_be_job_id(id) {
             return Ok(false);
         }
         let promoted: i64 = self
-            .requeue_call(&PROMOTE, self.keys.delayed())
+            .invoke(&PROMOTE)
+            .arg(self.keys.base())
             .arg(id)
             .invoke_async(&mut self.conn.clone())
             .await?;
@@ -334,16 +304,8 @@ impl Queue {
             return Ok(Removal::Missing);
         }
         let k = &self.keys;
-        let reply: Vec<String> = REMOVE
-            .key(k.wait())
-            .key(k.paused())
-            .key(k.active())
-            .key(k.prioritized())
-            .key(k.delayed())
-            .key(k.completed())
-            .key(k.failed())
-            .key(k.events())
-            .key(k.stalled())
+        let reply: Vec<String> = self
+            .invoke(&REMOVE)
             .arg(k.base())
             .arg(id)
             .invoke_async(&mut self.conn.clone())

@@ -27,12 +27,159 @@ pub use work::{FinishCount, REASON_BYTES, Settled, Settlement, StalledCheck, Tak
 
 use crate::telemetry::names;
 
-static ADD: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/add.lua")));
-
-/// Every script starts with the shared helpers of `lua/common.lua`.
-fn script(body: &str) -> Script {
-    Script::new(&format!("{}\n{body}", include_str!("lua/common.lua")))
+/// A queue script: its Lua (after `lua/common.lua`) and the queue keys it takes as KEYS, in the
+/// order its header numbers them. Each script's keys are listed here and nowhere else; a test
+/// holds every list to its script's header.
+pub(crate) struct QueueScript {
+    /// The script as written, for the test that reads its header.
+    #[cfg_attr(not(test), expect(dead_code))]
+    lua: &'static str,
+    script: Script,
+    keys: fn(&Keys) -> Vec<String>,
 }
+
+impl QueueScript {
+    fn new(lua: &'static str, keys: fn(&Keys) -> Vec<String>) -> Self {
+        Self {
+            lua,
+            script: Script::new(&format!("{}\n{lua}", include_str!("lua/common.lua"))),
+            keys,
+        }
+    }
+}
+
+static ADD: LazyLock<QueueScript> = LazyLock::new(|| {
+    QueueScript::new(include_str!("lua/add.lua"), |k| {
+        vec![
+            k.wait(),
+            k.paused(),
+            k.meta(),
+            k.id(),
+            k.delayed(),
+            k.prioritized(),
+            k.priority_counter(),
+            k.events(),
+            k.marker(),
+        ]
+    })
+});
+static TAKE: LazyLock<QueueScript> = LazyLock::new(|| {
+    QueueScript::new(include_str!("lua/take.lua"), |k| {
+        vec![
+            k.wait(),
+            k.active(),
+            k.prioritized(),
+            k.delayed(),
+            k.paused(),
+            k.meta(),
+            k.marker(),
+            k.events(),
+            k.priority_counter(),
+        ]
+    })
+});
+static SETTLE: LazyLock<QueueScript> = LazyLock::new(|| {
+    QueueScript::new(include_str!("lua/settle.lua"), |k| {
+        vec![
+            k.active(),
+            k.completed(),
+            k.failed(),
+            k.delayed(),
+            k.wait(),
+            k.paused(),
+            k.meta(),
+            k.events(),
+            k.marker(),
+            k.stalled(),
+            k.prioritized(),
+            k.priority_counter(),
+        ]
+    })
+});
+static EXTEND: LazyLock<QueueScript> =
+    LazyLock::new(|| QueueScript::new(include_str!("lua/extend.lua"), |k| vec![k.stalled()]));
+static STALLED: LazyLock<QueueScript> = LazyLock::new(|| {
+    QueueScript::new(include_str!("lua/stalled.lua"), |k| {
+        vec![
+            k.stalled_check(),
+            k.stalled(),
+            k.active(),
+            k.wait(),
+            k.paused(),
+            k.meta(),
+            k.marker(),
+            k.events(),
+        ]
+    })
+});
+static RELEASE: LazyLock<QueueScript> = LazyLock::new(|| {
+    QueueScript::new(include_str!("lua/release.lua"), |k| {
+        vec![
+            k.active(),
+            k.wait(),
+            k.paused(),
+            k.meta(),
+            k.marker(),
+            k.events(),
+        ]
+    })
+});
+static PAUSE: LazyLock<QueueScript> = LazyLock::new(|| {
+    QueueScript::new(include_str!("lua/pause.lua"), |k| {
+        vec![
+            k.wait(),
+            k.paused(),
+            k.meta(),
+            k.marker(),
+            k.events(),
+            k.prioritized(),
+            k.delayed(),
+        ]
+    })
+});
+static RETRY: LazyLock<QueueScript> = LazyLock::new(|| {
+    QueueScript::new(include_str!("lua/retry.lua"), |k| {
+        vec![
+            k.failed(),
+            k.wait(),
+            k.paused(),
+            k.meta(),
+            k.marker(),
+            k.events(),
+            k.prioritized(),
+            k.priority_counter(),
+        ]
+    })
+});
+static PROMOTE: LazyLock<QueueScript> = LazyLock::new(|| {
+    QueueScript::new(include_str!("lua/promote.lua"), |k| {
+        vec![
+            k.delayed(),
+            k.wait(),
+            k.paused(),
+            k.meta(),
+            k.marker(),
+            k.events(),
+            k.prioritized(),
+            k.priority_counter(),
+        ]
+    })
+});
+static REMOVE: LazyLock<QueueScript> = LazyLock::new(|| {
+    QueueScript::new(include_str!("lua/remove.lua"), |k| {
+        vec![
+            k.wait(),
+            k.paused(),
+            k.active(),
+            k.prioritized(),
+            k.delayed(),
+            k.completed(),
+            k.failed(),
+            k.events(),
+            k.stalled(),
+        ]
+    })
+});
 
 /// Jobs per script call: large enough to amortise the round trip, small enough that one call
 /// never holds Redis (single-threaded) for long.
@@ -140,6 +287,16 @@ impl Queue {
         &self.keys
     }
 
+    /// A call of `script` with this queue's keys; the caller adds its arguments (and any keys
+    /// of its own after the queue's).
+    fn invoke<'a>(&self, script: &'a QueueScript) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.script.prepare_invoke();
+        for key in (script.keys)(&self.keys) {
+            invocation.key(key);
+        }
+        invocation
+    }
+
     pub async fn add(&self, job: NewJob) -> Result<Added> {
         let mut added = self.add_bulk(std::slice::from_ref(&job)).await?;
         added
@@ -170,19 +327,8 @@ impl Queue {
         let k = &self.keys;
         let mut out = Vec::with_capacity(jobs.len());
         for chunk in encoded.chunks(CHUNK) {
-            let mut inv = ADD.prepare_invoke();
-            inv.key(k.wait())
-                .key(k.paused())
-                .key(k.meta())
-                .key(k.id())
-                .key(k.delayed())
-                .key(k.prioritized())
-                .key(k.priority_counter())
-                .key(k.events())
-                .key(k.marker())
-                .arg(k.base())
-                .arg(now_ms())
-                .arg(chunk.len());
+            let mut inv = self.invoke(&ADD);
+            inv.arg(k.base()).arg(now_ms()).arg(chunk.len());
             for (job, data, opts) in chunk {
                 inv.arg(job.opts.job_id.as_deref().unwrap_or(""))
                     .arg(&job.name)
@@ -209,5 +355,52 @@ impl Queue {
         let new = out.iter().filter(|a| !a.duplicate).count();
         metrics::counter!(names::JOBS_ADDED, "queue" => self.name.clone()).increment(new as u64);
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys each script's header numbers (`KEYS: 1 wait, 2 paused, ...`, up to a `then`
+    /// that introduces keys of the caller's own), by their names under the queue's base.
+    fn header_keys(lua: &str) -> Vec<String> {
+        let Some((_, rest)) = lua.split_once("KEYS:") else {
+            return Vec::new();
+        };
+        let numbered = rest.split("ARGV:").next().unwrap_or(rest);
+        let numbered = numbered.split("then").next().unwrap_or(numbered);
+        numbered
+            .split(',')
+            .filter_map(|entry| {
+                let (n, name) = entry.trim().split_once(' ')?;
+                n.parse::<usize>().ok()?;
+                Some(name.trim().to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_script_gets_the_keys_its_header_numbers() {
+        let keys = Keys::new("bull", "q");
+        let scripts: [(&str, &QueueScript); 10] = [
+            ("add", &ADD),
+            ("take", &TAKE),
+            ("settle", &SETTLE),
+            ("extend", &EXTEND),
+            ("stalled", &STALLED),
+            ("release", &RELEASE),
+            ("pause", &PAUSE),
+            ("retry", &RETRY),
+            ("promote", &PROMOTE),
+            ("remove", &REMOVE),
+        ];
+        for (name, script) in scripts {
+            let given: Vec<String> = (script.keys)(&keys)
+                .iter()
+                .map(|k| k.strip_prefix(keys.base()).unwrap_or(k).to_owned())
+                .collect();
+            assert_eq!(header_keys(script.lua), given, "{name}.lua");
+        }
     }
 }

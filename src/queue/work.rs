@@ -2,20 +2,16 @@
 //! (each finish counted where its job says, in the same call), extend and release locks,
 //! recover stalled jobs, and wait for work.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
+use redis::Value;
 use redis::aio::ConnectionManager;
-use redis::{Script, Value};
 
-use super::{CHUNK, Job, JobOptions, Queue, QueueError, Result, Retention, now_ms, script};
+use super::{
+    CHUNK, EXTEND, Job, JobOptions, Queue, QueueError, RELEASE, Result, Retention, SETTLE, STALLED,
+    TAKE, now_ms,
+};
 use crate::telemetry::names;
-
-static TAKE: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/take.lua")));
-static SETTLE: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/settle.lua")));
-static EXTEND: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/extend.lua")));
-static STALLED: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/stalled.lua")));
-static RELEASE: LazyLock<Script> = LazyLock::new(|| script(include_str!("lua/release.lua")));
 
 /// What one take returned.
 #[derive(Debug, Default)]
@@ -129,16 +125,8 @@ impl Queue {
     /// `token` for `lock`.
     pub async fn take(&self, max: usize, token: &str, lock: Duration) -> Result<Taken> {
         let k = &self.keys;
-        let (rows, next): (Vec<Vec<Option<String>>>, u64) = TAKE
-            .key(k.wait())
-            .key(k.active())
-            .key(k.prioritized())
-            .key(k.delayed())
-            .key(k.paused())
-            .key(k.meta())
-            .key(k.marker())
-            .key(k.events())
-            .key(k.priority_counter())
+        let (rows, next): (Vec<Vec<Option<String>>>, u64) = self
+            .invoke(&TAKE)
             .arg(k.base())
             .arg(token)
             .arg(lock.as_millis() as u64)
@@ -238,19 +226,7 @@ impl Queue {
                     ],
                 });
             }
-            let mut inv = SETTLE.prepare_invoke();
-            inv.key(k.active())
-                .key(k.completed())
-                .key(k.failed())
-                .key(k.delayed())
-                .key(k.wait())
-                .key(k.paused())
-                .key(k.meta())
-                .key(k.events())
-                .key(k.marker())
-                .key(k.stalled())
-                .key(k.prioritized())
-                .key(k.priority_counter());
+            let mut inv = self.invoke(&SETTLE);
             for c in &counters {
                 inv.key(&c.counts).key(&c.reasons);
             }
@@ -295,9 +271,8 @@ impl Queue {
         let k = &self.keys;
         let mut lost = Vec::new();
         for chunk in ids.chunks(CHUNK) {
-            let mut inv = EXTEND.prepare_invoke();
-            inv.key(k.stalled())
-                .arg(k.base())
+            let mut inv = self.invoke(&EXTEND);
+            inv.arg(k.base())
                 .arg(token)
                 .arg(lock.as_millis() as u64)
                 .arg(chunk);
@@ -315,13 +290,8 @@ impl Queue {
         let k = &self.keys;
         let mut released = 0;
         for chunk in ids.chunks(CHUNK) {
-            let n: u64 = RELEASE
-                .key(k.active())
-                .key(k.wait())
-                .key(k.paused())
-                .key(k.meta())
-                .key(k.marker())
-                .key(k.events())
+            let n: u64 = self
+                .invoke(&RELEASE)
                 .arg(k.base())
                 .arg(token)
                 .arg(chunk)
@@ -339,15 +309,8 @@ impl Queue {
         max_stalled: u32,
     ) -> Result<StalledCheck> {
         let k = &self.keys;
-        let (ran, requeued, over_limit): (i64, Vec<String>, Vec<String>) = STALLED
-            .key(k.stalled_check())
-            .key(k.stalled())
-            .key(k.active())
-            .key(k.wait())
-            .key(k.paused())
-            .key(k.meta())
-            .key(k.marker())
-            .key(k.events())
+        let (ran, requeued, over_limit): (i64, Vec<String>, Vec<String>) = self
+            .invoke(&STALLED)
             .arg(k.base())
             .arg(now_ms())
             .arg(interval.as_millis().max(1) as u64)

@@ -1,14 +1,16 @@
--- The leader publishes its decision, if it is still the leader: one `pace:<queue>` field per
--- queue ("rate:batch:cost per batch:cost per document", '' for costs not learned) and what it decided from (for the
--- back-office: budget, live load, limiting signal, CPU, latencies and their targets).
--- KEYS[1] budget hash
--- ARGV[1] process id, ARGV[2] ttl (ms), ARGV[3..] field, value pairs ('' = not measured)
--- Returns 1 when published, 0 when the lease had passed to another process.
-if redis.call('HGET', KEYS[1], 'leader') ~= ARGV[1] then
+--[[ tidegate: the leader publishes its decision, if it is still the leader: one `pace:<queue>`
+field per queue ("rate:batch:cost per batch:cost per document", '' for costs not learned) and
+what it decided from (for the back-office: budget, live load, limiting signal, CPU, latencies
+and their targets).
+KEYS: 1 budget
+ARGV: 1 process id, 2 ttl (ms), 3.. field, value pairs ('' = not measured)
+Returns 1 when published, 0 when the lease had passed to another process. ]]
+local rcall = redis.call
+if rcall('HGET', KEYS[1], 'leader') ~= ARGV[1] then
   return 0
 end
-local t = redis.call('TIME')
+local t = rcall('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], 'pace_until', now + tonumber(ARGV[2]), 'decided_at', now,
+rcall('HSET', KEYS[1], 'pace_until', now + tonumber(ARGV[2]), 'decided_at', now,
   unpack(ARGV, 3))
 return 1

@@ -1,63 +1,63 @@
--- One process's control tick on a database's write budget: renew its membership (with its
--- queue, weight and backlog), drop lapsed members, report the batches it started and finished
--- since its last tick (times converted to Redis' clock, so hosts' clocks may disagree), add its
--- transient write errors to the shared count, take or keep the leader lease, and read its
--- queue's pace.
--- KEYS[1] budget hash, KEYS[2] members zset, KEYS[3] member-info hash, KEYS[4] in-flight hash,
--- KEYS[5] finished zset
--- ARGV[1] process id, ARGV[2] lease/membership ttl (ms), ARGV[3] new write errors,
--- ARGV[4] queue, ARGV[5] weight, ARGV[6] backlog (jobs waiting), ARGV[7] how long finished
--- batches are kept (ms), ARGV[8] S = batches started, then S triples (seq, ms ago, documents),
--- then E = batches finished, then E quadruples (seq, started ms ago, ended ms ago, documents)
--- Returns {is_leader, members, members of this queue, pace of this queue ('' when none is
--- current: "rate:batch:..."), errors (total), now (ms)}.
-local t = redis.call('TIME')
+--[[ tidegate: one process's control tick on a database's write budget: renew its membership
+(with its queue, weight and backlog), drop lapsed members, report the batches it started and
+finished since its last tick (times converted to Redis' clock, so hosts' clocks may disagree),
+add its transient write errors to the shared count, take or keep the leader lease, and read its
+queue's pace.
+KEYS: 1 budget, 2 members, 3 member-info, 4 in-flight, 5 finished
+ARGV: 1 process id, 2 lease/membership ttl (ms), 3 new write errors, 4 queue, 5 weight,
+      6 backlog (jobs waiting), 7 how long finished batches are kept (ms),
+      8 S = batches started, then S triples (seq, ms ago, documents),
+      then E = batches finished, then E quadruples (seq, started ms ago, ended ms ago, documents)
+Returns {is_leader, members, members of this queue, pace of this queue ('' when none is
+current: "rate:batch:..."), errors (total), now (ms)}. ]]
+local rcall = redis.call
+local t = rcall('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local id, ttl, errors = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local queue, keep = ARGV[4], tonumber(ARGV[7])
 
-redis.call('ZADD', KEYS[2], now + ttl, id)
-for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
-  redis.call('HDEL', KEYS[3], gone)
+rcall('ZADD', KEYS[2], now + ttl, id)
+for _, gone in ipairs(rcall('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
+  rcall('HDEL', KEYS[3], gone)
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+rcall('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 -- Fields are joined by ':', which a queue name cannot hold, with the queue last.
-redis.call('HSET', KEYS[3], id, ARGV[5] .. ':' .. ARGV[6] .. ':' .. queue)
+rcall('HSET', KEYS[3], id, ARGV[5] .. ':' .. ARGV[6] .. ':' .. queue)
 
 local i = 8
 local started = tonumber(ARGV[i])
 for n = 1, started do
   local seq, ago, docs = ARGV[i + 3 * n - 2], tonumber(ARGV[i + 3 * n - 1]), ARGV[i + 3 * n]
-  redis.call('HSET', KEYS[4], id .. ':' .. seq, (now - ago) .. ':' .. docs .. ':' .. queue)
+  rcall('HSET', KEYS[4], id .. ':' .. seq, (now - ago) .. ':' .. docs .. ':' .. queue)
 end
 i = i + 3 * started + 1
 local finished = tonumber(ARGV[i])
 for n = 1, finished do
   local b = i + 4 * (n - 1)
   local seq, from, to, docs = ARGV[b + 1], now - tonumber(ARGV[b + 2]), now - tonumber(ARGV[b + 3]), ARGV[b + 4]
-  redis.call('HDEL', KEYS[4], id .. ':' .. seq)
-  redis.call('ZADD', KEYS[5], to, id .. ':' .. seq .. ':' .. from .. ':' .. to .. ':' .. docs .. ':' .. queue)
+  rcall('HDEL', KEYS[4], id .. ':' .. seq)
+  rcall('ZADD', KEYS[5], to, id .. ':' .. seq .. ':' .. from .. ':' .. to .. ':' .. docs .. ':' .. queue)
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - keep)
+rcall('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - keep)
 
 local members, mine = 0, 0
-for _, info in ipairs(redis.call('HVALS', KEYS[3])) do
+for _, info in ipairs(rcall('HVALS', KEYS[3])) do
   members = members + 1
   if string.match(info, '^[^:]*:[^:]*:(.*)$') == queue then
     mine = mine + 1
   end
 end
 
-local total = redis.call('HINCRBY', KEYS[1], 'errors', errors)
-local b = redis.call('HMGET', KEYS[1], 'leader', 'leader_until', 'pace:' .. queue, 'pace_until')
+local total = rcall('HINCRBY', KEYS[1], 'errors', errors)
+local b = rcall('HMGET', KEYS[1], 'leader', 'leader_until', 'pace:' .. queue, 'pace_until')
 local leader = b[1]
 if leader == id or not leader or tonumber(b[2] or '0') < now then
-  redis.call('HSET', KEYS[1], 'leader', id, 'leader_until', now + ttl)
+  rcall('HSET', KEYS[1], 'leader', id, 'leader_until', now + ttl)
   leader = id
 end
 -- The budget outlives a short gap between processes, and no more.
 for k = 1, 5 do
-  redis.call('PEXPIRE', KEYS[k], math.max(ttl * 10, keep))
+  rcall('PEXPIRE', KEYS[k], math.max(ttl * 10, keep))
 end
 
 local pace = ''

@@ -10,8 +10,7 @@ if not maxEvents then
   maxEvents = 10000
   rcall('HSET', KEYS[3], 'opts.maxLenEvents', maxEvents)
 end
-local paused = rcall('HEXISTS', KEYS[3], 'paused') == 1
-local target = paused and KEYS[2] or KEYS[1]
+local target, paused = readyList(KEYS[3], KEYS[1], KEYS[2])
 
 
 local ids, duplicated = {}, {}
@@ -22,9 +21,7 @@ local first = rcall('INCRBY', KEYS[4], n) - n
 -- Plain FIFO jobs are pushed together: LPUSH of many ids equals one LPUSH per id, in order.
 local fifo = {}
 local function flushFifo()
-  for j = 1, #fifo, 5000 do
-    rcall('LPUSH', target, unpack(fifo, j, math.min(j + 4999, #fifo)))
-  end
+  inChunks('LPUSH', target, fifo)
   fifo = {}
 end
 for i = 0, n - 1 do
@@ -64,8 +61,5 @@ end
 flushFifo()
 
 if ready and not paused then rcall('ZADD', KEYS[9], 0, '0') end
-if anyDelayed then
-  local first = rcall('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
-  if first[2] then rcall('ZADD', KEYS[9], tonumber(first[2]) / 4096, '1') end
-end
+if anyDelayed then markNextDelayed(KEYS[5], KEYS[9]) end
 return {ids, duplicated}

@@ -30,3 +30,25 @@ local function requeue(target, prioritizedKey, counterKey, id, priority, lifo)
     rcall('LPUSH', target, id)
   end
 end
+
+-- Where ready jobs go: paused when the queue is paused (its meta hash says so), else wait.
+-- Returns that list's key and whether the queue is paused.
+local function readyList(metaKey, waitKey, pausedKey)
+  local paused = rcall('HEXISTS', metaKey, 'paused') == 1
+  return paused and pausedKey or waitKey, paused
+end
+
+-- Wakes a blocked worker when the earliest delayed job is due: the marker's score is its due
+-- time (ms), as BullMQ's workers read it.
+local function markNextDelayed(delayedKey, markerKey)
+  local first = rcall('ZRANGE', delayedKey, 0, 0, 'WITHSCORES')
+  if first[2] then rcall('ZADD', markerKey, tonumber(first[2]) / 4096, '1') end
+end
+
+-- `command key members...` for every member of `list`, 5000 at a time: Lua's unpack has a
+-- stack limit, and one call per member would be slow.
+local function inChunks(command, key, list)
+  for i = 1, #list, 5000 do
+    rcall(command, key, unpack(list, i, math.min(i + 4999, #list)))
+  end
+end

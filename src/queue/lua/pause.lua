@@ -15,8 +15,7 @@ else
   if rcall('LLEN', KEYS[1]) > 0 or rcall('ZCARD', KEYS[6]) > 0 then
     rcall('ZADD', KEYS[4], 0, '0')
   else
-    local first = rcall('ZRANGE', KEYS[7], 0, 0, 'WITHSCORES')
-    if first[2] then rcall('ZADD', KEYS[4], tonumber(first[2]) / 4096, '1') end
+    markNextDelayed(KEYS[7], KEYS[4])
   end
   rcall('XADD', KEYS[5], '*', 'event', 'resumed')
 end

@@ -4,8 +4,7 @@ KEYS: 1 active, 2 wait, 3 paused, 4 meta, 5 marker, 6 events
 ARGV: 1 key base, 2 lock token, 3.. job ids
 Returns the number released. ]]
 local base, token = ARGV[1], ARGV[2]
-local paused = rcall('HEXISTS', KEYS[4], 'paused') == 1
-local target = paused and KEYS[3] or KEYS[2]
+local target, paused = readyList(KEYS[4], KEYS[2], KEYS[3])
 local released = 0
 for i = 3, #ARGV do
   local id = ARGV[i]

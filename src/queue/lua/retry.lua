@@ -2,7 +2,7 @@
 the finish fields cleared, into wait (paused while the queue is; prioritized when the job has a
 priority; at the front when it is LIFO). Attempts made are kept, as in BullMQ: a job that used
 them all gets one more.
-KEYS: 1 failed, 2 wait, 3 paused, 4 meta, 5 marker, 6 events, 7 prioritized, 8 priority counter
+KEYS: 1 failed, 2 wait, 3 paused, 4 meta, 5 marker, 6 events, 7 prioritized, 8 pc
 ARGV: 1 key base, 2 most jobs to take from failed, oldest first, when no ids follow; 3.. ids
 Returns {id, data, failed reason} per job retried; an id that is not in failed is skipped. ]]
 local base = ARGV[1]
@@ -13,8 +13,7 @@ else
   ids = rcall('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 end
 local maxEvents = rcall('HGET', KEYS[4], 'opts.maxLenEvents') or 10000
-local paused = rcall('HEXISTS', KEYS[4], 'paused') == 1
-local target = paused and KEYS[3] or KEYS[2]
+local target, paused = readyList(KEYS[4], KEYS[2], KEYS[3])
 local retried = {}
 for _, id in ipairs(ids) do
   if rcall('ZREM', KEYS[1], id) == 1 then

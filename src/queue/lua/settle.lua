@@ -17,8 +17,7 @@ local base, token, now, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local reasonBytes = tonumber(ARGV[5])
 local counters = (#KEYS - 12) / 2
 local first = 6 + counters
-local paused = rcall('HEXISTS', KEYS[7], 'paused') == 1
-local target = paused and KEYS[6] or KEYS[5]
+local target, paused = readyList(KEYS[7], KEYS[5], KEYS[6])
 local maxEvents = rcall('HGET', KEYS[7], 'opts.maxLenEvents') or 10000
 
 -- A finished job holds no lock, so deleting ':lock' too is harmless and saves the settling job
@@ -123,12 +122,7 @@ for i = 0, n - 1 do
         rcall('XADD', KEYS[8], 'MAXLEN', '~', maxEvents, '*', 'event', 'delayed', 'jobId', id, 'delay', int(due))
         delayedAgain = true
       else
-        local priority = tonumber(rcall('HGET', key, 'priority')) or 0
-        if priority > 0 then
-          addPrioritized(KEYS[11], KEYS[12], priority, id)
-        else
-          rcall(ARGV[a + 5] == '1' and 'RPUSH' or 'LPUSH', target, id)
-        end
+        requeue(target, KEYS[11], KEYS[12], id, tonumber(rcall('HGET', key, 'priority')) or 0, ARGV[a + 5] == '1')
         rcall('XADD', KEYS[8], 'MAXLEN', '~', maxEvents, '*', 'event', 'waiting', 'jobId', id, 'prev', 'active')
         readyAgain = true
       end
@@ -144,9 +138,7 @@ for counter, kinds in pairs(touched) do
 end
 
 -- Settled jobs are no longer candidates for the stalled check.
-for j = 1, #settledIds, 5000 do
-  rcall('SREM', KEYS[10], unpack(settledIds, j, math.min(j + 4999, #settledIds)))
-end
+inChunks('SREM', KEYS[10], settledIds)
 
 for _, policy in ipairs(trimOrder) do
   local set, count, age = trims[policy][1], trims[policy][2], trims[policy][3]
@@ -168,10 +160,7 @@ for _, policy in ipairs(trimOrder) do
 end
 
 if readyAgain and not paused then rcall('ZADD', KEYS[9], 0, '0') end
-if delayedAgain then
-  local first = rcall('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
-  if first[2] then rcall('ZADD', KEYS[9], tonumber(first[2]) / 4096, '1') end
-end
+if delayedAgain then markNextDelayed(KEYS[4], KEYS[9]) end
 rcall('XTRIM', KEYS[8], 'MAXLEN', '~', maxEvents)
 if rcall('LLEN', KEYS[5]) == 0 and rcall('LLEN', KEYS[1]) == 0 and rcall('ZCARD', KEYS[11]) == 0 then
   rcall('XADD', KEYS[8], '*', 'event', 'drained')

@@ -10,8 +10,7 @@ local base, now, interval, maxStalled = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV
 if rcall('EXISTS', KEYS[1]) == 1 then return {0, {}, {}} end
 rcall('SET', KEYS[1], now, 'PX', interval)
 
-local paused = rcall('HEXISTS', KEYS[6], 'paused') == 1
-local target = paused and KEYS[5] or KEYS[4]
+local target, paused = readyList(KEYS[6], KEYS[4], KEYS[5])
 local requeued, overLimit = {}, {}
 local candidates = rcall('SMEMBERS', KEYS[2])
 rcall('DEL', KEYS[2])
@@ -32,7 +31,5 @@ end
 if #requeued > 0 and not paused then rcall('ZADD', KEYS[7], 0, '0') end
 
 local active = rcall('LRANGE', KEYS[3], 0, -1)
-for i = 1, #active, 5000 do
-  rcall('SADD', KEYS[2], unpack(active, i, math.min(i + 4999, #active)))
-end
+inChunks('SADD', KEYS[2], active)
 return {1, requeued, overLimit}

@@ -4,20 +4,14 @@ ARGV: 1 key base, 2 lock token, 3 lock ms, 4 max jobs, 5 now (ms)
 Returns {jobs, next delayed due ms (0 = none)}; each job is
 {id, name, data, opts, timestamp, attemptsMade, deferred failure} (missing fields are nil). ]]
 local base, token, lockMs, max, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-local paused = rcall('HEXISTS', KEYS[6], 'paused') == 1
-local target = paused and KEYS[5] or KEYS[1]
+local target, paused = readyList(KEYS[6], KEYS[1], KEYS[5])
 
 -- Due delayed jobs become waiting (at most 1000 per call, as BullMQ does).
 local due = rcall('ZRANGEBYSCORE', KEYS[4], 0, int((now + 1) * 4096 - 1), 'LIMIT', 0, 1000)
 if #due > 0 then
   rcall('ZREM', KEYS[4], unpack(due))
   for _, id in ipairs(due) do
-    local priority = tonumber(rcall('HGET', base .. id, 'priority')) or 0
-    if priority > 0 then
-      addPrioritized(KEYS[3], KEYS[9], priority, id)
-    else
-      rcall('LPUSH', target, id)
-    end
+    requeue(target, KEYS[3], KEYS[9], id, tonumber(rcall('HGET', base .. id, 'priority')) or 0, false)
     rcall('XADD', KEYS[8], '*', 'event', 'waiting', 'jobId', id, 'prev', 'delayed')
     rcall('HSET', base .. id, 'delay', 0)
   end
@@ -44,9 +38,7 @@ if #ids < max then
   local popped = rcall('ZPOPMIN', KEYS[3], max - #ids)
   for i = 1, #popped, 2 do ids[#ids + 1] = popped[i] end
 end
-for i = 1, #ids, 5000 do
-  rcall('LPUSH', KEYS[2], unpack(ids, i, math.min(i + 4999, #ids)))
-end
+inChunks('LPUSH', KEYS[2], ids)
 
 local jobs = {}
 for _, id in ipairs(ids) do

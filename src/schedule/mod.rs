@@ -22,12 +22,8 @@ use crate::runs::{RunError, RunRecord, Runs};
 use crate::store::Store;
 use crate::telemetry::names;
 
-/// Deletes a lock only if it is still ours (it may have expired and been taken by now).
-static RELEASE_LOCK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-    )
-});
+static RELEASE_LOCK: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("unlock.lua")));
 
 /// Targets enqueued per round trip.
 const PLAN_CHUNK: usize = 1000;
