@@ -48,138 +48,25 @@ impl QueueScript {
     }
 }
 
-static ADD: LazyLock<QueueScript> = LazyLock::new(|| {
-    QueueScript::new(include_str!("lua/add.lua"), |k| {
-        vec![
-            k.wait(),
-            k.paused(),
-            k.meta(),
-            k.id(),
-            k.delayed(),
-            k.prioritized(),
-            k.priority_counter(),
-            k.events(),
-            k.marker(),
-        ]
-    })
-});
-static TAKE: LazyLock<QueueScript> = LazyLock::new(|| {
-    QueueScript::new(include_str!("lua/take.lua"), |k| {
-        vec![
-            k.wait(),
-            k.active(),
-            k.prioritized(),
-            k.delayed(),
-            k.paused(),
-            k.meta(),
-            k.marker(),
-            k.events(),
-            k.priority_counter(),
-        ]
-    })
-});
-static SETTLE: LazyLock<QueueScript> = LazyLock::new(|| {
-    QueueScript::new(include_str!("lua/settle.lua"), |k| {
-        vec![
-            k.active(),
-            k.completed(),
-            k.failed(),
-            k.delayed(),
-            k.wait(),
-            k.paused(),
-            k.meta(),
-            k.events(),
-            k.marker(),
-            k.stalled(),
-            k.prioritized(),
-            k.priority_counter(),
-        ]
-    })
-});
-static EXTEND: LazyLock<QueueScript> =
-    LazyLock::new(|| QueueScript::new(include_str!("lua/extend.lua"), |k| vec![k.stalled()]));
-static STALLED: LazyLock<QueueScript> = LazyLock::new(|| {
-    QueueScript::new(include_str!("lua/stalled.lua"), |k| {
-        vec![
-            k.stalled_check(),
-            k.stalled(),
-            k.active(),
-            k.wait(),
-            k.paused(),
-            k.meta(),
-            k.marker(),
-            k.events(),
-        ]
-    })
-});
-static RELEASE: LazyLock<QueueScript> = LazyLock::new(|| {
-    QueueScript::new(include_str!("lua/release.lua"), |k| {
-        vec![
-            k.active(),
-            k.wait(),
-            k.paused(),
-            k.meta(),
-            k.marker(),
-            k.events(),
-        ]
-    })
-});
-static PAUSE: LazyLock<QueueScript> = LazyLock::new(|| {
-    QueueScript::new(include_str!("lua/pause.lua"), |k| {
-        vec![
-            k.wait(),
-            k.paused(),
-            k.meta(),
-            k.marker(),
-            k.events(),
-            k.prioritized(),
-            k.delayed(),
-        ]
-    })
-});
-static RETRY: LazyLock<QueueScript> = LazyLock::new(|| {
-    QueueScript::new(include_str!("lua/retry.lua"), |k| {
-        vec![
-            k.failed(),
-            k.wait(),
-            k.paused(),
-            k.meta(),
-            k.marker(),
-            k.events(),
-            k.prioritized(),
-            k.priority_counter(),
-        ]
-    })
-});
-static PROMOTE: LazyLock<QueueScript> = LazyLock::new(|| {
-    QueueScript::new(include_str!("lua/promote.lua"), |k| {
-        vec![
-            k.delayed(),
-            k.wait(),
-            k.paused(),
-            k.meta(),
-            k.marker(),
-            k.events(),
-            k.prioritized(),
-            k.priority_counter(),
-        ]
-    })
-});
-static REMOVE: LazyLock<QueueScript> = LazyLock::new(|| {
-    QueueScript::new(include_str!("lua/remove.lua"), |k| {
-        vec![
-            k.wait(),
-            k.paused(),
-            k.active(),
-            k.prioritized(),
-            k.delayed(),
-            k.completed(),
-            k.failed(),
-            k.events(),
-            k.stalled(),
-        ]
-    })
-});
+/// Declares a queue script: the static, its file in `lua/`, and its keys in KEYS order.
+macro_rules! queue_script {
+    ($name:ident, $file:literal, [$($key:ident),*]) => {
+        static $name: LazyLock<QueueScript> = LazyLock::new(|| {
+            QueueScript::new(include_str!(concat!("lua/", $file, ".lua")), |k| vec![$(k.$key()),*])
+        });
+    };
+}
+
+queue_script! { ADD, "add", [wait, paused, meta, id, delayed, prioritized, priority_counter, events, marker] }
+queue_script! { TAKE, "take", [wait, active, prioritized, delayed, paused, meta, marker, events, priority_counter] }
+queue_script! { SETTLE, "settle", [active, completed, failed, delayed, wait, paused, meta, events, marker, stalled, prioritized, priority_counter] }
+queue_script! { EXTEND, "extend", [stalled] }
+queue_script! { STALLED, "stalled", [stalled_check, stalled, active, wait, paused, meta, marker, events] }
+queue_script! { RELEASE, "release", [active, wait, paused, meta, marker, events] }
+queue_script! { PAUSE, "pause", [wait, paused, meta, marker, events, prioritized, delayed] }
+queue_script! { RETRY, "retry", [failed, wait, paused, meta, marker, events, prioritized, priority_counter] }
+queue_script! { PROMOTE, "promote", [delayed, wait, paused, meta, marker, events, prioritized, priority_counter] }
+queue_script! { REMOVE, "remove", [wait, paused, active, prioritized, delayed, completed, failed, events, stalled] }
 
 /// Jobs per script call: large enough to amortise the round trip, small enough that one call
 /// never holds Redis (single-threaded) for long.
