@@ -1005,6 +1005,30 @@ mod tests {
         assert_eq!(s.log_format, LogFormat::Text);
     }
 
+    /// The env list is where defaults are stated (and documented); each part's own `Default`,
+    /// which its tests and library users start from, must say the same.
+    #[test]
+    fn each_parts_default_is_the_env_lists() {
+        let s = read(&[]).expect("defaults");
+        let same = |what: &str, settings: String, default: String| {
+            assert_eq!(settings, default, "{what}: the env list's defaults and Default differ");
+        };
+        same(
+            "worker",
+            format!("{:?}", s.worker),
+            format!("{:?}", WorkerOptions::default()),
+        );
+        same(
+            "store",
+            format!("{:?}", s.store),
+            format!("{:?}", StoreOptions::default()),
+        );
+        let mut control = ControlOptions::default();
+        // The budget's name defaults to the URI's hosts, which no Default can know.
+        control.budget = s.control.budget.clone();
+        same("control", format!("{:?}", s.control), format!("{control:?}"));
+    }
+
     #[test]
     fn every_bad_variable_is_reported_at_once() {
         let err = read(&[

@@ -39,7 +39,7 @@ impl Default for StoreOptions {
             connect_timeout: Duration::from_secs(10),
             op_timeout: Duration::from_secs(30),
             write_concern: None,
-            max_docs: 1000,
+            max_docs: 500,
             max_bytes: 8 * 1024 * 1024,
         }
     }
