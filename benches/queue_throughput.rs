@@ -39,7 +39,7 @@ async fn pickup_latency(url: &str, queue: Queue, samples: usize) -> (f64, f64) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let stop = CancellationToken::new();
     let options = WorkerOptions {
-        concurrency: 1,
+        workers: 1,
         ..WorkerOptions::default()
     };
     let worker =
@@ -128,8 +128,8 @@ async fn main() {
         let add = n as f64 / started.elapsed().as_secs_f64();
 
         let options = WorkerOptions {
-            concurrency: loops,
-            batch_size: batch,
+            workers: loops,
+            batch_docs: batch,
             idle_block: Duration::from_millis(50),
             ..WorkerOptions::default()
         };

@@ -164,7 +164,7 @@ impl App {
             self.redis.clone(),
             self.queue.name(),
             self.store.clone(),
-            self.settings.worker.batch_size,
+            self.settings.worker.batch_docs,
         )?;
         let control = tokio::spawn(pacer.run(stop.clone()));
         let worker = Worker::new(
@@ -417,7 +417,7 @@ pub async fn process_day(
                 ended = &mut ended => break Ok(ended?),
                 () = &mut signal => break Err(AppError::Interrupted),
                 _ = every.tick() => {
-                    if let Ok(done) = app.runs.finished(&run.id).await {
+                    if let Ok(done) = app.runs.finished_jobs(&run.id).await {
                         progress.set(done);
                     }
                 }

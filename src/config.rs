@@ -639,9 +639,9 @@ impl Settings {
                 queue: queue?,
                 queue_prefix: queue_prefix?,
                 worker: WorkerOptions {
-                    concurrency: workers? as usize,
-                    batch_size: batch_docs? as usize,
-                    fill_wait: batch_wait?,
+                    workers: workers? as usize,
+                    batch_docs: batch_docs? as usize,
+                    batch_wait: batch_wait?,
                     lock_duration: lock_duration?,
                     batch_timeout: batch_timeout?,
                     stalled_interval: stalled_interval?,
@@ -656,8 +656,8 @@ impl Settings {
                     connect_timeout: mongodb_timeout?,
                     op_timeout: mongodb_op_timeout?,
                     write_concern: write_concern?,
-                    max_docs: batch_docs? as usize,
-                    max_bytes: batch_bytes?,
+                    batch_docs: batch_docs? as usize,
+                    batch_bytes: batch_bytes?,
                 },
                 job_attempts: attempts? as u32,
                 job_backoff: backoff?,
@@ -1011,7 +1011,10 @@ mod tests {
     fn each_parts_default_is_the_env_lists() {
         let s = read(&[]).expect("defaults");
         let same = |what: &str, settings: String, default: String| {
-            assert_eq!(settings, default, "{what}: the env list's defaults and Default differ");
+            assert_eq!(
+                settings, default,
+                "{what}: the env list's defaults and Default differ"
+            );
         };
         same(
             "worker",
@@ -1026,7 +1029,11 @@ mod tests {
         let mut control = ControlOptions::default();
         // The budget's name defaults to the URI's hosts, which no Default can know.
         control.budget = s.control.budget.clone();
-        same("control", format!("{:?}", s.control), format!("{control:?}"));
+        same(
+            "control",
+            format!("{:?}", s.control),
+            format!("{control:?}"),
+        );
     }
 
     #[test]
@@ -1094,8 +1101,8 @@ mod tests {
             ("TIDEGATE_WRITE_CONCERN", "majority"),
         ])
         .expect("valid");
-        assert_eq!((s.worker.batch_size, s.store.max_docs), (250, 250));
-        assert_eq!(s.store.max_bytes, 512 * 1024);
+        assert_eq!((s.worker.batch_docs, s.store.batch_docs), (250, 250));
+        assert_eq!(s.store.batch_bytes, 512 * 1024);
         assert_eq!(s.worker.keep_completed.count, Some(1000));
         assert_eq!(
             s.worker.keep_completed.age,

@@ -27,9 +27,9 @@ pub struct StoreOptions {
     /// `None` leaves the server's default write concern.
     pub write_concern: Option<WriteConcern>,
     /// Upper bound on one write command's statements (the server's own limit also applies).
-    pub max_docs: usize,
+    pub batch_docs: usize,
     /// Upper bound on one write command's statement bytes (at most the server's 16 MiB).
-    pub max_bytes: usize,
+    pub batch_bytes: usize,
 }
 
 impl Default for StoreOptions {
@@ -39,8 +39,8 @@ impl Default for StoreOptions {
             connect_timeout: Duration::from_secs(10),
             op_timeout: Duration::from_secs(30),
             write_concern: None,
-            max_docs: 500,
-            max_bytes: 8 * 1024 * 1024,
+            batch_docs: 500,
+            batch_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -436,10 +436,10 @@ impl Store {
         let sizes: Vec<usize> = statements.iter().map(bson_size).collect();
         let (max_docs, max_bytes, bound_in_flight) = match self.limits().await {
             Ok(limits) => (
-                self.options.max_docs.min(limits.max_write_batch),
+                self.options.batch_docs.min(limits.max_write_batch),
                 // Room for the command's own fields around the statements.
                 self.options
-                    .max_bytes
+                    .batch_bytes
                     .min(limits.max_bson.saturating_sub(16 * 1024)),
                 limits.max_in_flight.is_some(),
             ),

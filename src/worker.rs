@@ -20,11 +20,11 @@ use crate::telemetry::names;
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
     /// Batch loops running at once.
-    pub concurrency: usize,
+    pub workers: usize,
     /// Most jobs one loop takes at a time.
-    pub batch_size: usize,
+    pub batch_docs: usize,
     /// How long a short batch waits for more jobs before it runs; zero runs what one take got.
-    pub fill_wait: Duration,
+    pub batch_wait: Duration,
     /// How long a taken job stays locked without an extension.
     pub lock_duration: Duration,
     /// How long a batch may stay in its pipeline before it is abandoned and its jobs go back
@@ -48,9 +48,9 @@ pub struct WorkerOptions {
 impl Default for WorkerOptions {
     fn default() -> Self {
         Self {
-            concurrency: 4,
-            batch_size: 500,
-            fill_wait: Duration::from_millis(20),
+            workers: 4,
+            batch_docs: 500,
+            batch_wait: Duration::from_millis(20),
             lock_duration: Duration::from_secs(30),
             batch_timeout: Duration::from_secs(60),
             stalled_interval: Duration::from_secs(30),
@@ -181,7 +181,7 @@ impl<P: Pipeline> Worker<P> {
         ));
 
         let mut loops = JoinSet::new();
-        for n in 0..options.concurrency.max(1) {
+        for n in 0..options.workers.max(1) {
             let blocking = queue::connect(&self.redis_url).await?;
             loops.spawn(batch_loop(BatchLoop {
                 queue: self.queue.clone(),
@@ -197,8 +197,8 @@ impl<P: Pipeline> Worker<P> {
         tracing::info!(
             queue = self.queue.name(),
             pipeline = self.pipeline.name(),
-            loops = options.concurrency,
-            batch_size = options.batch_size,
+            loops = options.workers,
+            batch_size = options.batch_docs,
             "worker started"
         );
         let mut stats = WorkerStats::default();
@@ -235,7 +235,7 @@ impl<P> BatchLoop<P> {
 
     /// Jobs to take now: the batch size, or less when the controller chose smaller batches.
     fn batch_size(&self) -> usize {
-        let max = self.options.batch_size.max(1);
+        let max = self.options.batch_docs.max(1);
         self.throttle
             .as_ref()
             .map_or(max, |t| t.batch_hint().min(max))
@@ -307,7 +307,7 @@ async fn batch_loop<P: Pipeline>(mut l: BatchLoop<P>) -> WorkerStats {
     stats
 }
 
-/// Tops a short batch up once after `fill_wait`, so that a trickle of jobs still travels in
+/// Tops a short batch up once after `batch_wait`, so that a trickle of jobs still travels in
 /// few, large writes. A plain timer, not a blocking wait on the marker: Redis checks blocking
 /// timeouts only every ~100 ms, and an abandoned blocking pop could swallow another worker's
 /// wake-up. Jobs taken here share the batch's lock token.
@@ -319,8 +319,8 @@ async fn fill<P: Pipeline>(
 ) -> queue::Taken {
     let have = taken.jobs.len() + taken.malformed.len();
     if have >= want
-        || l.options.fill_wait.is_zero()
-        || !pause_unless_stopped(&l.shutdown, l.options.fill_wait).await
+        || l.options.batch_wait.is_zero()
+        || !pause_unless_stopped(&l.shutdown, l.options.batch_wait).await
     {
         return taken;
     }

@@ -12,7 +12,7 @@ use chrono::NaiveDate;
 use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::doc;
 use serde_json::json;
-use tidegate::control::budget::{self, Budget, Finished, Report, Started, Why};
+use tidegate::control::budget::{self, Budget, DecidedFrom, Finished, Report, Started};
 use tidegate::control::controller::{Config, Decision, Limiter, Pace};
 use tidegate::control::cost::Cost;
 use tidegate::control::pacer::{ControlOptions, Pacer};
@@ -46,8 +46,8 @@ fn day() -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 11, 24).expect("date")
 }
 
-fn why() -> Why {
-    Why {
+fn why() -> DecidedFrom {
+    DecidedFrom {
         limiter: "cpu",
         cpu: Some(150.0),
         write_latency: None,
@@ -438,7 +438,7 @@ impl Paced {
                 &common::redis_url(),
                 pipelines,
                 WorkerOptions {
-                    batch_size: BATCH,
+                    batch_docs: BATCH,
                     idle_block: Duration::from_millis(200),
                     depth_interval: Duration::from_millis(500),
                     ..WorkerOptions::default()

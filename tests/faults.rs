@@ -955,7 +955,10 @@ async fn chaos() {
     for id in &runs_done {
         match runs.wait_for_end(id, Duration::from_secs(60)).await {
             Ok(record) => records.push(record),
-            Err(e) => open_runs.push(format!("{e} (counted {:?})", runs.finished(id).await.ok())),
+            Err(e) => open_runs.push(format!(
+                "{e} (counted {:?})",
+                runs.finished_jobs(id).await.ok()
+            )),
         }
     }
     let scores = store

@@ -71,7 +71,7 @@ async fn world(users: u64) -> World {
 fn start_worker(w: &World) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let pipelines = tidegate::app::router(&w.store, TZ);
     let options = WorkerOptions {
-        batch_size: 50,
+        batch_docs: 50,
         idle_block: Duration::from_millis(200),
         ..WorkerOptions::default()
     };
@@ -449,7 +449,7 @@ async fn a_run_whose_last_finish_went_unseen_ends_at_the_next_stall_check() {
         .settle("a-worker-that-dies", &settlements)
         .await
         .expect("settle");
-    assert_eq!(w.runs.finished(&run.id).await.expect("finished"), 3);
+    assert_eq!(w.runs.finished_jobs(&run.id).await.expect("finished"), 3);
     let open = w.runs.get(&run.id).await.expect("get").expect("run");
     assert_eq!(open.ended_at, None, "no process has looked yet");
 

@@ -76,7 +76,7 @@ async fn a_write_error_fails_only_its_own_statement() {
 #[tokio::test]
 async fn batches_split_under_the_limits() {
     let store = store(StoreOptions {
-        max_docs: 2,
+        batch_docs: 2,
         ..StoreOptions::default()
     })
     .await;

@@ -20,8 +20,8 @@ async fn queue() -> Queue {
 
 fn options() -> WorkerOptions {
     WorkerOptions {
-        concurrency: 2,
-        batch_size: 100,
+        workers: 2,
+        batch_docs: 100,
         idle_block: Duration::from_millis(200),
         shutdown_timeout: Duration::from_secs(10),
         ..WorkerOptions::default()
@@ -237,7 +237,7 @@ async fn locks_are_extended_while_a_batch_runs() {
     let gate = Gate::default();
     let lock = Duration::from_millis(300);
     let short = WorkerOptions {
-        concurrency: 1,
+        workers: 1,
         lock_duration: lock,
         ..options()
     };
@@ -284,7 +284,7 @@ async fn shutdown_finishes_in_flight_batches() {
         .expect("add");
     let gate = Gate::default();
     let one = WorkerOptions {
-        concurrency: 1,
+        workers: 1,
         ..options()
     };
     let (stop, handle) = start(&q, gate.clone(), one);
@@ -303,7 +303,7 @@ async fn shutdown_releases_what_does_not_finish_in_time() {
         .expect("add");
     let gate = Gate::default();
     let impatient = WorkerOptions {
-        concurrency: 1,
+        workers: 1,
         shutdown_timeout: Duration::from_millis(100),
         ..options()
     };

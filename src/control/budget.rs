@@ -134,7 +134,7 @@ pub async fn cpu_between(
 
 /// What the leader decided from, published beside the paces.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Why {
+pub struct DecidedFrom {
     pub limiter: &'static str,
     /// Database CPU, percent of one core; `None` when not measured.
     pub cpu: Option<f64>,
@@ -308,7 +308,7 @@ impl Budget {
             .key(self.keys.members())
             .key(self.keys.member_info())
             .key(self.keys.in_flight())
-            .key(self.keys.finished())
+            .key(self.keys.finished_batches())
             .arg(&self.id)
             .arg(self.ttl.as_millis() as u64)
             .arg(report.errors)
@@ -352,7 +352,7 @@ impl Budget {
         let (info, in_flight, finished): (Fields, Fields, Vec<String>) = redis::pipe()
             .hgetall(self.keys.member_info())
             .hgetall(self.keys.in_flight())
-            .zrange(self.keys.finished(), 0, -1)
+            .zrange(self.keys.finished_batches(), 0, -1)
             .query_async(&mut self.conn)
             .await?;
         let mut ledger = Ledger::default();
@@ -415,7 +415,11 @@ impl Budget {
 
     /// Publishes the decision and what it was decided from; false if another process has
     /// taken the lease meanwhile.
-    pub async fn publish(&mut self, decision: &Decision, why: &Why) -> redis::RedisResult<bool> {
+    pub async fn publish(
+        &mut self,
+        decision: &Decision,
+        why: &DecidedFrom,
+    ) -> redis::RedisResult<bool> {
         let number = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
         let mut fields: Vec<(String, String)> = vec![
             ("limiter".into(), why.limiter.to_owned()),

@@ -259,7 +259,7 @@ impl Pacer {
             }
         };
         self.export(&decision, &sample);
-        let why = budget::Why {
+        let why = budget::DecidedFrom {
             limiter: decision.limiter.name(),
             cpu: sample.db_cpu,
             write_latency: sample.write_latency,

@@ -163,7 +163,7 @@ impl BudgetKeys {
         self.key("in-flight")
     }
     /// ZSET of finished batches (start, end, documents, queue); score = end (ms).
-    pub fn finished(&self) -> String {
+    pub fn finished_batches(&self) -> String {
         self.key("finished")
     }
 }
@@ -270,7 +270,7 @@ mod tests {
         let keys = BudgetKeys::new("db.example:27017");
         assert_eq!(keys.budget(), "{tidegate:budget:db.example:27017}:budget");
         assert_eq!(
-            keys.finished(),
+            keys.finished_batches(),
             "{tidegate:budget:db.example:27017}:finished"
         );
     }

@@ -182,7 +182,7 @@ impl Queue {
                         let (keep_count, age) = keep_args(keep);
                         [
                             id.clone(),
-                            "c".into(),
+                            "completed".into(),
                             returnvalue.clone(),
                             String::new(),
                             keep_count.to_string(),
@@ -201,7 +201,7 @@ impl Queue {
                         let (keep_count, age) = keep_args(keep);
                         [
                             id.clone(),
-                            if *exhausted { "x" } else { "f" }.into(),
+                            if *exhausted { "exhausted" } else { "failed" }.into(),
                             reason.clone(),
                             stack_json(stacktrace),
                             keep_count.to_string(),
@@ -217,7 +217,7 @@ impl Queue {
                         lifo,
                     } => [
                         id.clone(),
-                        "r".into(),
+                        "retry".into(),
                         reason.clone(),
                         stack_json(stacktrace),
                         (delay.as_millis() as u64).to_string(),

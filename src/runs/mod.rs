@@ -447,7 +447,7 @@ impl Runs {
             if self.check_end(&run.id).await? {
                 continue;
             }
-            let done = self.finished(&run.id).await?;
+            let done = self.finished_jobs(&run.id).await?;
             let key = RunKeys::new(&run.id).progress();
             let (seen, since): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
                 .arg(&key)
@@ -493,7 +493,7 @@ impl Runs {
     }
 
     /// Jobs of the run that finished so far (completed or failed for good).
-    pub async fn finished(&self, id: &str) -> Result<u64, RunError> {
+    pub async fn finished_jobs(&self, id: &str) -> Result<u64, RunError> {
         let (completed, failed): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
             .arg(RunKeys::new(id).counts())
             .arg(&["completed", "failed"])

@@ -96,7 +96,7 @@ pub(super) fn known_queue(state: &AdminState, name: &str) -> Result<(), ApiError
 /// Job ids are BullMQ's: numbers, or a producer's own id; a ':' would reach into other keys.
 /// The names of the queue's own keys (`meta`, `wait`, `id`, ...) are well-formed but never a
 /// job's: no such job, answered before anything reads or deletes that key.
-pub(super) fn job_id(id: &str) -> Result<&str, ApiError> {
+pub(super) fn valid_job_id(id: &str) -> Result<&str, ApiError> {
     if id.is_empty() || id.chars().count() > 256 || id.contains(':') {
         Err(bad_request(format!(
             "{id:?} is not a job id (1-256 characters, no ':')"

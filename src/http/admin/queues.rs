@@ -8,8 +8,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AdminState;
 use super::error::{
-    ApiError, ApiPath, ApiQuery, ErrorBody, bad_request, conflict, job_id, known_queue, not_found,
-    number_in, unavailable,
+    ApiError, ApiPath, ApiQuery, ErrorBody, bad_request, conflict, known_queue, not_found,
+    number_in, unavailable, valid_job_id,
 };
 use crate::control::budget::{self, Status};
 use crate::queue::keys::BudgetKeys;
@@ -111,7 +111,7 @@ pub(super) async fn control(
 /// Most jobs one page may hold.
 pub(super) const MAX_PAGE_SIZE: usize = 500;
 
-/// The document's word for job ids; handlers check them with [`job_id`].
+/// The document's word for job ids; handlers check them with [`valid_job_id`].
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
 #[allow(dead_code)]
@@ -194,7 +194,7 @@ pub(super) async fn job(
     ApiPath((name, id)): ApiPath<(String, String)>,
 ) -> Result<Json<JobView>, ApiError> {
     known_queue(&state, &name)?;
-    match state.queue.job(job_id(&id)?).await {
+    match state.queue.job(valid_job_id(&id)?).await {
         Ok(Some(job)) => Ok(Json(job)),
         Ok(None) => Err(not_found(format!("no job {id:?}"))),
         Err(e) => Err(unavailable("reading the job", e)),
@@ -229,7 +229,7 @@ pub(super) async fn remove(
     ApiPath((name, id)): ApiPath<(String, String)>,
 ) -> Result<Json<MovedView>, ApiError> {
     known_queue(&state, &name)?;
-    let removed = match state.queue.remove(job_id(&id)?).await {
+    let removed = match state.queue.remove(valid_job_id(&id)?).await {
         Ok(Removal::Removed(moved)) => moved,
         Ok(Removal::Locked) => {
             return Err(conflict(format!(
@@ -260,7 +260,7 @@ pub(super) async fn retry(
     ApiPath((name, id)): ApiPath<(String, String)>,
 ) -> Result<Json<MovedView>, ApiError> {
     known_queue(&state, &name)?;
-    let id = job_id(&id)?;
+    let id = valid_job_id(&id)?;
     let retried = state
         .queue
         .retry(id)
@@ -302,7 +302,7 @@ pub(super) async fn promote(
     ApiPath((name, id)): ApiPath<(String, String)>,
 ) -> Result<Json<MovedView>, ApiError> {
     known_queue(&state, &name)?;
-    let id = job_id(&id)?;
+    let id = valid_job_id(&id)?;
     let promoted = state
         .queue
         .promote(id)

@@ -5,10 +5,11 @@ KEYS: 1 active, 2 completed, 3 failed, 4 delayed, 5 wait, 6 paused, 7 meta, 8 ev
 ARGV: 1 key base, 2 lock token, 3 now (ms), 4 job count, 5 reason bytes counted,
       5 + i counter i's ttl (s), then per job 7 values:
       id, kind, value, stacktrace (JSON), a, b, counter (0 = none)
-  kind 'c' completed: value = returnvalue (JSON); a, b = keep count, keep age s (-1 = no limit)
-  kind 'f' failed for good / 'x' failed, attempts exhausted: value = reason; a, b as for 'c'
-  kind 'r' retry: value = reason; a = delay ms; b = '1' when lifo
-A settled finish ('c', 'f', 'x') adds one to its counter's `completed` or `failed` field and,
+  kind 'completed': value = returnvalue (JSON); a, b = keep count, keep age s (-1 = no limit)
+  kind 'failed' (for good) or 'exhausted' (failed, attempts used up): value = reason; a, b as
+    for 'completed'
+  kind 'retry': value = reason; a = delay ms; b = '1' when lifo
+A settled finish ('completed', 'failed', 'exhausted') adds one to its counter's `completed` or `failed` field and,
 failed, one to its reason (cut at a character boundary) in the reasons HASH: counted in the
 same call, a finish is counted once whatever happens to the reply.
 Returns one code per job: 1 settled, -2 lock missing, -6 lock held by another token (the job was
@@ -99,15 +100,15 @@ for i = 0, n - 1 do
   else
     settledIds[#settledIds + 1] = id
     rcall('LREM', KEYS[1], -1, id)
-    if kind == 'c' then
+    if kind == 'completed' then
       keepOrRemove(KEYS[2], id, tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), 'returnvalue', value)
       rcall('XADD', KEYS[8], '*', 'event', 'completed', 'jobId', id, 'returnvalue', value, 'prev', 'active')
       count(counter, 'completed')
-    elseif kind == 'f' or kind == 'x' then
+    elseif kind == 'failed' or kind == 'exhausted' then
       local attempts = keepOrRemove(KEYS[3], id, tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), 'failedReason', value, stack)
       rcall('XADD', KEYS[8], '*', 'event', 'failed', 'jobId', id, 'failedReason', value, 'prev', 'active')
       count(counter, 'failed', value)
-      if kind == 'x' then
+      if kind == 'exhausted' then
         rcall('XADD', KEYS[8], '*', 'event', 'retries-exhausted', 'jobId', id, 'attemptsMade', attempts)
       end
     else
