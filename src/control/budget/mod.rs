@@ -18,8 +18,8 @@ use crate::control::controller::{Decision, Pace};
 use crate::control::cost::Cost;
 use crate::queue::keys::{self, BudgetKeys};
 
-static TICK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/tick.lua")));
-static PUBLISH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/publish.lua")));
+static TICK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("tick.lua")));
+static PUBLISH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("publish.lua")));
 
 /// A batch as a process reports it: ms ago (on its own clock, at the report).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -485,28 +485,4 @@ impl Budget {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_pace_survives_its_field() {
-        let pace = Pace {
-            queue: "q".into(),
-            rate: 12.5,
-            batch: 300,
-            budget: Some(40.0),
-            cost: Some(Cost {
-                per_batch: 30.0,
-                per_document: 0.25,
-            }),
-        };
-        let back = parse_pace("q", &pace_field(&pace)).expect("parses");
-        assert_eq!((back.rate, back.batch, back.cost), (12.5, 300, pace.cost));
-        let unlearned = Pace { cost: None, ..pace };
-        assert_eq!(
-            parse_pace("q", &pace_field(&unlearned)).map(|p| p.cost),
-            Some(None)
-        );
-        assert_eq!(parse_pace("q", ""), None);
-    }
-}
+mod tests;

@@ -1,230 +1,29 @@
-//! The worker: concurrent batch loops that take jobs from a queue, hand each batch to a
-//! [`Pipeline`], and settle every job by its own outcome; plus the upkeep every worker shares
-//! (stalled-job recovery, queue depth sampling). A throttle, when given, paces the batches: each
-//! is paid for before it is taken. Locks are extended while a batch is in flight.
-//! On shutdown the loops stop taking jobs, give in-flight batches a grace period, and release
-//! what is still unfinished back to wait.
+//! One batch loop: pay the throttle, take, top up a short batch, run the pipeline while the
+//! locks are extended (within the batch timeout and shutdown's grace), and settle every job by
+//! its outcome, counting finishes in their runs.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::{WorkerOptions, WorkerStats, settlement_for};
 use crate::control::throttle::Throttle;
 use crate::pipeline::{Outcome, Pipeline};
-use crate::queue::{self, Job, Queue, QueueError, Retention, Settled, Settlement};
+use crate::queue::{self, Job, Queue, Settled, Settlement};
 use crate::runs::Runs;
 use crate::telemetry::names;
 
-#[derive(Debug, Clone)]
-pub struct WorkerOptions {
-    /// Batch loops running at once.
-    pub workers: usize,
-    /// Most jobs one loop takes at a time.
-    pub batch_docs: usize,
-    /// How long a short batch waits for more jobs before it runs; zero runs what one take got.
-    pub batch_wait: Duration,
-    /// How long a taken job stays locked without an extension.
-    pub lock_duration: Duration,
-    /// How long a batch may stay in its pipeline before it is abandoned and its jobs go back
-    /// to be retried: the locks are extended only this long.
-    pub batch_timeout: Duration,
-    /// How often the stalled check runs (across all workers of the queue).
-    pub stalled_interval: Duration,
-    /// Times a job may stall before it fails.
-    pub max_stalled: u32,
-    /// Longest an idle loop blocks before looking again.
-    pub idle_block: Duration,
-    /// How often queue depth is sampled into metrics.
-    pub depth_interval: Duration,
-    /// Grace period for in-flight batches after shutdown is asked for.
-    pub shutdown_timeout: Duration,
-    /// Retention for jobs whose options do not set `removeOnComplete` / `removeOnFail`.
-    pub keep_completed: Retention,
-    pub keep_failed: Retention,
-}
-
-impl Default for WorkerOptions {
-    fn default() -> Self {
-        Self {
-            workers: 4,
-            batch_docs: 500,
-            batch_wait: Duration::from_millis(20),
-            lock_duration: Duration::from_secs(30),
-            batch_timeout: Duration::from_secs(60),
-            stalled_interval: Duration::from_secs(30),
-            max_stalled: 1,
-            idle_block: Duration::from_secs(5),
-            depth_interval: Duration::from_secs(2),
-            shutdown_timeout: Duration::from_secs(30),
-            keep_completed: Retention::keep_last(50_000),
-            keep_failed: Retention::KEEP_ALL,
-        }
-    }
-}
-
-/// Decides how a job leaves active given its outcome: the job's own options first, then the
-/// worker's defaults. `random` in [0, 1) feeds the backoff's jitter.
-pub fn settlement_for(
-    job: &Job,
-    outcome: Outcome,
-    options: &WorkerOptions,
-    random: f64,
-) -> Settlement {
-    let keep = |own: Option<queue::Keep>, default: Retention| own.map_or(default, Retention::from);
-    match outcome {
-        Outcome::Completed(value) => Settlement::Completed {
-            id: job.id.clone(),
-            returnvalue: value.to_string(),
-            keep: keep(job.opts.remove_on_complete, options.keep_completed),
-            count: None,
-        },
-        Outcome::Failed { reason, retry } => {
-            let failures = job.attempts_made.saturating_add(1);
-            if retry && failures < job.max_attempts() {
-                let delay = job
-                    .opts
-                    .backoff
-                    .map_or(Duration::ZERO, |b| b.delay(failures, random));
-                Settlement::Retry {
-                    id: job.id.clone(),
-                    reason,
-                    stacktrace: Vec::new(),
-                    delay,
-                    lifo: job.opts.lifo,
-                }
-            } else {
-                Settlement::Failed {
-                    id: job.id.clone(),
-                    reason,
-                    stacktrace: Vec::new(),
-                    keep: keep(job.opts.remove_on_fail, options.keep_failed),
-                    exhausted: failures >= job.max_attempts(),
-                    count: None,
-                }
-            }
-        }
-    }
-}
-
-/// A worker for one queue and one pipeline.
-pub struct Worker<P> {
-    queue: Queue,
-    redis_url: String,
-    pipeline: Arc<P>,
-    options: WorkerOptions,
-    throttle: Option<Throttle>,
-    runs: Option<Runs>,
-}
-
-/// Jobs settled by a worker over its life.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct WorkerStats {
-    pub completed: u64,
-    pub failed: u64,
-    pub retried: u64,
-    pub released: u64,
-    /// Settlements refused because the job's lock had been lost (it may run again elsewhere).
-    pub lost: u64,
-}
-
-impl std::ops::AddAssign for WorkerStats {
-    fn add_assign(&mut self, o: Self) {
-        self.completed += o.completed;
-        self.failed += o.failed;
-        self.retried += o.retried;
-        self.released += o.released;
-        self.lost += o.lost;
-    }
-}
-
-impl<P: Pipeline> Worker<P> {
-    /// `redis_url` opens each loop's blocking connection; everything else goes through `queue`.
-    pub fn new(queue: Queue, redis_url: &str, pipeline: P, options: WorkerOptions) -> Self {
-        Self {
-            queue,
-            redis_url: redis_url.to_owned(),
-            pipeline: Arc::new(pipeline),
-            options,
-            throttle: None,
-            runs: None,
-        }
-    }
-
-    /// Counts each job that names a run (`runId` in its data) in that run, atomically with its
-    /// settlement, and ends runs whose jobs have all finished.
-    pub fn with_runs(mut self, runs: Runs) -> Self {
-        self.runs = Some(runs);
-        self
-    }
-
-    /// Paces batches through `throttle`: each loop pays for a batch of n jobs (one document
-    /// written per job) before it takes them, n as the controller chose (see
-    /// [`Throttle::batch_hint`]); each batch's work on the database is noted in the throttle's
-    /// ledger, and the queue's backlog is told to it. Unpaced without a throttle.
-    pub fn with_throttle(mut self, throttle: Throttle) -> Self {
-        self.throttle = Some(throttle);
-        self
-    }
-
-    /// Runs until `shutdown` is cancelled and in-flight batches are settled or released.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<WorkerStats, QueueError> {
-        let options = Arc::new(self.options);
-        let worker_id = format!("{:016x}", rand::random::<u64>());
-        let upkeep_stop = CancellationToken::new();
-        let upkeep = tokio::spawn(upkeep(
-            self.queue.clone(),
-            options.clone(),
-            self.throttle.clone(),
-            upkeep_stop.clone(),
-        ));
-
-        let mut loops = JoinSet::new();
-        for n in 0..options.workers.max(1) {
-            let blocking = queue::connect(&self.redis_url).await?;
-            loops.spawn(batch_loop(BatchLoop {
-                queue: self.queue.clone(),
-                pipeline: self.pipeline.clone(),
-                options: options.clone(),
-                throttle: self.throttle.clone(),
-                runs: self.runs.clone(),
-                token_base: format!("{worker_id}-{n}"),
-                blocking,
-                shutdown: shutdown.clone(),
-            }));
-        }
-        tracing::info!(
-            queue = self.queue.name(),
-            pipeline = self.pipeline.name(),
-            loops = options.workers,
-            batch_size = options.batch_docs,
-            "worker started"
-        );
-        let mut stats = WorkerStats::default();
-        while let Some(done) = loops.join_next().await {
-            match done {
-                Ok(loop_stats) => stats += loop_stats,
-                Err(e) => tracing::error!(error = %e, "a batch loop panicked"),
-            }
-        }
-        upkeep_stop.cancel();
-        let _ = upkeep.await;
-        tracing::info!(queue = self.queue.name(), ?stats, "worker stopped");
-        Ok(stats)
-    }
-}
-
-struct BatchLoop<P> {
-    queue: Queue,
-    pipeline: Arc<P>,
-    options: Arc<WorkerOptions>,
-    throttle: Option<Throttle>,
-    runs: Option<Runs>,
-    token_base: String,
+pub(super) struct BatchLoop<P> {
+    pub(super) queue: Queue,
+    pub(super) pipeline: Arc<P>,
+    pub(super) options: Arc<WorkerOptions>,
+    pub(super) throttle: Option<Throttle>,
+    pub(super) runs: Option<Runs>,
+    pub(super) token_base: String,
     /// Its own connection for blocking waits (see [`Queue::wait_for_work`]).
-    blocking: redis::aio::ConnectionManager,
-    shutdown: CancellationToken,
+    pub(super) blocking: redis::aio::ConnectionManager,
+    pub(super) shutdown: CancellationToken,
 }
 
 impl<P> BatchLoop<P> {
@@ -250,7 +49,7 @@ async fn pause_unless_stopped(shutdown: &CancellationToken, delay: Duration) -> 
     }
 }
 
-async fn batch_loop<P: Pipeline>(mut l: BatchLoop<P>) -> WorkerStats {
+pub(super) async fn batch_loop<P: Pipeline>(mut l: BatchLoop<P>) -> WorkerStats {
     let mut stats = WorkerStats::default();
     let mut batch_no = 0u64;
     while !l.shutdown.is_cancelled() {
@@ -555,115 +354,4 @@ async fn settle<P: Pipeline>(
         runs.check_ends(&finished).await;
     }
     stats
-}
-
-/// Stalled-job recovery and queue depth sampling (told to the throttle, when paced, as the
-/// queue's backlog), until `stop`.
-async fn upkeep(
-    queue: Queue,
-    options: Arc<WorkerOptions>,
-    throttle: Option<Throttle>,
-    stop: CancellationToken,
-) {
-    let mut stalled = tokio::time::interval(options.stalled_interval);
-    let mut depth = tokio::time::interval(options.depth_interval);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = stalled.tick() => match queue.recover_stalled(options.stalled_interval, options.max_stalled).await {
-                Ok(check) => {
-                    for id in &check.requeued {
-                        tracing::warn!(queue = queue.name(), job = %id, "stalled: lock expired, moved back to wait");
-                    }
-                }
-                Err(e) => tracing::warn!(queue = queue.name(), error = %e, "stalled check failed"),
-            },
-            _ = depth.tick() => match queue.counts().await {
-                Ok(counts) => {
-                    if let Some(throttle) = &throttle {
-                        throttle.set_backlog(counts.waiting + counts.prioritized);
-                    }
-                    for (state, n) in counts.by_state() {
-                        metrics::gauge!(names::QUEUE_JOBS, "queue" => queue.name().to_owned(), "state" => state)
-                            .set(n as f64);
-                    }
-                }
-                Err(e) => tracing::warn!(queue = queue.name(), error = %e, "cannot read queue depth"),
-            },
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::queue::{Backoff, BackoffKind, JobOptions, Keep};
-
-    fn job(attempts: Option<u32>, attempts_made: u32) -> Job {
-        Job {
-            id: "j".into(),
-            name: "n".into(),
-            raw_data: "{}".into(),
-            opts: JobOptions {
-                attempts,
-                backoff: Some(Backoff::Spec {
-                    kind: BackoffKind::Exponential,
-                    delay: 100,
-                    jitter: None,
-                }),
-                ..JobOptions::default()
-            },
-            timestamp: 0,
-            attempts_made,
-        }
-    }
-
-    #[test]
-    fn transient_failures_retry_until_attempts_run_out() {
-        let o = WorkerOptions::default();
-        let first = settlement_for(&job(Some(3), 0), Outcome::transient("t"), &o, 0.5);
-        assert!(
-            matches!(first, Settlement::Retry { delay, .. } if delay == Duration::from_millis(100))
-        );
-        let second = settlement_for(&job(Some(3), 1), Outcome::transient("t"), &o, 0.5);
-        assert!(
-            matches!(second, Settlement::Retry { delay, .. } if delay == Duration::from_millis(200))
-        );
-        let last = settlement_for(&job(Some(3), 2), Outcome::transient("t"), &o, 0.5);
-        assert!(matches!(
-            last,
-            Settlement::Failed {
-                exhausted: true,
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn permanent_failures_never_retry() {
-        let o = WorkerOptions::default();
-        let s = settlement_for(&job(Some(5), 0), Outcome::permanent("bad"), &o, 0.5);
-        assert!(matches!(
-            s,
-            Settlement::Failed {
-                exhausted: false,
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn job_retention_overrides_the_worker_default() {
-        let o = WorkerOptions::default();
-        let mut j = job(None, 0);
-        let done = settlement_for(&j, Outcome::Completed(serde_json::json!(1)), &o, 0.0);
-        assert!(
-            matches!(done, Settlement::Completed { keep, .. } if keep == Retention::keep_last(50_000))
-        );
-        j.opts.remove_on_complete = Some(Keep::Flag(true));
-        let done = settlement_for(&j, Outcome::Completed(serde_json::json!(1)), &o, 0.0);
-        assert!(
-            matches!(done, Settlement::Completed { keep, .. } if keep == Retention::keep_last(0))
-        );
-    }
 }

@@ -1,0 +1,385 @@
+//! Every environment variable tidegate reads, declared once: name, default, accepted values,
+//! meaning and what of it is secret. A table: the README's and `tidegate config`'s lists are
+//! generated from [`VARS`].
+
+/// One environment variable: the single place its name, default and meaning are written.
+#[derive(Debug)]
+pub struct Var {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub accepted: &'static str,
+    pub meaning: &'static str,
+    /// What of the value must never be printed or logged.
+    pub secret: Secret,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secret {
+    No,
+    /// A URL whose userinfo (a password) is secret.
+    Credentials,
+    /// A URL that is itself the credential (a webhook): only its scheme and host are shown.
+    Url,
+    /// A token: nothing of it is shown.
+    Whole,
+}
+
+const fn var(
+    name: &'static str,
+    default: &'static str,
+    accepted: &'static str,
+    meaning: &'static str,
+) -> Var {
+    Var {
+        name,
+        default,
+        accepted,
+        meaning,
+        secret: Secret::No,
+    }
+}
+
+pub const REDIS_URL: Var = Var {
+    secret: Secret::Credentials,
+    ..var(
+        "REDIS_URL",
+        "redis://127.0.0.1:6379",
+        "a redis:// or rediss:// URL",
+        "Redis that holds the job queues",
+    )
+};
+pub const MONGODB_URI: Var = Var {
+    secret: Secret::Credentials,
+    ..var(
+        "MONGODB_URI",
+        "mongodb://127.0.0.1:27017",
+        "a mongodb:// or mongodb+srv:// connection string",
+        "MongoDB (or a wire-compatible server) that the pipelines write to",
+    )
+};
+pub const DATABASE: Var = var(
+    "TIDEGATE_DATABASE",
+    "tidegate",
+    "a MongoDB database name: 1-63 characters, no slash, backslash, dot, space, quote or dollar",
+    "database the pipelines read and write",
+);
+pub const HTTP_ADDR: Var = var(
+    "TIDEGATE_HTTP_ADDR",
+    "127.0.0.1:9840",
+    "an IP:port socket address",
+    "where /metrics, /healthz and /readyz are served",
+);
+pub const LOG: Var = var(
+    "TIDEGATE_LOG",
+    "info",
+    "a tracing filter such as `info` or `tidegate=debug,warn`",
+    "which log events are written",
+);
+pub const LOG_FORMAT: Var = var(
+    "TIDEGATE_LOG_FORMAT",
+    "text",
+    "`text` or `json`",
+    "log line format on stderr",
+);
+pub const SHUTDOWN_TIMEOUT: Var = var(
+    "TIDEGATE_SHUTDOWN_TIMEOUT",
+    "30s",
+    "a duration such as `500ms`, `30s`, `2m`",
+    "how long SIGTERM/SIGINT waits for in-flight work before exiting",
+);
+pub const READY_TIMEOUT: Var = var(
+    "TIDEGATE_READY_TIMEOUT",
+    "2s",
+    "a duration such as `500ms`, `2s`",
+    "time limit of each dependency check: /readyz's, and those every 5 s in the background whose last result /metrics reports",
+);
+pub const START_TIMEOUT: Var = var(
+    "TIDEGATE_START_TIMEOUT",
+    "1m",
+    "a duration of at least 1s",
+    "how long start-up waits for Redis and MongoDB to answer before it gives up (exit 1); each failed attempt is logged",
+);
+pub const SCHEDULE: Var = var(
+    "TIDEGATE_SCHEDULE",
+    "0 1 * * *",
+    "a cron expression: 5 fields (minute hour day month weekday) or 6-7 with seconds first",
+    "when each day's run is planned",
+);
+pub const TIMEZONE: Var = var(
+    "TIDEGATE_TIMEZONE",
+    "Asia/Seoul",
+    "an IANA timezone name such as `Asia/Seoul` or `UTC`",
+    "timezone of the schedule and of a run's date",
+);
+pub const RATE_FLOOR: Var = var(
+    "TIDEGATE_RATE_FLOOR",
+    "50",
+    "a number > 0 (documents/second), at most TIDEGATE_RATE_CEILING",
+    "write pace while the database cannot be observed (a blind probe); never a minimum load: with the database seen over its target, batches wait entirely",
+);
+pub const RATE_CEILING: Var = var(
+    "TIDEGATE_RATE_CEILING",
+    "20000",
+    "a number > 0 (documents/second)",
+    "fastest write pace the controller may choose for a queue",
+);
+pub const TARGET_CPU: Var = var(
+    "TIDEGATE_TARGET_CPU",
+    "200",
+    "a number > 0: percent of one core (800 = 8 busy cores)",
+    "database CPU the controller holds while there is work",
+);
+pub const TARGET_LATENCY: Var = var(
+    "TIDEGATE_TARGET_LATENCY",
+    "50ms",
+    "a duration > 0 such as `50ms`",
+    "mean write latency (as the database reports it) above which the batches' CPU budget is cut",
+);
+pub const TARGET_READ_LATENCY: Var = var(
+    "TIDEGATE_TARGET_READ_LATENCY",
+    "",
+    "empty (no read latency guard), or a duration > 0 such as `20ms`",
+    "mean read latency (serverStatus `opLatencies.reads`, or TIDEGATE_PROMETHEUS_READ_LATENCY_QUERY) above which the batches' CPU budget is cut: what the service's users feel",
+);
+pub const CONTROL_INTERVAL: Var = var(
+    "TIDEGATE_CONTROL_INTERVAL",
+    "5s",
+    "a duration of at least 100ms",
+    "how often the database is probed and the rate set",
+);
+pub const PROMETHEUS_URL: Var = Var {
+    secret: Secret::Credentials,
+    ..var(
+        "TIDEGATE_PROMETHEUS_URL",
+        "",
+        "empty, or an http:// or https:// URL such as `http://prometheus:9090`",
+        "Prometheus to ask for the signals given as PromQL below",
+    )
+};
+pub const PROMETHEUS_CPU_QUERY: Var = var(
+    "TIDEGATE_PROMETHEUS_CPU_QUERY",
+    "",
+    "empty, or PromQL giving the database's CPU in percent of one core; needs TIDEGATE_PROMETHEUS_URL",
+    "CPU from Prometheus instead of serverStatus (e.g. FerretDB: `irate(process_cpu_seconds_total{job=\"ferretdb\"}[3s]) * 100`)",
+);
+pub const PROMETHEUS_LATENCY_QUERY: Var = var(
+    "TIDEGATE_PROMETHEUS_LATENCY_QUERY",
+    "",
+    "empty, or PromQL giving the database's mean write latency in seconds; needs TIDEGATE_PROMETHEUS_URL",
+    "write latency from Prometheus instead of serverStatus",
+);
+pub const PROMETHEUS_READ_LATENCY_QUERY: Var = var(
+    "TIDEGATE_PROMETHEUS_READ_LATENCY_QUERY",
+    "",
+    "empty, or PromQL giving a mean read latency in seconds; needs TIDEGATE_PROMETHEUS_URL",
+    "read latency from Prometheus instead of serverStatus, e.g. the service's own request latency",
+);
+pub const BUDGET: Var = var(
+    "TIDEGATE_BUDGET",
+    "",
+    "empty (the hosts of MONGODB_URI), or a name without `{`, `}` or spaces",
+    "names the database's write budget: every process of every queue writing to the same database must share it",
+);
+pub const BUDGET_WEIGHT: Var = var(
+    "TIDEGATE_BUDGET_WEIGHT",
+    "1",
+    "a number > 0",
+    "this queue's part of the database's budget against the other queues' that have work",
+);
+
+pub const SLACK_WEBHOOK_URL: Var = Var {
+    secret: Secret::Url,
+    ..var(
+        "TIDEGATE_SLACK_WEBHOOK_URL",
+        "",
+        "empty (no reports), or the https:// URL of a Slack-compatible incoming webhook (http:// only to a loopback host)",
+        "where each run's end is reported (a secret: never printed or logged)",
+    )
+};
+
+pub const ADMIN_TOKEN: Var = Var {
+    secret: Secret::Whole,
+    ..var(
+        "TIDEGATE_ADMIN_TOKEN",
+        "",
+        "empty (the back-office is off), or a token of at least 16 characters",
+        "bearer token of the back-office at TIDEGATE_ADMIN_ADDR (a secret: never printed or logged)",
+    )
+};
+pub const ADMIN_ADDR: Var = var(
+    "TIDEGATE_ADMIN_ADDR",
+    "127.0.0.1:9841",
+    "an IP:port socket address",
+    "where the back-office (page at /, API at /api) is served when TIDEGATE_ADMIN_TOKEN is set",
+);
+
+pub const QUEUE: Var = var(
+    "TIDEGATE_QUEUE",
+    "scoreCollect",
+    "a BullMQ queue name: no `:`",
+    "the queue tidegate plans jobs into and works from",
+);
+pub const QUEUE_PREFIX: Var = var(
+    "TIDEGATE_QUEUE_PREFIX",
+    "bull",
+    "a Redis key prefix without `:`; `{bull}` for Redis Cluster",
+    "BullMQ key prefix (`<prefix>:<queue>:wait`, ...)",
+);
+pub const WORKERS: Var = var(
+    "TIDEGATE_WORKERS",
+    "4",
+    "an integer 1-256",
+    "batch loops per process, each with one batch in flight",
+);
+pub const BATCH_DOCS: Var = var(
+    "TIDEGATE_BATCH_DOCS",
+    "500",
+    "an integer 1-100000",
+    "most jobs per batch, and statements per MongoDB write",
+);
+pub const BATCH_BYTES: Var = var(
+    "TIDEGATE_BATCH_BYTES",
+    "8MiB",
+    "a size such as `8MiB`, `512KiB` or bytes, at most 16MiB",
+    "most statement bytes per MongoDB write command",
+);
+pub const BATCH_WAIT: Var = var(
+    "TIDEGATE_BATCH_WAIT",
+    "20ms",
+    "a duration; `0s` writes whatever one take returns",
+    "longest a short batch waits for more jobs before it is written",
+);
+pub const LOCK_DURATION: Var = var(
+    "TIDEGATE_LOCK_DURATION",
+    "30s",
+    "a duration of at least 100ms",
+    "how long a taken job stays locked without an extension (extended every half of it)",
+);
+pub const BATCH_TIMEOUT: Var = var(
+    "TIDEGATE_BATCH_TIMEOUT",
+    "1m",
+    "a duration of at least 1s",
+    "a batch still in the pipeline after this long is abandoned (its database calls dropped): its jobs go back to be retried with backoff, an attempt counted, instead of holding their locks",
+);
+pub const STALLED_INTERVAL: Var = var(
+    "TIDEGATE_STALLED_INTERVAL",
+    "30s",
+    "a duration of at least 10ms",
+    "how often the stalled check runs, across all workers of a queue",
+);
+pub const MAX_STALLED: Var = var(
+    "TIDEGATE_MAX_STALLED",
+    "1",
+    "an integer 0-1000",
+    "times a job may stall (its worker lost) before it fails",
+);
+pub const KEEP_COMPLETED: Var = var(
+    "TIDEGATE_KEEP_COMPLETED",
+    "50000",
+    "`all`, a count (`0` removes at once), an age such as `7d`, or both: `50000,7d`",
+    "completed jobs kept in Redis, unless a job's own `removeOnComplete` says otherwise",
+);
+pub const KEEP_FAILED: Var = var(
+    "TIDEGATE_KEEP_FAILED",
+    "all",
+    "as TIDEGATE_KEEP_COMPLETED",
+    "failed jobs kept in Redis, unless a job's own `removeOnFail` says otherwise",
+);
+pub const ATTEMPTS: Var = var(
+    "TIDEGATE_ATTEMPTS",
+    "3",
+    "an integer 1-100",
+    "tries per job tidegate plans (the first included)",
+);
+pub const BACKOFF: Var = var(
+    "TIDEGATE_BACKOFF",
+    "exponential:5s",
+    "`fixed:<duration>` or `exponential:<duration>`",
+    "wait before a planned job's next try (exponential doubles it each time)",
+);
+pub const MONGODB_POOL_SIZE: Var = var(
+    "TIDEGATE_MONGODB_POOL_SIZE",
+    "50",
+    "an integer 1-1000",
+    "most connections to MongoDB per process",
+);
+pub const MONGODB_TIMEOUT: Var = var(
+    "TIDEGATE_MONGODB_TIMEOUT",
+    "10s",
+    "a duration",
+    "connect and server-selection time limit",
+);
+pub const MONGODB_OP_TIMEOUT: Var = var(
+    "TIDEGATE_MONGODB_OP_TIMEOUT",
+    "30s",
+    "a duration of at least 100ms",
+    "time limit of each MongoDB operation: sent as `maxTimeMS` where the command takes one, and kept by tidegate too (2 s later) for a server or connection that never answers",
+);
+pub const WRITE_CONCERN: Var = var(
+    "TIDEGATE_WRITE_CONCERN",
+    "server",
+    "`server` (the server's default), `majority`, or a number of nodes",
+    "write concern of the bulk writes",
+);
+pub const PLAN_LEASE: Var = var(
+    "TIDEGATE_PLAN_LEASE",
+    "10m",
+    "a duration",
+    "how long one replica holds the right to plan a scheduled run",
+);
+pub const RUN_STALL_AFTER: Var = var(
+    "TIDEGATE_RUN_STALL_AFTER",
+    "30m",
+    "a duration of at least 1s",
+    "an unfinished run with no job finishing for this long is reported as stalled (once)",
+);
+
+/// Every variable, in the order the README and `tidegate config` list them.
+pub const VARS: &[&Var] = &[
+    &REDIS_URL,
+    &MONGODB_URI,
+    &DATABASE,
+    &HTTP_ADDR,
+    &LOG,
+    &LOG_FORMAT,
+    &SHUTDOWN_TIMEOUT,
+    &READY_TIMEOUT,
+    &START_TIMEOUT,
+    &SCHEDULE,
+    &TIMEZONE,
+    &RATE_FLOOR,
+    &RATE_CEILING,
+    &TARGET_CPU,
+    &TARGET_LATENCY,
+    &TARGET_READ_LATENCY,
+    &CONTROL_INTERVAL,
+    &BUDGET,
+    &BUDGET_WEIGHT,
+    &PROMETHEUS_URL,
+    &PROMETHEUS_CPU_QUERY,
+    &PROMETHEUS_LATENCY_QUERY,
+    &PROMETHEUS_READ_LATENCY_QUERY,
+    &SLACK_WEBHOOK_URL,
+    &ADMIN_TOKEN,
+    &ADMIN_ADDR,
+    &QUEUE,
+    &QUEUE_PREFIX,
+    &WORKERS,
+    &BATCH_DOCS,
+    &BATCH_BYTES,
+    &BATCH_WAIT,
+    &LOCK_DURATION,
+    &BATCH_TIMEOUT,
+    &STALLED_INTERVAL,
+    &MAX_STALLED,
+    &KEEP_COMPLETED,
+    &KEEP_FAILED,
+    &ATTEMPTS,
+    &BACKOFF,
+    &MONGODB_POOL_SIZE,
+    &MONGODB_TIMEOUT,
+    &MONGODB_OP_TIMEOUT,
+    &WRITE_CONCERN,
+    &PLAN_LEASE,
+    &RUN_STALL_AFTER,
+];
