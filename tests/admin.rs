@@ -15,12 +15,10 @@ use tidegate::http::admin::{AdminState, router};
 use tidegate::score;
 use tokio_util::sync::CancellationToken;
 
-use tidegate::queue::{
-    Backoff, Job, JobOptions, JobState, NewJob, Queue, Retention, Settlement, connect,
-};
+use tidegate::queue::{Job, JobOptions, JobState, NewJob, Queue, Retention, Settlement};
 use tidegate::runs::{RunRecord, Runs};
 use tidegate::schedule::Planner;
-use tidegate::store::{Store, StoreOptions};
+use tidegate::store::Store;
 
 const TOKEN: &str = "0123456789abcdef-test-token";
 const TZ: chrono_tz::Tz = chrono_tz::Asia::Seoul;
@@ -68,32 +66,23 @@ impl Admin {
 }
 
 async fn start() -> Admin {
-    let store = Store::connect(
-        &common::mongodb_uri(),
-        &common::unique("tidegate_admin"),
-        StoreOptions::default(),
-    )
-    .await
-    .expect("mongodb");
-    let day = NaiveDate::from_ymd_opt(2026, 11, 24).expect("date");
-    score::sample_day(&store, day, TZ, 10, 3, |_| {})
-        .await
-        .expect("seed");
-    let redis = connect(&common::redis_url()).await.expect("redis");
-    let queue = Queue::new(redis.clone(), "bull", &common::unique("admin"));
-    let runs = Runs::new(redis.clone(), store.clone());
-    let planner = Planner {
-        daily: std::sync::Arc::new(tidegate::score::Score),
-        queue: queue.clone(),
-        store: store.clone(),
-        runs: runs.clone(),
-        redis,
-        tz: TZ,
-        attempts: 1,
-        backoff: Backoff::Millis(10),
-        lease: Duration::from_secs(600),
-    };
     let budget = common::unique("admin_budget");
+    let app = common::app(
+        "admin",
+        &[
+            ("TIDEGATE_ATTEMPTS", "1"),
+            ("TIDEGATE_BACKOFF", "fixed:10ms"),
+            ("TIDEGATE_TIMEZONE", "Asia/Seoul"),
+            ("TIDEGATE_PLAN_LEASE", "10m"),
+            ("TIDEGATE_BUDGET", &budget),
+        ],
+    )
+    .await;
+    let day = NaiveDate::from_ymd_opt(2026, 11, 24).expect("date");
+    score::sample_day(&app.store, day, TZ, 10, 3, |_| {})
+        .await
+        .expect("sample day");
+    let (queue, runs, planner, store) = (app.queue, app.runs, app.planner, app.store);
     let app = router(AdminState {
         token: TOKEN.into(),
         budget: budget.clone(),

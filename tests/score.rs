@@ -9,11 +9,11 @@ use std::time::Duration;
 use chrono::{NaiveDate, TimeZone};
 use mongodb::bson::{Document, doc};
 use serde_json::json;
-use tidegate::queue::{Backoff, BackoffKind, NewJob, Queue, Retention, Settlement, connect};
+use tidegate::app::App;
+use tidegate::queue::{NewJob, Retention, Settlement, connect};
 use tidegate::runs::Runs;
-use tidegate::schedule::Planner;
 use tidegate::score::{self, DAILY_SCORES};
-use tidegate::store::{Store, StoreOptions};
+use tidegate::store::Store;
 use tidegate::worker::{Worker, WorkerOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -23,52 +23,25 @@ fn day() -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 11, 24).expect("date")
 }
 
-struct World {
-    store: Store,
-    planner: Planner,
-    runs: Runs,
-    queue: Queue,
-}
-
-async fn world(users: u64) -> World {
-    let store = Store::connect(
-        &common::mongodb_uri(),
-        &common::unique("tidegate_score"),
-        StoreOptions::default(),
+/// A queue and a database of its own, built as `tidegate run` builds them, with a sample day of
+/// `users` users; retries 10 ms apart.
+async fn world(users: u64) -> App {
+    let app = common::app(
+        "score",
+        &[
+            ("TIDEGATE_ATTEMPTS", "3"),
+            ("TIDEGATE_BACKOFF", "fixed:10ms"),
+            ("TIDEGATE_TIMEZONE", "Asia/Seoul"),
+        ],
     )
-    .await
-    .expect("connect");
-    score::ensure_indexes(&store).await.expect("indexes");
-    score::sample_day(&store, day(), TZ, users, 7, |_| {})
+    .await;
+    score::sample_day(&app.store, day(), TZ, users, 7, |_| {})
         .await
-        .expect("seed");
-    let redis = connect(&common::redis_url()).await.expect("redis");
-    let queue = Queue::new(redis.clone(), "bull", &common::unique("score"));
-    let runs = Runs::new(redis.clone(), store.clone());
-    let planner = Planner {
-        daily: std::sync::Arc::new(tidegate::score::Score),
-        queue: queue.clone(),
-        store: store.clone(),
-        runs: runs.clone(),
-        redis,
-        tz: TZ,
-        attempts: 3,
-        backoff: Backoff::Spec {
-            kind: BackoffKind::Fixed,
-            delay: 10,
-            jitter: None,
-        },
-        lease: Duration::from_secs(60),
-    };
-    World {
-        store,
-        planner,
-        runs,
-        queue,
-    }
+        .expect("sample day");
+    app
 }
 
-fn start_worker(w: &World) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+fn start_worker(w: &App) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let pipelines = tidegate::app::router(&w.store, TZ);
     let options = WorkerOptions {
         batch_docs: 50,

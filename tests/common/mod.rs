@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests: where the real services are (from the environment
-//! `scripts/services env` prints), unique names so tests never share state, and waiting for a
-//! condition with a deadline.
+//! `scripts/services env` prints), unique names so tests never share state, the parts built as
+//! `tidegate run` builds them ([`app`]), and waiting for a condition with a deadline.
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::future::Future;
@@ -19,6 +19,27 @@ pub fn redis_url() -> String {
 
 pub fn mongodb_uri() -> String {
     env("MONGODB_URI")
+}
+
+/// The connected parts as `tidegate run` builds them (`Settings` from the environment, then
+/// `App::connect`), on a queue and a database of the test's own; `overrides` are variables set
+/// for this test alone (`("TIDEGATE_ATTEMPTS", "3")`).
+pub async fn app(name: &str, overrides: &[(&str, &str)]) -> tidegate::app::App {
+    let queue = unique(name);
+    let database = unique(&format!("tidegate_{name}"));
+    let settings = tidegate::config::Settings::from_lookup(|var| match var {
+        "TIDEGATE_QUEUE" => Some(queue.clone()),
+        "TIDEGATE_DATABASE" => Some(database.clone()),
+        _ => overrides
+            .iter()
+            .find(|(name, _)| *name == var)
+            .map(|(_, value)| (*value).to_owned())
+            .or_else(|| std::env::var(var).ok()),
+    })
+    .expect("the test's settings are valid");
+    tidegate::app::App::connect(settings)
+        .await
+        .expect("the services answer")
 }
 
 /// A name no other test (in this or a parallel process) uses.
