@@ -3,7 +3,7 @@
 //! a URL the `url` crate parses.
 
 /// Only the scheme and host: `https://hooks.example.com/****`, since a webhook's path is its key.
-pub fn redact_path(value: &str) -> String {
+pub(crate) fn redact_path(value: &str) -> String {
     let Some((scheme, rest)) = value.split_once("://") else {
         return if value.is_empty() {
             String::new()
@@ -17,7 +17,7 @@ pub fn redact_path(value: &str) -> String {
 }
 
 /// Hides the password in a URL's user info (`scheme://user:pass@host` → `scheme://user:****@host`).
-pub fn redact_url(value: &str) -> String {
+pub(crate) fn redact_url(value: &str) -> String {
     let Some((scheme, rest)) = value.split_once("://") else {
         return value.to_owned();
     };

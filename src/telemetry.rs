@@ -11,45 +11,45 @@ use tracing_subscriber::EnvFilter;
 
 /// Metric names. Labels are bounded: a queue, a state, a dependency name; never a job or user.
 pub mod names {
-    pub const BUILD_INFO: &str = "tidegate_build_info";
-    pub const DEPENDENCY_UP: &str = "tidegate_dependency_up";
-    pub const DEPENDENCY_CHECK_AGE: &str = "tidegate_dependency_check_age_seconds";
-    pub const JOBS_ADDED: &str = "tidegate_jobs_added_total";
-    pub const JOBS_COMPLETED: &str = "tidegate_jobs_completed_total";
-    pub const JOBS_FAILED: &str = "tidegate_jobs_failed_total";
-    pub const JOBS_RETRIED: &str = "tidegate_jobs_retried_total";
-    pub const JOBS_STALLED: &str = "tidegate_jobs_stalled_total";
-    pub const QUEUE_JOBS: &str = "tidegate_queue_jobs";
-    pub const BATCH_SIZE: &str = "tidegate_batch_jobs";
-    pub const BATCHES_ABANDONED: &str = "tidegate_batches_abandoned_total";
-    pub const JOB_LATENCY: &str = "tidegate_job_latency_seconds";
-    pub const RUNS_ENDED: &str = "tidegate_runs_ended_total";
-    pub const RUNS_PLANNED: &str = "tidegate_runs_planned_total";
-    pub const DB_ROUND_TRIPS: &str = "tidegate_db_round_trips_total";
-    pub const WRITE_STATEMENTS: &str = "tidegate_write_statements";
-    pub const WRITE_RTT: &str = "tidegate_db_write_rtt_seconds";
-    pub const WRITE_ERRORS: &str = "tidegate_db_write_errors_total";
+    pub(crate) const BUILD_INFO: &str = "tidegate_build_info";
+    pub(crate) const DEPENDENCY_UP: &str = "tidegate_dependency_up";
+    pub(crate) const DEPENDENCY_CHECK_AGE: &str = "tidegate_dependency_check_age_seconds";
+    pub(crate) const JOBS_ADDED: &str = "tidegate_jobs_added_total";
+    pub(crate) const JOBS_COMPLETED: &str = "tidegate_jobs_completed_total";
+    pub(crate) const JOBS_FAILED: &str = "tidegate_jobs_failed_total";
+    pub(crate) const JOBS_RETRIED: &str = "tidegate_jobs_retried_total";
+    pub(crate) const JOBS_STALLED: &str = "tidegate_jobs_stalled_total";
+    pub(crate) const QUEUE_JOBS: &str = "tidegate_queue_jobs";
+    pub(crate) const BATCH_SIZE: &str = "tidegate_batch_jobs";
+    pub(crate) const BATCHES_ABANDONED: &str = "tidegate_batches_abandoned_total";
+    pub(crate) const JOB_LATENCY: &str = "tidegate_job_latency_seconds";
+    pub(crate) const RUNS_ENDED: &str = "tidegate_runs_ended_total";
+    pub(crate) const RUNS_PLANNED: &str = "tidegate_runs_planned_total";
+    pub(crate) const DB_ROUND_TRIPS: &str = "tidegate_db_round_trips_total";
+    pub(crate) const WRITE_STATEMENTS: &str = "tidegate_write_statements";
+    pub(crate) const WRITE_RTT: &str = "tidegate_db_write_rtt_seconds";
+    pub(crate) const WRITE_ERRORS: &str = "tidegate_db_write_errors_total";
     // The load-control loop.
-    pub const DB_CPU: &str = "tidegate_db_cpu_percent";
-    pub const DB_WRITE_LATENCY: &str = "tidegate_db_write_latency_seconds";
-    pub const DB_READ_LATENCY: &str = "tidegate_db_read_latency_seconds";
-    pub const DB_QUEUED_OPS: &str = "tidegate_db_queued_operations";
-    pub const DB_WRITE_TICKETS: &str = "tidegate_db_write_tickets_available";
+    pub(crate) const DB_CPU: &str = "tidegate_db_cpu_percent";
+    pub(crate) const DB_WRITE_LATENCY: &str = "tidegate_db_write_latency_seconds";
+    pub(crate) const DB_READ_LATENCY: &str = "tidegate_db_read_latency_seconds";
+    pub(crate) const DB_QUEUED_OPS: &str = "tidegate_db_queued_operations";
+    pub(crate) const DB_WRITE_TICKETS: &str = "tidegate_db_write_tickets_available";
     // Not `_total`: that suffix is for counters (promtool rejects it on a gauge).
-    pub const DB_WRITE_TICKETS_POOL: &str = "tidegate_db_write_tickets_pool";
-    pub const SIGNAL_AVAILABLE: &str = "tidegate_signal_available";
-    pub const PROBE_ERRORS: &str = "tidegate_probe_errors_total";
-    pub const RATE: &str = "tidegate_rate_documents_per_second";
-    pub const TARGET: &str = "tidegate_target";
-    pub const LIMITER: &str = "tidegate_limiting_signal";
-    pub const CPU_BUDGET: &str = "tidegate_cpu_budget_percent";
-    pub const LIVE_LOAD: &str = "tidegate_live_load_percent";
-    pub const BATCH_COST: &str = "tidegate_batch_cost_cpu_seconds";
-    pub const BATCH_TARGET: &str = "tidegate_batch_target_documents";
-    pub const PROBE_LAG: &str = "tidegate_probe_lag_seconds";
-    pub const CONTROL_MEMBERS: &str = "tidegate_control_members";
-    pub const CONTROL_LEADER: &str = "tidegate_control_leader";
-    pub const THROTTLE_WAIT: &str = "tidegate_throttle_wait_seconds";
+    pub(crate) const DB_WRITE_TICKETS_POOL: &str = "tidegate_db_write_tickets_pool";
+    pub(crate) const SIGNAL_AVAILABLE: &str = "tidegate_signal_available";
+    pub(crate) const PROBE_ERRORS: &str = "tidegate_probe_errors_total";
+    pub(crate) const RATE: &str = "tidegate_rate_documents_per_second";
+    pub(crate) const TARGET: &str = "tidegate_target";
+    pub(crate) const LIMITER: &str = "tidegate_limiting_signal";
+    pub(crate) const CPU_BUDGET: &str = "tidegate_cpu_budget_percent";
+    pub(crate) const LIVE_LOAD: &str = "tidegate_live_load_percent";
+    pub(crate) const BATCH_COST: &str = "tidegate_batch_cost_cpu_seconds";
+    pub(crate) const BATCH_TARGET: &str = "tidegate_batch_target_documents";
+    pub(crate) const PROBE_LAG: &str = "tidegate_probe_lag_seconds";
+    pub(crate) const CONTROL_MEMBERS: &str = "tidegate_control_members";
+    pub(crate) const CONTROL_LEADER: &str = "tidegate_control_leader";
+    pub(crate) const THROTTLE_WAIT: &str = "tidegate_throttle_wait_seconds";
 }
 
 /// Histogram buckets per metric, chosen for the quantity measured.
@@ -122,7 +122,7 @@ pub fn metrics() -> &'static PrometheusHandle {
 
 /// Drains the recorder's histogram buffers now and then, as metrics-exporter-prometheus asks of
 /// anyone who renders it without its built-in HTTP listener.
-pub async fn run_upkeep(handle: &'static PrometheusHandle, every: Duration) {
+pub(crate) async fn run_upkeep(handle: &'static PrometheusHandle, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;

@@ -427,7 +427,7 @@ fn at_least(value: &str, min: Duration) -> Result<Duration, String> {
 /// The hosts a MongoDB connection string names, sorted and joined by `,` (without scheme,
 /// credentials, database or options): the default name of the database's write budget, the
 /// same for every process that writes to that database however its URI is spelled.
-pub fn database_hosts(uri: &str) -> String {
+pub(crate) fn database_hosts(uri: &str) -> String {
     let rest = uri.split_once("://").map_or(uri, |(_, rest)| rest);
     let authority = rest.split(['/', '?']).next().unwrap_or_default();
     let hosts = authority

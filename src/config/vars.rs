@@ -57,67 +57,67 @@ pub const MONGODB_URI: Var = Var {
         "MongoDB (or a wire-compatible server) that the pipelines write to",
     )
 };
-pub const DATABASE: Var = var(
+pub(crate) const DATABASE: Var = var(
     "TIDEGATE_DATABASE",
     "tidegate",
     "a MongoDB database name: 1-63 characters, no slash, backslash, dot, space, quote or dollar",
     "database the pipelines read and write",
 );
-pub const HTTP_ADDR: Var = var(
+pub(crate) const HTTP_ADDR: Var = var(
     "TIDEGATE_HTTP_ADDR",
     "127.0.0.1:9840",
     "an IP:port socket address",
     "where /metrics, /healthz and /readyz are served",
 );
-pub const LOG: Var = var(
+pub(crate) const LOG: Var = var(
     "TIDEGATE_LOG",
     "info",
     "a tracing filter such as `info` or `tidegate=debug,warn`",
     "which log events are written",
 );
-pub const LOG_FORMAT: Var = var(
+pub(crate) const LOG_FORMAT: Var = var(
     "TIDEGATE_LOG_FORMAT",
     "text",
     "`text` or `json`",
     "log line format on stderr",
 );
-pub const SHUTDOWN_TIMEOUT: Var = var(
+pub(crate) const SHUTDOWN_TIMEOUT: Var = var(
     "TIDEGATE_SHUTDOWN_TIMEOUT",
     "30s",
     "a duration such as `500ms`, `30s`, `2m`",
     "how long SIGTERM/SIGINT waits for in-flight work before exiting",
 );
-pub const READY_TIMEOUT: Var = var(
+pub(crate) const READY_TIMEOUT: Var = var(
     "TIDEGATE_READY_TIMEOUT",
     "2s",
     "a duration such as `500ms`, `2s`",
     "time limit of each dependency check: /readyz's, and those every 5 s in the background whose last result /metrics reports",
 );
-pub const START_TIMEOUT: Var = var(
+pub(crate) const START_TIMEOUT: Var = var(
     "TIDEGATE_START_TIMEOUT",
     "1m",
     "a duration of at least 1s",
     "how long start-up waits for Redis and MongoDB to answer before it gives up (exit 1); each failed attempt is logged",
 );
-pub const SCHEDULE: Var = var(
+pub(crate) const SCHEDULE: Var = var(
     "TIDEGATE_SCHEDULE",
     "0 1 * * *",
     "a cron expression: 5 fields (minute hour day month weekday) or 6-7 with seconds first",
     "when each day's run is planned",
 );
-pub const TIMEZONE: Var = var(
+pub(crate) const TIMEZONE: Var = var(
     "TIDEGATE_TIMEZONE",
     "Asia/Seoul",
     "an IANA timezone name such as `Asia/Seoul` or `UTC`",
     "timezone of the schedule and of a run's date",
 );
-pub const RATE_FLOOR: Var = var(
+pub(crate) const RATE_FLOOR: Var = var(
     "TIDEGATE_RATE_FLOOR",
     "50",
     "a number > 0 (documents/second), at most TIDEGATE_RATE_CEILING",
     "write pace while the database cannot be observed (a blind probe); never a minimum load: with the database seen over its target, batches wait entirely",
 );
-pub const RATE_CEILING: Var = var(
+pub(crate) const RATE_CEILING: Var = var(
     "TIDEGATE_RATE_CEILING",
     "20000",
     "a number > 0 (documents/second)",
@@ -129,19 +129,19 @@ pub const TARGET_CPU: Var = var(
     "a number > 0: percent of one core (800 = 8 busy cores)",
     "database CPU the controller holds while there is work",
 );
-pub const TARGET_LATENCY: Var = var(
+pub(crate) const TARGET_LATENCY: Var = var(
     "TIDEGATE_TARGET_LATENCY",
     "50ms",
     "a duration > 0 such as `50ms`",
     "mean write latency (as the database reports it) above which the batches' CPU budget is cut",
 );
-pub const TARGET_READ_LATENCY: Var = var(
+pub(crate) const TARGET_READ_LATENCY: Var = var(
     "TIDEGATE_TARGET_READ_LATENCY",
     "",
     "empty (no read latency guard), or a duration > 0 such as `20ms`",
     "mean read latency (serverStatus `opLatencies.reads`, or TIDEGATE_PROMETHEUS_READ_LATENCY_QUERY) above which the batches' CPU budget is cut: what the service's users feel",
 );
-pub const CONTROL_INTERVAL: Var = var(
+pub(crate) const CONTROL_INTERVAL: Var = var(
     "TIDEGATE_CONTROL_INTERVAL",
     "5s",
     "a duration of at least 100ms",
@@ -156,38 +156,38 @@ pub const PROMETHEUS_URL: Var = Var {
         "Prometheus to ask for the signals given as PromQL below",
     )
 };
-pub const PROMETHEUS_CPU_QUERY: Var = var(
+pub(crate) const PROMETHEUS_CPU_QUERY: Var = var(
     "TIDEGATE_PROMETHEUS_CPU_QUERY",
     "",
     "empty, or PromQL giving the database's CPU in percent of one core; needs TIDEGATE_PROMETHEUS_URL",
     "CPU from Prometheus instead of serverStatus (e.g. FerretDB: `irate(process_cpu_seconds_total{job=\"ferretdb\"}[3s]) * 100`)",
 );
-pub const PROMETHEUS_LATENCY_QUERY: Var = var(
+pub(crate) const PROMETHEUS_LATENCY_QUERY: Var = var(
     "TIDEGATE_PROMETHEUS_LATENCY_QUERY",
     "",
     "empty, or PromQL giving the database's mean write latency in seconds; needs TIDEGATE_PROMETHEUS_URL",
     "write latency from Prometheus instead of serverStatus",
 );
-pub const PROMETHEUS_READ_LATENCY_QUERY: Var = var(
+pub(crate) const PROMETHEUS_READ_LATENCY_QUERY: Var = var(
     "TIDEGATE_PROMETHEUS_READ_LATENCY_QUERY",
     "",
     "empty, or PromQL giving a mean read latency in seconds; needs TIDEGATE_PROMETHEUS_URL",
     "read latency from Prometheus instead of serverStatus, e.g. the service's own request latency",
 );
-pub const BUDGET: Var = var(
+pub(crate) const BUDGET: Var = var(
     "TIDEGATE_BUDGET",
     "",
     "empty (the hosts of MONGODB_URI), or a name without `{`, `}` or spaces",
     "names the database's write budget: every process of every queue writing to the same database must share it",
 );
-pub const BUDGET_WEIGHT: Var = var(
+pub(crate) const BUDGET_WEIGHT: Var = var(
     "TIDEGATE_BUDGET_WEIGHT",
     "1",
     "a number > 0",
     "this queue's part of the database's budget against the other queues' that have work",
 );
 
-pub const SLACK_WEBHOOK_URL: Var = Var {
+pub(crate) const SLACK_WEBHOOK_URL: Var = Var {
     secret: Secret::Url,
     ..var(
         "TIDEGATE_SLACK_WEBHOOK_URL",
@@ -197,7 +197,7 @@ pub const SLACK_WEBHOOK_URL: Var = Var {
     )
 };
 
-pub const ADMIN_TOKEN: Var = Var {
+pub(crate) const ADMIN_TOKEN: Var = Var {
     secret: Secret::Whole,
     ..var(
         "TIDEGATE_ADMIN_TOKEN",
@@ -206,7 +206,7 @@ pub const ADMIN_TOKEN: Var = Var {
         "bearer token of the back-office at TIDEGATE_ADMIN_ADDR (a secret: never printed or logged)",
     )
 };
-pub const ADMIN_ADDR: Var = var(
+pub(crate) const ADMIN_ADDR: Var = var(
     "TIDEGATE_ADMIN_ADDR",
     "127.0.0.1:9841",
     "an IP:port socket address",
@@ -225,109 +225,109 @@ pub const QUEUE_PREFIX: Var = var(
     "a Redis key prefix without `:`; `{bull}` for Redis Cluster",
     "BullMQ key prefix (`<prefix>:<queue>:wait`, ...)",
 );
-pub const WORKERS: Var = var(
+pub(crate) const WORKERS: Var = var(
     "TIDEGATE_WORKERS",
     "4",
     "an integer 1-256",
     "batch loops per process, each with one batch in flight",
 );
-pub const BATCH_DOCS: Var = var(
+pub(crate) const BATCH_DOCS: Var = var(
     "TIDEGATE_BATCH_DOCS",
     "500",
     "an integer 1-100000",
     "most jobs per batch, and statements per MongoDB write",
 );
-pub const BATCH_BYTES: Var = var(
+pub(crate) const BATCH_BYTES: Var = var(
     "TIDEGATE_BATCH_BYTES",
     "8MiB",
     "a size such as `8MiB`, `512KiB` or bytes, at most 16MiB",
     "most statement bytes per MongoDB write command",
 );
-pub const BATCH_WAIT: Var = var(
+pub(crate) const BATCH_WAIT: Var = var(
     "TIDEGATE_BATCH_WAIT",
     "20ms",
     "a duration; `0s` writes whatever one take returns",
     "longest a short batch waits for more jobs before it is written",
 );
-pub const LOCK_DURATION: Var = var(
+pub(crate) const LOCK_DURATION: Var = var(
     "TIDEGATE_LOCK_DURATION",
     "30s",
     "a duration of at least 100ms",
     "how long a taken job stays locked without an extension (extended every half of it)",
 );
-pub const BATCH_TIMEOUT: Var = var(
+pub(crate) const BATCH_TIMEOUT: Var = var(
     "TIDEGATE_BATCH_TIMEOUT",
     "1m",
     "a duration of at least 1s",
     "a batch still in the pipeline after this long is abandoned (its database calls dropped): its jobs go back to be retried with backoff, an attempt counted, instead of holding their locks",
 );
-pub const STALLED_INTERVAL: Var = var(
+pub(crate) const STALLED_INTERVAL: Var = var(
     "TIDEGATE_STALLED_INTERVAL",
     "30s",
     "a duration of at least 10ms",
     "how often the stalled check runs, across all workers of a queue",
 );
-pub const MAX_STALLED: Var = var(
+pub(crate) const MAX_STALLED: Var = var(
     "TIDEGATE_MAX_STALLED",
     "1",
     "an integer 0-1000",
     "times a job may stall (its worker lost) before it fails",
 );
-pub const KEEP_COMPLETED: Var = var(
+pub(crate) const KEEP_COMPLETED: Var = var(
     "TIDEGATE_KEEP_COMPLETED",
     "50000",
     "`all`, a count (`0` removes at once), an age such as `7d`, or both: `50000,7d`",
     "completed jobs kept in Redis, unless a job's own `removeOnComplete` says otherwise",
 );
-pub const KEEP_FAILED: Var = var(
+pub(crate) const KEEP_FAILED: Var = var(
     "TIDEGATE_KEEP_FAILED",
     "all",
     "as TIDEGATE_KEEP_COMPLETED",
     "failed jobs kept in Redis, unless a job's own `removeOnFail` says otherwise",
 );
-pub const ATTEMPTS: Var = var(
+pub(crate) const ATTEMPTS: Var = var(
     "TIDEGATE_ATTEMPTS",
     "3",
     "an integer 1-100",
     "tries per job tidegate plans (the first included)",
 );
-pub const BACKOFF: Var = var(
+pub(crate) const BACKOFF: Var = var(
     "TIDEGATE_BACKOFF",
     "exponential:5s",
     "`fixed:<duration>` or `exponential:<duration>`",
     "wait before a planned job's next try (exponential doubles it each time)",
 );
-pub const MONGODB_POOL_SIZE: Var = var(
+pub(crate) const MONGODB_POOL_SIZE: Var = var(
     "TIDEGATE_MONGODB_POOL_SIZE",
     "50",
     "an integer 1-1000",
     "most connections to MongoDB per process",
 );
-pub const MONGODB_TIMEOUT: Var = var(
+pub(crate) const MONGODB_TIMEOUT: Var = var(
     "TIDEGATE_MONGODB_TIMEOUT",
     "10s",
     "a duration",
     "connect and server-selection time limit",
 );
-pub const MONGODB_OP_TIMEOUT: Var = var(
+pub(crate) const MONGODB_OP_TIMEOUT: Var = var(
     "TIDEGATE_MONGODB_OP_TIMEOUT",
     "30s",
     "a duration of at least 100ms",
     "time limit of each MongoDB operation: sent as `maxTimeMS` where the command takes one, and kept by tidegate too (2 s later) for a server or connection that never answers",
 );
-pub const WRITE_CONCERN: Var = var(
+pub(crate) const WRITE_CONCERN: Var = var(
     "TIDEGATE_WRITE_CONCERN",
     "server",
     "`server` (the server's default), `majority`, or a number of nodes",
     "write concern of the bulk writes",
 );
-pub const PLAN_LEASE: Var = var(
+pub(crate) const PLAN_LEASE: Var = var(
     "TIDEGATE_PLAN_LEASE",
     "10m",
     "a duration",
     "how long one replica holds the right to plan a scheduled run",
 );
-pub const RUN_STALL_AFTER: Var = var(
+pub(crate) const RUN_STALL_AFTER: Var = var(
     "TIDEGATE_RUN_STALL_AFTER",
     "30m",
     "a duration of at least 1s",

@@ -25,7 +25,7 @@ use crate::control::controller::Sample;
 use crate::control::cost::Batch;
 
 /// Seconds per simulation step.
-pub const STEP: f64 = 0.02;
+pub(crate) const STEP: f64 = 0.02;
 /// A live operation gives up after this long (as the benchmark's service does), counted at
 /// this latency.
 const OP_TIMEOUT: f64 = 30.0;
@@ -50,7 +50,7 @@ pub enum Traffic {
 }
 
 impl Traffic {
-    pub fn rate_at(&self, t: f64) -> f64 {
+    pub(crate) fn rate_at(&self, t: f64) -> f64 {
         match self {
             Traffic::Steps(steps) => steps
                 .iter()

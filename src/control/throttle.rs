@@ -103,19 +103,19 @@ impl Throttle {
 
     /// How many documents a batch should carry: the controller's choice, at least one, at
     /// most the burst.
-    pub fn batch_hint(&self) -> usize {
+    pub(crate) fn batch_hint(&self) -> usize {
         self.inner
             .batch
             .load(Ordering::Relaxed)
             .clamp(1, self.inner.burst.get() as usize)
     }
 
-    pub fn set_batch(&self, documents: usize) {
+    pub(crate) fn set_batch(&self, documents: usize) {
         self.inner.batch.store(documents, Ordering::Relaxed);
     }
 
     /// Paces at `total / members`: this process's share of its queue's pace.
-    pub fn set_share(&self, total: f64, members: u64) {
+    pub(crate) fn set_share(&self, total: f64, members: u64) {
         self.set_rate(total / members.max(1) as f64);
     }
 
@@ -129,7 +129,7 @@ impl Throttle {
 
     /// Notes that a batch of `documents` begins its work on the database; returns what
     /// [`Throttle::end_batch`] takes.
-    pub fn start_batch(&self, documents: usize) -> u64 {
+    pub(crate) fn start_batch(&self, documents: usize) -> u64 {
         let Ok(mut ledger) = self.inner.ledger.lock() else {
             return 0;
         };
@@ -141,7 +141,7 @@ impl Throttle {
         seq
     }
 
-    pub fn end_batch(&self, seq: u64) {
+    pub(crate) fn end_batch(&self, seq: u64) {
         if let Ok(mut ledger) = self.inner.ledger.lock()
             && let Some((start, documents, _)) = ledger.in_flight.remove(&seq)
         {
@@ -161,14 +161,14 @@ impl Throttle {
 
     /// Batches this process may have in flight at its pace: batches per second times how long
     /// one takes, with half again to spare; at least one.
-    pub fn slots(&self) -> usize {
+    pub(crate) fn slots(&self) -> usize {
         let per_second = self.rate() / self.batch_hint() as f64;
         let took = self.inner.duration_us.load(Ordering::Relaxed) as f64 / 1e6;
         ((1.5 * per_second * took).ceil() as usize).max(1)
     }
 
     /// Waits for a slot to run a batch in; it is free again when the [`Slot`] is dropped.
-    pub async fn claim(&self) -> Slot {
+    pub(crate) async fn claim(&self) -> Slot {
         loop {
             let freed = self.inner.freed.notified();
             tokio::pin!(freed);
@@ -244,7 +244,7 @@ impl Throttle {
     }
 
     /// Waits until `documents` may be written; returns how long it waited.
-    pub async fn acquire(&self, documents: usize) -> Duration {
+    pub(crate) async fn acquire(&self, documents: usize) -> Duration {
         let started = Instant::now();
         let mut left = documents;
         while left > 0 {
@@ -279,7 +279,7 @@ impl Throttle {
 }
 
 /// A batch's place among this process's batches in flight (see [`Throttle::claim`]).
-pub struct Slot {
+pub(crate) struct Slot {
     inner: Arc<Inner>,
 }
 

@@ -37,7 +37,7 @@ pub struct AppState {
 /// How often the dependencies are checked in the background: a few times per usual scrape
 /// interval (15 s), so that `tidegate_dependency_up` is at most this (plus a check's time
 /// limit) behind, and cheap (two round trips).
-pub const CHECK_EVERY: Duration = Duration::from_secs(5);
+pub(crate) const CHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// The dependencies' last known state, written by each check (in the background and behind
 /// /readyz) and read by /metrics, so that a scrape never waits on a dependency. It used to
@@ -111,7 +111,7 @@ pub async fn serve(
 
 /// Checks the dependencies now and then every `every` (a check still running delays the next),
 /// each within `ready_timeout`, until aborted.
-pub async fn check_dependencies(state: AppState, every: Duration) {
+pub(crate) async fn check_dependencies(state: AppState, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -131,19 +131,19 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     pub ready: bool,
     pub checks: Checks,
 }
 
 #[derive(Debug, Serialize)]
-pub struct Checks {
+pub(crate) struct Checks {
     pub redis: Check,
     pub mongodb: Check,
 }
 
 #[derive(Debug, Serialize)]
-pub struct Check {
+pub(crate) struct Check {
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

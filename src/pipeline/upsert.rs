@@ -62,9 +62,9 @@ fn check_collection(name: &str) -> Result<(), String> {
 }
 
 /// The job name this pipeline answers to.
-pub const JOB_NAMES: &[&str] = &["upsert"];
+pub(crate) const JOB_NAMES: &[&str] = &["upsert"];
 
-pub struct UpsertPipeline {
+pub(crate) struct UpsertPipeline {
     store: Store,
 }
 

@@ -192,7 +192,7 @@ impl Job {
     }
 
     /// Total attempts allowed (at least 1).
-    pub fn max_attempts(&self) -> u32 {
+    pub(crate) fn max_attempts(&self) -> u32 {
         self.opts.attempts.unwrap_or(1).max(1)
     }
 }
@@ -200,7 +200,7 @@ impl Job {
 /// Why a caller-given job id cannot be used: BullMQ's rules (not empty, no ':', not an
 /// integer), and not the name of one of the queue's own keys, which the job's hash would then
 /// overwrite or be read from.
-pub fn check_custom_id(id: &str) -> Result<(), String> {
+pub(crate) fn check_custom_id(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("job id is empty".into());
     }

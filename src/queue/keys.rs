@@ -31,14 +31,14 @@ pub const RESERVED: &[&str] = &[
 ];
 
 /// Whether `id` names one of the queue's own keys (see [`RESERVED`]), so never a job.
-pub fn is_reserved(id: &str) -> bool {
+pub(crate) fn is_reserved(id: &str) -> bool {
     RESERVED.contains(&id)
 }
 
 /// Whether `id` can be a job's: the job's hash key is the queue's base plus the id, so an empty
 /// id (the base itself), one with `:` (a job's own sub-keys, `<id>:lock` and `<id>:logs`, or
 /// further names) or a reserved name would name some other key.
-pub fn can_be_job_id(id: &str) -> bool {
+pub(crate) fn can_be_job_id(id: &str) -> bool {
     !id.is_empty() && !id.contains(':') && !is_reserved(id)
 }
 
@@ -82,7 +82,7 @@ impl Keys {
         self.key("prioritized")
     }
     /// Counter that keeps equal priorities in FIFO order.
-    pub fn priority_counter(&self) -> String {
+    pub(crate) fn priority_counter(&self) -> String {
         self.key("pc")
     }
     /// ZSET of jobs waiting for a time; score = due ms × 4096 + a tiebreaker.
@@ -117,7 +117,7 @@ impl Keys {
         self.key("stalled")
     }
     /// Key whose expiry spaces stalled checks across all workers.
-    pub fn stalled_check(&self) -> String {
+    pub(crate) fn stalled_check(&self) -> String {
         self.key("stalled-check")
     }
     pub fn job(&self, id: &str) -> String {
@@ -155,7 +155,7 @@ impl BudgetKeys {
         self.key("members")
     }
     /// HASH: process id → its queue, weight and backlog.
-    pub fn member_info(&self) -> String {
+    pub(crate) fn member_info(&self) -> String {
         self.key("member-info")
     }
     /// HASH: `<process>:<seq>` → a batch in flight (start, documents, queue).
@@ -163,14 +163,14 @@ impl BudgetKeys {
         self.key("in-flight")
     }
     /// ZSET of finished batches (start, end, documents, queue); score = end (ms).
-    pub fn finished_batches(&self) -> String {
+    pub(crate) fn finished_batches(&self) -> String {
         self.key("finished")
     }
 }
 
 /// Redis key names of one run's live state, kept beside the run's record in MongoDB.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunKeys {
+pub(crate) struct RunKeys {
     base: String,
 }
 
@@ -200,19 +200,19 @@ impl RunKeys {
 }
 
 /// Counter of the run ids of one day (`<date>-r<n>`).
-pub fn run_sequence(date: &str) -> String {
+pub(crate) fn run_sequence(date: &str) -> String {
     format!("tidegate:runs:{date}:seq")
 }
 
 /// Lock with a lease that lets one replica plan a scheduled day.
-pub fn plan_lock(date: &str) -> String {
+pub(crate) fn plan_lock(date: &str) -> String {
     format!("tidegate:plan-lock:{date}")
 }
 
 /// ZSET of the database CPU the pacers' leaders saw, one member per control interval (score =
 /// ms): run reports read the mean and peak over a run from it. One per Redis, since a run
 /// report does not know which budget watched its database.
-pub const DB_CPU: &str = "tidegate:db-cpu";
+pub(crate) const DB_CPU: &str = "tidegate:db-cpu";
 
 #[cfg(test)]
 mod tests {

@@ -37,7 +37,7 @@ pub struct Counts {
 }
 
 impl Counts {
-    pub fn by_state(&self) -> [(&'static str, u64); 7] {
+    pub(crate) fn by_state(&self) -> [(&'static str, u64); 7] {
         [
             ("waiting", self.waiting),
             ("paused", self.paused),
@@ -246,7 +246,7 @@ impl Queue {
 
     /// Retries every job that was in failed when called, in chunks; jobs failing again
     /// meanwhile are not taken a second time.
-    pub async fn retry_all_failed(&self) -> Result<Vec<Moved>> {
+    pub(crate) async fn retry_all_failed(&self) -> Result<Vec<Moved>> {
         let failed: u64 = redis::cmd("ZCARD")
             .arg(self.keys.failed())
             .query_async(&mut self.conn.clone())

@@ -105,7 +105,7 @@ pub async fn connect(url: &str) -> redis::RedisResult<ConnectionManager> {
 
 /// One `PING` on a connection of its own, with no retry: whether Redis answers now (start-up
 /// asks this before it opens connections that retry on their own).
-pub async fn ping_once(url: &str) -> redis::RedisResult<()> {
+pub(crate) async fn ping_once(url: &str) -> redis::RedisResult<()> {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Duration::from_secs(2))
         .set_response_timeout(Duration::from_secs(2));
@@ -120,7 +120,7 @@ pub async fn ping_once(url: &str) -> redis::RedisResult<()> {
 
 /// The longest tidegate waits for any Redis reply. Above the longest blocking wait a worker
 /// asks for (its idle block), well above any script's run time.
-pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One `PING` round trip.
 pub async fn ping(conn: &mut ConnectionManager) -> redis::RedisResult<()> {

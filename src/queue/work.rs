@@ -331,7 +331,7 @@ impl Queue {
     /// Blocks on the queue's marker until a producer signals work or `timeout` passes. Needs a
     /// connection of its own (a [`connect`] of its own: blocking commands would stall every
     /// other command sharing a multiplexed connection).
-    pub async fn wait_for_work(
+    pub(crate) async fn wait_for_work(
         &self,
         blocking: &mut ConnectionManager,
         timeout: Duration,

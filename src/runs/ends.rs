@@ -68,7 +68,7 @@ impl Runs {
 
     /// Counts jobs removed from the back-office before they finished as failed, so their run
     /// can still end (and says why it failed).
-    pub async fn record_removed(&self, jobs: &[Moved]) -> Result<(), RunError> {
+    pub(crate) async fn record_removed(&self, jobs: &[Moved]) -> Result<(), RunError> {
         let mut failures: HashMap<String, Failures> = HashMap::new();
         for job in jobs {
             if matches!(job.from, JobState::Completed | JobState::Failed) {

@@ -18,7 +18,7 @@ use crate::store::Store;
 mod ends;
 pub mod report;
 
-pub const RUNS: &str = "runs";
+pub(crate) const RUNS: &str = "runs";
 
 /// How long run counters stay in Redis after planning.
 const COUNTER_TTL: Duration = Duration::from_secs(14 * 86_400);
@@ -74,7 +74,7 @@ fn run_id(date: &str, seq: u64) -> String {
 }
 
 /// Whether `id` has a run id's form (`YYYY-MM-DD-r<n>`), whether or not such a run exists.
-pub fn is_run_id(id: &str) -> bool {
+pub(crate) fn is_run_id(id: &str) -> bool {
     let digits = |t: &str, n: std::ops::RangeInclusive<usize>| {
         n.contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit())
     };
@@ -223,7 +223,7 @@ impl Runs {
 
     /// Fills in the live counts of the runs that have not ended (the record has them only
     /// from the end on), in one round trip.
-    pub async fn with_live_counts(&self, runs: &mut [RunRecord]) -> Result<(), RunError> {
+    pub(crate) async fn with_live_counts(&self, runs: &mut [RunRecord]) -> Result<(), RunError> {
         let open: Vec<&mut RunRecord> = runs.iter_mut().filter(|r| r.ended_at.is_none()).collect();
         if open.is_empty() {
             return Ok(());

@@ -19,7 +19,7 @@ pub struct RunReport {
 }
 
 /// The Slack message: `text` (shown by every Slack-compatible receiver and in notifications).
-pub fn payload(report: &RunReport) -> Value {
+pub(crate) fn payload(report: &RunReport) -> Value {
     let run = &report.run;
     let jobs = run.planned.unwrap_or(0);
     let failed = run.failed > 0;
@@ -61,7 +61,7 @@ pub fn payload(report: &RunReport) -> Value {
 }
 
 /// The alert for a run that stopped moving: `finished` of its jobs done, none for `idle`.
-pub fn stall_payload(run: &RunRecord, finished: u64, idle: Duration) -> Value {
+pub(crate) fn stall_payload(run: &RunRecord, finished: u64, idle: Duration) -> Value {
     let jobs = run.planned.unwrap_or(0);
     json!({ "text": format!(
         ":warning: tidegate run {} STALLED: {finished} of {jobs} jobs finished, none in the last {}\n\

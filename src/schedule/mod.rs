@@ -133,7 +133,7 @@ pub struct DateOutOfRange {
 
 /// The first day a run may be of. No data of this product is older: an earlier date is a slip
 /// (a run of 1900-01-01 was planned and "succeeded" empty).
-pub fn first_run_day() -> NaiveDate {
+pub(crate) fn first_run_day() -> NaiveDate {
     NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or(NaiveDate::MIN)
 }
 
@@ -260,7 +260,7 @@ impl Planner {
 }
 
 /// Cron in the 5-field form people write, or the `cron` crate's own 6/7-field form.
-pub fn cron_schedule(value: &str) -> Result<cron::Schedule, String> {
+pub(crate) fn cron_schedule(value: &str) -> Result<cron::Schedule, String> {
     let fields = value.split_whitespace().count();
     let full = if fields == 5 {
         format!("0 {value}")
@@ -271,7 +271,11 @@ pub fn cron_schedule(value: &str) -> Result<cron::Schedule, String> {
 }
 
 /// Fires the planner at each time of `schedule` in `tz` until `shutdown`.
-pub async fn run_schedule(planner: Planner, schedule: cron::Schedule, shutdown: CancellationToken) {
+pub(crate) async fn run_schedule(
+    planner: Planner,
+    schedule: cron::Schedule,
+    shutdown: CancellationToken,
+) {
     loop {
         let now = chrono::Utc::now().with_timezone(&planner.tz);
         let Some(next) = schedule.after(&now).next() else {

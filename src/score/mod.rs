@@ -30,14 +30,14 @@ pub use pipeline::ScorePipeline;
 pub use sample::{SampleReport, sample_day};
 
 /// Job names the score pipeline answers to: `collect` as the original producer named its jobs.
-pub const JOB_NAMES: &[&str] = &["collect", "score"];
+pub(crate) const JOB_NAMES: &[&str] = &["collect", "score"];
 pub const EVENTS: &str = "events";
 pub const DAILY_SCORES: &str = "daily_scores";
 
 /// A score job's data, in the original producer's field names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ScoreJob {
+pub(crate) struct ScoreJob {
     pub user_id: String,
     pub collect_date: NaiveDate,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -45,7 +45,7 @@ pub struct ScoreJob {
 }
 
 /// The instants that bound `date` in `tz`: [start, end).
-pub fn day_bounds(date: NaiveDate, tz: Tz) -> (DateTime<Utc>, DateTime<Utc>) {
+pub(crate) fn day_bounds(date: NaiveDate, tz: Tz) -> (DateTime<Utc>, DateTime<Utc>) {
     let start_of = |d: NaiveDate| {
         let midnight = d.and_time(chrono::NaiveTime::MIN);
         // A DST gap at midnight moves the start to the first instant that exists.
@@ -66,7 +66,7 @@ pub fn day_bounds(date: NaiveDate, tz: Tz) -> (DateTime<Utc>, DateTime<Utc>) {
 
 /// One user's day.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub struct Tally {
+pub(crate) struct Tally {
     pub events: u64,
     pub score: f64,
 }
@@ -105,13 +105,18 @@ pub(crate) fn day_filter(date: NaiveDate, tz: Tz) -> Document {
 /// The `_id` of a user's score for a day: the natural key (date, user) as one string, so the
 /// upsert finds its document through `_id` (an equality every server indexes; FerretDB pushes
 /// nothing else down to SQLite and would scan the collection per statement).
-pub fn score_id(user: &str, date: NaiveDate) -> String {
+pub(crate) fn score_id(user: &str, date: NaiveDate) -> String {
     format!("{date}:{user}")
 }
 
 /// The write that stores one user's score: keyed on (date, user), so writing it twice changes
 /// nothing.
-pub fn score_upsert(user: &str, date: NaiveDate, tally: Tally, run_id: Option<&str>) -> Upsert {
+pub(crate) fn score_upsert(
+    user: &str,
+    date: NaiveDate,
+    tally: Tally,
+    run_id: Option<&str>,
+) -> Upsert {
     let id = score_id(user, date);
     let date = date.to_string();
     let mut set = doc! {

@@ -14,7 +14,7 @@ use crate::queue::Job;
 use crate::store::{Store, Upsert, WriteFailure};
 
 /// The day's events of `users`, tallied per user, in one query.
-pub async fn read_tallies(
+pub(crate) async fn read_tallies(
     store: &Store,
     users: &[String],
     date: NaiveDate,

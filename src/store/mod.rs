@@ -76,7 +76,7 @@ const GRACE: Duration = Duration::from_secs(2);
 
 /// Statements per write command on FerretDB, and in flight per process (see
 /// [`Store::limits`]).
-pub const FERRETDB_MAX_WRITE_BATCH: usize = 32;
+pub(crate) const FERRETDB_MAX_WRITE_BATCH: usize = 32;
 
 /// A connected MongoDB client and tidegate's database. Cheap to clone: the driver's client is a
 /// handle to one shared connection pool.
@@ -105,7 +105,7 @@ pub struct Traffic {
 
 /// An operation that got no reply within its time limit (see [`Store::bounded`]).
 #[derive(Debug, Clone, Copy)]
-pub struct TimedOut(pub Duration);
+pub(crate) struct TimedOut(pub Duration);
 
 impl std::fmt::Display for TimedOut {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -151,7 +151,7 @@ impl Store {
     }
 
     /// The time limit of one operation (`TIDEGATE_MONGODB_OP_TIMEOUT`).
-    pub fn op_timeout(&self) -> Duration {
+    pub(crate) fn op_timeout(&self) -> Duration {
         self.options.op_timeout
     }
 
@@ -183,12 +183,12 @@ impl Store {
     }
 
     /// `maxTimeMS` for commands that take it.
-    pub fn max_time_ms(&self) -> i64 {
+    pub(crate) fn max_time_ms(&self) -> i64 {
         i64::try_from(self.options.op_timeout.as_millis()).unwrap_or(i64::MAX)
     }
 
     /// Counts one read round trip made for a pipeline.
-    pub fn count_read(&self) {
+    pub(crate) fn count_read(&self) {
         self.traffic.reads.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(names::DB_ROUND_TRIPS, "op" => "read").increment(1);
     }

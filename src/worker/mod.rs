@@ -70,7 +70,7 @@ impl Default for WorkerOptions {
 
 /// Decides how a job leaves active given its outcome: the job's own options first, then the
 /// worker's defaults. `random` in [0, 1) feeds the backoff's jitter.
-pub fn settlement_for(
+pub(crate) fn settlement_for(
     job: &Job,
     outcome: Outcome,
     options: &WorkerOptions,

@@ -109,7 +109,7 @@ pub async fn record_cpu(
 }
 
 /// Mean and peak database CPU recorded in `[from_ms, to_ms]`; `None` when nothing was.
-pub async fn cpu_between(
+pub(crate) async fn cpu_between(
     conn: &mut ConnectionManager,
     from_ms: u64,
     to_ms: u64,

@@ -131,7 +131,7 @@ impl Limiter {
 
 /// A queue that shares the budget, as the leader sees it this interval.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Share {
+pub(crate) struct Share {
     pub queue: String,
     /// Its part of the budget against the other queues' (> 0).
     pub weight: f64,
@@ -195,7 +195,7 @@ struct Queue {
 }
 
 #[derive(Debug, Clone)]
-pub struct Controller {
+pub(crate) struct Controller {
     config: Config,
     cost: CostModel,
     /// CPU percent all batches may use.
@@ -258,7 +258,7 @@ impl Controller {
     }
 
     /// The class a queue's batches are reported under (see [`Batch::class`]).
-    pub fn class(&mut self, queue: &str) -> usize {
+    pub(crate) fn class(&mut self, queue: &str) -> usize {
         let q = self.queue(queue);
         self.queues[q].class
     }

@@ -42,7 +42,7 @@ const SWITCH_MARGIN: f64 = 0.8;
 
 /// The share of each batch of `class` that ran in `[from, to)`: (batches, documents) per
 /// second. A batch in flight at `now` is expected to run `expected` seconds in all.
-pub fn attribute(
+pub(crate) fn attribute(
     batches: &[Batch],
     class: usize,
     from: f64,
@@ -82,7 +82,7 @@ pub struct Cost {
 /// Scales that make the filter's noise, priors and bounds fit any database: the target CPU,
 /// the interval, and the fastest pace allowed.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Scale {
+pub(crate) struct Scale {
     pub target: f64,
     pub interval: f64,
     pub ceiling: f64,
@@ -98,7 +98,7 @@ struct Filter {
 }
 
 #[derive(Debug, Clone)]
-pub struct CostModel {
+pub(crate) struct CostModel {
     scale: Scale,
     classes: Vec<String>,
     filters: Vec<Filter>,
@@ -136,7 +136,7 @@ impl CostModel {
     }
 
     /// The index of the class `name`, added (with no cost known) when new.
-    pub fn class(&mut self, name: &str) -> usize {
+    pub(crate) fn class(&mut self, name: &str) -> usize {
         if let Some(i) = self.classes.iter().position(|c| c == name) {
             return i;
         }
@@ -178,7 +178,7 @@ impl CostModel {
 
     /// Learns from one reading: `cpu` percent over the `elapsed` seconds that ended at `at`,
     /// with the batches that may have run then (finished ones and those in flight at `at`).
-    pub fn observe(&mut self, at: f64, elapsed: f64, cpu: f64, batches: &[Batch]) {
+    pub(crate) fn observe(&mut self, at: f64, elapsed: f64, cpu: f64, batches: &[Batch]) {
         if !(cpu.is_finite() && elapsed > 0.0) {
             return;
         }
@@ -275,7 +275,7 @@ impl CostModel {
     }
 
     /// How many readings it has learned from.
-    pub fn observed(&self) -> u64 {
+    pub(crate) fn observed(&self) -> u64 {
         self.observed
     }
 
@@ -299,7 +299,7 @@ impl CostModel {
 
     /// A batch of `documents` of `class`: its expected cost, and one standard deviation of what
     /// is still unknown about it.
-    pub fn batch_cost(&self, class: usize, documents: f64) -> (f64, f64) {
+    pub(crate) fn batch_cost(&self, class: usize, documents: f64) -> (f64, f64) {
         let f = &self.filters[self.best];
         let (i, j) = (1 + 2 * class, 2 + 2 * class);
         if j >= f.theta.len() {

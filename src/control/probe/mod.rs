@@ -37,7 +37,7 @@ pub struct Reading {
 }
 
 /// Every signal a probe may report, by the name metrics and logs use.
-pub const SIGNALS: [&str; 5] = [
+pub(crate) const SIGNALS: [&str; 5] = [
     "cpu",
     "write_latency",
     "read_latency",
@@ -259,7 +259,7 @@ impl Probe for PrometheusProbe {
 }
 
 /// The value of an instant-vector answer: `None` for no series, the largest of several.
-pub fn parse_vector(body: &serde_json::Value) -> Result<Option<f64>, String> {
+pub(crate) fn parse_vector(body: &serde_json::Value) -> Result<Option<f64>, String> {
     if body["status"] != "success" {
         return Err(format!(
             "Prometheus answered {}: {}",

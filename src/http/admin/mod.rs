@@ -107,7 +107,7 @@ pub fn router(state: AdminState) -> Router {
 
 /// The largest request body the API takes. Its only body (`POST /api/runs`) is a few dozen
 /// bytes.
-pub const MAX_BODY: usize = 64 * 1024;
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 
 /// How much of an oversized body is read and dropped before the 413 is sent, and for how long.
 /// Before, axum's own limit (2 MB) was hit inside the `Json` extractor, whose rejection this
