@@ -231,6 +231,25 @@ async fn first_jobs_done(q: &Queue) {
     .await;
 }
 
+/// How soon a job completes after Redis is back, `completed` having completed before; at most
+/// the 5 s issue 13 bounds it by.
+async fn work_resumes(q: &Queue, completed: u64) -> Duration {
+    let back = Instant::now();
+    common::eventually(
+        "a job to complete after Redis came back",
+        Duration::from_secs(5),
+        || async {
+            q.counts()
+                .await
+                .ok()
+                .filter(|c| c.completed > completed)
+                .map(drop)
+        },
+    )
+    .await;
+    back.elapsed()
+}
+
 /// Waits until all `jobs` completed and none is active.
 async fn all_jobs_done(q: &Queue, jobs: usize, limit: Duration) {
     common::eventually("every job to complete", limit, || async {
@@ -367,14 +386,7 @@ async fn work_resumes_within_seconds_of_redis_coming_back() {
     let at_return = q.counts().await.expect("counts").completed;
     assert!(at_return < JOBS as u64, "the outage came too late to test");
     toxi.set_enabled(&proxy, true).await;
-    let back = Instant::now();
-    common::eventually(
-        "a job to complete after Redis came back",
-        Duration::from_secs(5),
-        || async { (q.counts().await.expect("counts").completed > at_return).then_some(()) },
-    )
-    .await;
-    let resumed = back.elapsed();
+    let resumed = work_resumes(q, at_return).await;
     all_jobs_done(q, JOBS, Duration::from_secs(120)).await;
     eprintln!("redis back: work resumed {resumed:?} after it returned (bound 5 s)");
     s.assert_done_once(&common::mongodb_uri()).await;
@@ -651,19 +663,7 @@ async fn redis_killed_and_restarted_on_its_aof_loses_no_job() {
         .await;
     let back = Instant::now();
     assert!(at_return < JOBS as u64, "the kill came too late to test");
-    common::eventually(
-        "a job to complete after Redis came back",
-        Duration::from_secs(5),
-        || async {
-            q.counts()
-                .await
-                .ok()
-                .filter(|c| c.completed > at_return)
-                .map(drop)
-        },
-    )
-    .await;
-    let resumed = back.elapsed();
+    let resumed = work_resumes(q, at_return).await;
     all_jobs_done(q, JOBS, Duration::from_secs(120)).await;
     eprintln!(
         "redis killed: back {:?} after the kill, work resumed {resumed:?} after that (bound 5 s)",
