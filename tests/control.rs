@@ -287,13 +287,7 @@ struct World {
 }
 
 async fn world(users: u64) -> World {
-    let store = Store::connect(
-        &common::mongodb_uri(),
-        &common::unique("tidegate_control"),
-        StoreOptions::default(),
-    )
-    .await
-    .expect("connect");
+    let store = common::store("tidegate_control").await;
     score::ensure_indexes(&store).await.expect("indexes");
     score::sample_day(&store, day(), TZ, users, 11, |_| {})
         .await

@@ -462,13 +462,7 @@ async fn upserts_on_few_keys_never_wedge_ferretdb() {
     let _serial = SERIAL.lock().await;
     const JOBS: usize = 8000;
     const KEYS: usize = 50;
-    let store = tidegate::store::Store::connect(
-        &common::mongodb_uri(),
-        &common::unique("tidegate_faults"),
-        Default::default(),
-    )
-    .await
-    .expect("mongo");
+    let store = common::store("tidegate_faults").await;
     if store
         .limits()
         .await

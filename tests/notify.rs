@@ -16,7 +16,7 @@ use tidegate::control::budget;
 use tidegate::notify::Notifier;
 use tidegate::queue::{Job, JobOptions, NewJob, Queue, Retention, Settlement, connect};
 use tidegate::runs::Runs;
-use tidegate::store::{Store, StoreOptions};
+use tidegate::store::Store;
 
 #[derive(Clone, Default)]
 struct Receiver {
@@ -85,13 +85,7 @@ async fn finish(queue: &Queue, runs: &Runs, outcomes: &[Option<&str>]) {
 /// with the Redis connection and the store.
 async fn runs_reporting_to(url: String) -> (Runs, ConnectionManager, Store) {
     let redis = connect(&common::redis_url()).await.expect("redis");
-    let store = Store::connect(
-        &common::mongodb_uri(),
-        &common::unique("tidegate_notify"),
-        StoreOptions::default(),
-    )
-    .await
-    .expect("mongodb");
+    let store = common::store("tidegate_notify").await;
     let notifier = Notifier::with_backoff(url, Duration::from_millis(10)).expect("notifier");
     let runs = Runs::new(redis.clone(), store.clone()).with_notifier(notifier);
     (runs, redis, store)

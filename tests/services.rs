@@ -78,13 +78,7 @@ async fn spawn_server(store: Store) -> (String, tokio::sync::oneshot::Sender<()>
 
 #[tokio::test]
 async fn health_ready_and_metrics_when_all_dependencies_answer() {
-    let store = Store::connect(
-        &common::mongodb_uri(),
-        &common::unique("tidegate_test"),
-        StoreOptions::default(),
-    )
-    .await
-    .expect("connect");
+    let store = common::store("tidegate_test").await;
     let (base, _stop) = spawn_server(store).await;
     let http = reqwest::Client::new();
 

@@ -42,6 +42,13 @@ pub async fn app(name: &str, overrides: &[(&str, &str)]) -> tidegate::app::App {
         .expect("the services answer")
 }
 
+/// A store on a database of the test's own (`<prefix>_...`), with the default options.
+pub async fn store(prefix: &str) -> tidegate::store::Store {
+    tidegate::store::Store::connect(&mongodb_uri(), &unique(prefix), Default::default())
+        .await
+        .expect("MongoDB answers")
+}
+
 /// A name no other test (in this or a parallel process) uses.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
