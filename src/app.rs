@@ -173,7 +173,7 @@ impl App {
             pipeline,
             self.settings.worker.clone(),
         )
-        .with_runs(self.runs.clone())
+        .observed_by(self.runs.clone())
         .with_throttle(throttle);
         Ok((worker, control))
     }

@@ -439,7 +439,7 @@ impl Paced {
                 },
             )
             .with_throttle(throttle.clone())
-            .with_runs(w.runs.clone());
+            .observed_by(w.runs.clone());
             self.tasks.push(tokio::spawn(pacer.run(self.stop.clone())));
             self.tasks.push(tokio::spawn({
                 let stop = self.stop.clone();

@@ -50,7 +50,7 @@ fn start_worker(w: &App) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     };
     let stop = CancellationToken::new();
     let worker = Worker::new(w.queue.clone(), &common::redis_url(), pipelines, options)
-        .with_runs(w.runs.clone());
+        .observed_by(w.runs.clone());
     let handle = tokio::spawn({
         let stop = stop.clone();
         async move {

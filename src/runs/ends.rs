@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::TryStreamExt;
+use futures::future::BoxFuture;
 use mongodb::bson::{self, doc};
 use redis::AsyncCommands;
 
@@ -15,6 +16,7 @@ use crate::control::budget;
 use crate::queue::keys::RunKeys;
 use crate::queue::{FinishCount, Job, JobState, Moved, clip_reason};
 use crate::telemetry::names;
+use crate::worker::Observer;
 
 /// Failures to add to (or take from) one run's counters.
 #[derive(Default)]
@@ -311,5 +313,17 @@ impl Runs {
             .unwrap_or_else(crate::queue::now_ms);
         let cpu = budget::cpu_between(&mut redis, from, to).await?;
         Ok(RunReport { run, cpu, reasons })
+    }
+}
+
+/// Runs observe the worker: each job that names a run is counted in its counters by the
+/// settlement itself, and the runs of a batch's finished jobs are checked for their end.
+impl Observer for Runs {
+    fn count_for(&self, job: &Job) -> Option<FinishCount> {
+        Runs::count_for(job)
+    }
+
+    fn finished<'a>(&'a self, jobs: &'a [&'a Job]) -> BoxFuture<'a, ()> {
+        Box::pin(self.check_ends(jobs))
     }
 }

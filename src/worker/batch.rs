@@ -1,17 +1,16 @@
 //! One batch loop: pay the throttle, take, top up a short batch, run the pipeline while the
 //! locks are extended (within the batch timeout and shutdown's grace), and settle every job by
-//! its outcome, counting finishes in their runs.
+//! its outcome, each finish counted where the observer says, in the same call.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{WorkerOptions, WorkerStats, settlement_for};
+use super::{Observer, WorkerOptions, WorkerStats, settlement_for};
 use crate::control::throttle::Throttle;
 use crate::pipeline::{Outcome, Pipeline};
 use crate::queue::{self, Job, Queue, Settled, Settlement};
-use crate::runs::Runs;
 use crate::telemetry::names;
 
 pub(super) struct BatchLoop<P> {
@@ -19,7 +18,7 @@ pub(super) struct BatchLoop<P> {
     pub(super) pipeline: Arc<P>,
     pub(super) options: Arc<WorkerOptions>,
     pub(super) throttle: Option<Throttle>,
-    pub(super) runs: Option<Runs>,
+    pub(super) observer: Option<Arc<dyn Observer>>,
     pub(super) token_base: String,
     /// Its own connection for blocking waits (see [`Queue::wait_for_work`]).
     pub(super) blocking: redis::aio::ConnectionManager,
@@ -27,9 +26,9 @@ pub(super) struct BatchLoop<P> {
 }
 
 impl<P> BatchLoop<P> {
-    /// Where `job`'s finish is counted: its run's counters, when runs are counted.
+    /// Where `job`'s finish is counted, as the observer says.
     fn count_for(&self, job: &Job) -> Option<queue::FinishCount> {
-        self.runs.as_ref().and_then(|_| Runs::count_for(job))
+        self.observer.as_ref().and_then(|o| o.count_for(job))
     }
 
     /// Jobs to take now: the batch size, or less when the controller chose smaller batches.
@@ -276,9 +275,9 @@ async fn process_with_locks<P: Pipeline>(
 
 /// Settles with a few retries: if Redis stays away, the locks expire and the stalled check
 /// hands the jobs out again (at-least-once). `jobs` are those settled whose data could be read
-/// (a job that could not run, too: its run counts it); the runs of those that finished are
-/// checked for their end, whether or not this call saw its own settlement (a reply lost after
-/// the script ran makes the retry find the locks gone, yet the finishes were counted).
+/// (a job that could not run, too: its run counts it); the observer hears of those that
+/// finished whether or not this call saw its own settlement (a reply lost after the script ran
+/// makes the retry find the locks gone, yet the finishes were counted).
 async fn settle<P: Pipeline>(
     l: &BatchLoop<P>,
     token: &str,
@@ -345,13 +344,13 @@ async fn settle<P: Pipeline>(
             }
         }
     }
-    if let Some(runs) = &l.runs {
+    if let Some(observer) = &l.observer {
         let finished: Vec<&Job> = settlements
             .iter()
             .filter(|s| !matches!(s, Settlement::Retry { .. }))
             .filter_map(|s| by_id.get(s.id()).copied())
             .collect();
-        runs.check_ends(&finished).await;
+        observer.finished(&finished).await;
     }
     stats
 }

@@ -8,13 +8,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::control::throttle::Throttle;
 use crate::pipeline::{Outcome, Pipeline};
 use crate::queue::{self, Job, Queue, QueueError, Retention, Settlement};
-use crate::runs::Runs;
 use crate::telemetry::names;
 
 mod batch;
@@ -112,6 +112,20 @@ pub(crate) fn settlement_for(
     }
 }
 
+/// Told of the jobs a worker settles, in batches, as BullMQ's `completed` and `failed` events
+/// tell their listeners; and asked where each finish is counted, so that the count is made in
+/// the same script call as the settlement.
+pub trait Observer: Send + Sync + 'static {
+    /// Where the queue counts `job`'s finish (completed, or failed for good), if anywhere.
+    fn count_for(&self, _job: &Job) -> Option<queue::FinishCount> {
+        None
+    }
+
+    /// The jobs of a batch that finished, after the settle call (also when its reply was lost:
+    /// the counts were made all the same). Must not hold the batch loop long.
+    fn finished<'a>(&'a self, jobs: &'a [&'a Job]) -> BoxFuture<'a, ()>;
+}
+
 /// A worker for one queue and one pipeline.
 pub struct Worker<P> {
     queue: Queue,
@@ -119,7 +133,7 @@ pub struct Worker<P> {
     pipeline: Arc<P>,
     options: WorkerOptions,
     throttle: Option<Throttle>,
-    runs: Option<Runs>,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 /// Jobs settled by a worker over its life.
@@ -152,14 +166,14 @@ impl<P: Pipeline> Worker<P> {
             pipeline: Arc::new(pipeline),
             options,
             throttle: None,
-            runs: None,
+            observer: None,
         }
     }
 
-    /// Counts each job that names a run (`runId` in its data) in that run, atomically with its
-    /// settlement, and ends runs whose jobs have all finished.
-    pub fn with_runs(mut self, runs: Runs) -> Self {
-        self.runs = Some(runs);
+    /// Tells `observer` of the jobs that finish, as BullMQ's `completed` and `failed` events
+    /// tell their listeners (runs observe this way).
+    pub fn observed_by(mut self, observer: impl Observer) -> Self {
+        self.observer = Some(Arc::new(observer));
         self
     }
 
@@ -192,7 +206,7 @@ impl<P: Pipeline> Worker<P> {
                 pipeline: self.pipeline.clone(),
                 options: options.clone(),
                 throttle: self.throttle.clone(),
-                runs: self.runs.clone(),
+                observer: self.observer.clone(),
                 token_base: format!("{worker_id}-{n}"),
                 blocking,
                 shutdown: shutdown.clone(),
