@@ -196,6 +196,14 @@ impl Scenario {
         }
     }
 
+    /// `tidegate run` on this scenario's queue and database, once its first jobs are done, so
+    /// that a fault lands mid-run.
+    async fn start(&self, redis_url: &str, mongodb_uri: &str) -> common::Running {
+        let running = tidegate(&self.queue_name, &self.database, redis_url, mongodb_uri);
+        first_jobs_done(&self.q).await;
+        running
+    }
+
     /// Every job completed, none failed, its run's record says so (counted by tidegate, checked
     /// against the test's own count), and each effect is in the database once; then the
     /// database is dropped.
@@ -305,13 +313,12 @@ async fn a_silent_database_releases_its_batches_and_the_work_finishes_when_it_an
     )
     .await;
     let q = &s.q;
-    let _running = tidegate(
-        &s.queue_name,
-        &s.database,
-        &common::redis_url(),
-        &format!("mongodb://{listen}/?directConnection=true"),
-    );
-    first_jobs_done(q).await;
+    let _running = s
+        .start(
+            &common::redis_url(),
+            &format!("mongodb://{listen}/?directConnection=true"),
+        )
+        .await;
 
     toxi.silence(&proxy).await;
     // Batches keep starting (the pace falls to the floor, blind): each meets the silence and
@@ -373,13 +380,9 @@ async fn work_resumes_within_seconds_of_redis_coming_back() {
     )
     .await;
     let q = &s.q;
-    let _running = tidegate(
-        &s.queue_name,
-        &s.database,
-        &format!("redis://{listen}"),
-        &common::mongodb_uri(),
-    );
-    first_jobs_done(q).await;
+    let _running = s
+        .start(&format!("redis://{listen}"), &common::mongodb_uri())
+        .await;
 
     toxi.set_enabled(&proxy, false).await;
     tokio::time::sleep(Duration::from_secs(3)).await; // the outage itself, not a wait for a condition
@@ -638,13 +641,7 @@ async fn redis_killed_and_restarted_on_its_aof_loses_no_job() {
     )
     .await;
     let q = &s.q;
-    let _running = tidegate(
-        &s.queue_name,
-        &s.database,
-        &redis_url,
-        &common::mongodb_uri(),
-    );
-    first_jobs_done(q).await;
+    let _running = s.start(&redis_url, &common::mongodb_uri()).await;
 
     redis.kill();
     let down = Instant::now();
@@ -693,13 +690,7 @@ async fn the_database_killed_and_restarted_loses_no_job() {
     let mongodb_uri = format!("mongodb://127.0.0.1:{}/", db.port);
     let s = Scenario::new("faults_db_kill", &common::redis_url(), &mongodb_uri, JOBS).await;
     let q = &s.q;
-    let _running = tidegate(
-        &s.queue_name,
-        &s.database,
-        &common::redis_url(),
-        &mongodb_uri,
-    );
-    first_jobs_done(q).await;
+    let _running = s.start(&common::redis_url(), &mongodb_uri).await;
     db.kill();
     let killed = q.counts().await.expect("counts").completed;
     assert!(killed < JOBS as u64, "the kill came too late to test");
