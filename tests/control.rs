@@ -12,6 +12,7 @@ use chrono::NaiveDate;
 use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::doc;
 use serde_json::json;
+use tidegate::app::App;
 use tidegate::control::budget::{self, Budget, DecidedFrom, Finished, Report, Started};
 use tidegate::control::controller::{Config, Decision, Limiter, Pace};
 use tidegate::control::cost::Cost;
@@ -19,9 +20,7 @@ use tidegate::control::pacer::{ControlOptions, Pacer};
 use tidegate::control::probe::{Probe, PrometheusProbe};
 use tidegate::control::throttle::Throttle;
 use tidegate::queue::keys::BudgetKeys;
-use tidegate::queue::{Backoff, NewJob, Queue, connect};
-use tidegate::runs::Runs;
-use tidegate::schedule::Planner;
+use tidegate::queue::{NewJob, connect};
 use tidegate::score;
 use tidegate::store::{Store, StoreOptions};
 use tidegate::worker::{Worker, WorkerOptions};
@@ -275,98 +274,75 @@ async fn an_unreachable_database_drops_the_pace_to_the_floor_within_one_interval
     );
 }
 
-struct World {
-    store: Store,
-    planner: Planner,
-    runs: Runs,
-    queue: Queue,
-    redis: redis::aio::ConnectionManager,
-    /// The database's write budget, this test's own.
-    budget: String,
-    ferretdb: bool,
-}
-
-async fn world(users: u64) -> World {
-    let store = common::store("tidegate_control").await;
-    score::ensure_indexes(&store).await.expect("indexes");
-    score::sample_day(&store, day(), TZ, users, 11, |_| {})
-        .await
-        .expect("seed");
-    let build = store
+/// The parts as `tidegate run` builds them, set through its variables, on a day of the test's
+/// own; `None` (the test skips) when the database is not FerretDB, for which it is calibrated.
+async fn world(users: u64) -> Option<App> {
+    let budget = common::unique("control_budget");
+    let mut app = app("control", &settings(&budget, None)).await;
+    let build = app
+        .store
         .client()
         .database("admin")
         .run_command(doc! { "buildInfo": 1 })
         .await
         .expect("buildInfo");
-    let redis = connect(&common::redis_url()).await.expect("redis");
-    let queue = Queue::new(redis.clone(), "bull", &common::unique("control"));
-    let runs = Runs::new(redis.clone(), store.clone());
-    let planner = Planner {
-        daily: std::sync::Arc::new(tidegate::score::Score),
-        queue: queue.clone(),
-        store: store.clone(),
-        runs: runs.clone(),
-        redis: redis.clone(),
-        tz: TZ,
-        attempts: 3,
-        backoff: Backoff::Millis(10),
-        lease: Duration::from_secs(600),
-    };
-    World {
-        store,
-        planner,
-        runs,
-        queue,
-        redis,
-        budget: common::unique("control_budget"),
-        ferretdb: build.contains_key("ferretdbFeatures"),
+    if !build.contains_key("ferretdbFeatures") {
+        // The day is sized so that FerretDB (every query a scan) feels it on two cores; a real
+        // MongoDB with its indexes would not, and the naive mode could stay under the target.
+        eprintln!("skipped: calibrated for FerretDB; MONGODB_URI points at another server");
+        return None;
     }
+    // FerretDB's CPU comes from Prometheus (FerretDB's own `process_cpu_seconds_total`).
+    app.settings.control.prometheus_url = Some(common::env("PROMETHEUS_URL"));
+    app.settings.control.prometheus_cpu = Some(FERRETDB_CPU.to_owned());
+    score::sample_day(&app.store, day(), TZ, users, 11, |_| {})
+        .await
+        .expect("sample day");
+    Some(app)
 }
 
-fn control_options(w: &World, weight: f64) -> ControlOptions {
-    let mut options = ControlOptions {
-        interval: INTERVAL,
-        budget: w.budget.clone(),
-        weight,
-        controller: Config {
-            target_cpu: TARGET_CPU,
-            floor: 20.0,
-            ceiling: 5_000.0,
-            interval: INTERVAL.as_secs_f64(),
-            max_batch: BATCH,
-            ..Config::default()
-        },
-        ..ControlOptions::default()
-    };
-    if w.ferretdb {
-        options.prometheus_url = Some(common::env("PROMETHEUS_URL"));
-        options.prometheus_cpu = Some(FERRETDB_CPU.to_owned());
+/// The variables of a paced process writing to `database` (the test's own when `None`) under
+/// the write budget `budget`.
+fn settings(budget: &str, database: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut vars = vec![
+        ("TIDEGATE_TIMEZONE", TZ.name().to_owned()),
+        ("TIDEGATE_ATTEMPTS", "3".to_owned()),
+        ("TIDEGATE_BACKOFF", "fixed:10ms".to_owned()),
+        ("TIDEGATE_BATCH_DOCS", BATCH.to_string()),
+        (
+            "TIDEGATE_CONTROL_INTERVAL",
+            format!("{}ms", INTERVAL.as_millis()),
+        ),
+        ("TIDEGATE_TARGET_CPU", TARGET_CPU.to_string()),
+        ("TIDEGATE_RATE_FLOOR", "20".to_owned()),
+        ("TIDEGATE_RATE_CEILING", "5000".to_owned()),
+        ("TIDEGATE_BUDGET", budget.to_owned()),
+    ];
+    if let Some(database) = database {
+        vars.push(("TIDEGATE_DATABASE", database.to_owned()));
     }
-    options
+    vars
 }
 
-/// Database CPU as the test sees it: the same source the pacer uses.
-struct CpuGauge(Box<dyn Probe>);
+async fn app(name: &str, vars: &[(&'static str, String)]) -> App {
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    common::app(name, &vars).await
+}
+
+/// Database CPU as the test sees it: the source the pacer uses.
+struct CpuGauge(PrometheusProbe);
 
 impl CpuGauge {
-    async fn new(w: &World) -> Self {
-        if w.ferretdb {
-            let probe = PrometheusProbe::new(
-                &common::env("PROMETHEUS_URL"),
-                Some(FERRETDB_CPU.to_owned()),
-                None,
-                None,
-                Duration::from_secs(2),
-            )
-            .expect("prometheus probe");
-            return Self(Box::new(probe));
-        }
-        let mut probe = tidegate::control::probe::ServerStatusProbe::new(
-            w.store.client(),
+    fn new() -> Self {
+        let probe = PrometheusProbe::new(
+            &common::env("PROMETHEUS_URL"),
+            Some(FERRETDB_CPU.to_owned()),
+            None,
+            None,
             Duration::from_secs(2),
-        );
-        probe.sample().await.expect("prime serverStatus");
-        Self(Box::new(probe))
+        )
+        .expect("prometheus probe");
+        Self(probe)
     }
 
     async fn read(&mut self) -> Option<f64> {
@@ -384,13 +360,13 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 /// The naive mode on `users` users, CPU sampled every second while it runs.
-async fn naive_cpu(w: &World, users: usize, gauge: &mut CpuGauge) -> Vec<f64> {
-    let targets = score::targets(&w.store, day(), TZ, Duration::from_secs(600))
+async fn naive_cpu(app: &App, users: usize, gauge: &mut CpuGauge) -> Vec<f64> {
+    let targets = score::targets(&app.store, day(), TZ, Duration::from_secs(600))
         .await
         .expect("targets");
     let some: Vec<String> = targets.take(users).try_collect().await.expect("targets");
     let naive = tokio::spawn({
-        let store = w.store.clone();
+        let store = app.store.clone();
         async move { score::run_naive(&store, day(), TZ, some).await }
     });
     let mut samples = Vec::new();
@@ -415,31 +391,31 @@ struct Paced {
 }
 
 impl Paced {
-    /// `processes` more on `queue`, whose part of the budget is `weight`.
-    fn start(&mut self, w: &World, queue: &Queue, processes: usize, weight: f64) {
+    /// `processes` more working `app`'s queue, each built as [`App::paced_worker`] builds one,
+    /// keeping its throttle to read its rate.
+    fn start(&mut self, app: &App, processes: usize) {
         for _ in 0..processes {
             let (pacer, throttle) = Pacer::build(
-                control_options(w, weight),
-                w.redis.clone(),
-                queue.name(),
-                w.store.clone(),
-                BATCH,
+                app.settings.control.clone(),
+                app.redis.clone(),
+                app.queue.name(),
+                app.store.clone(),
+                app.settings.worker.batch_docs,
             )
             .expect("pacer");
-            let pipelines = tidegate::app::router(&w.store, TZ);
             let worker = Worker::new(
-                queue.clone(),
-                &common::redis_url(),
-                pipelines,
+                app.queue.clone(),
+                &app.settings.redis_url,
+                tidegate::app::router(&app.store, app.settings.timezone),
                 WorkerOptions {
-                    batch_docs: BATCH,
+                    // Not variables: a quick end to the test once the queue is empty.
                     idle_block: Duration::from_millis(200),
                     depth_interval: Duration::from_millis(500),
-                    ..WorkerOptions::default()
+                    ..app.settings.worker.clone()
                 },
             )
             .with_throttle(throttle.clone())
-            .observed_by(w.runs.clone());
+            .observed_by(app.runs.clone());
             self.tasks.push(tokio::spawn(pacer.run(self.stop.clone())));
             self.tasks.push(tokio::spawn({
                 let stop = self.stop.clone();
@@ -467,24 +443,19 @@ struct Held {
     paces: Vec<(f64, f64)>,
 }
 
-/// Samples the CPU every interval until `queue` is drained; the first twelve intervals (a cold
+/// Samples the CPU every interval until `app`'s queue is drained; the first twelve intervals (a cold
 /// start, and the CPU window covering only what followed) and the last three (the drain) are
 /// not judged.
-async fn hold(
-    w: &World,
-    queue: &Queue,
-    paced: &Paced,
-    processes: usize,
-    gauge: &mut CpuGauge,
-) -> Held {
+async fn hold(app: &App, paced: &Paced, processes: usize, gauge: &mut CpuGauge) -> Held {
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut held = Held {
         steady: Vec::new(),
         paces: Vec::new(),
     };
+    let queue = &app.queue;
     let mut reader = Budget::new(
-        w.redis.clone(),
-        BudgetKeys::new(&w.budget),
+        app.redis.clone(),
+        BudgetKeys::new(&app.settings.control.budget),
         queue.name(),
         1.0,
         INTERVAL,
@@ -520,14 +491,8 @@ async fn hold(
 
 async fn holds_the_target(processes: usize, users: u64) {
     let _serial = SERIAL.lock().await;
-    let w = world(users).await;
-    if !w.ferretdb {
-        // The day is sized so that FerretDB (every query a scan) feels it on two cores; a real
-        // MongoDB with its indexes would not, and the naive mode could stay under the target.
-        eprintln!("skipped: calibrated for FerretDB; MONGODB_URI points at another server");
-        return;
-    }
-    let mut gauge = CpuGauge::new(&w).await;
+    let Some(w) = world(users).await else { return };
+    let mut gauge = CpuGauge::new();
 
     let mut naive = naive_cpu(&w, 100, &mut gauge).await;
     let naive_median = median(&mut naive);
@@ -538,8 +503,8 @@ async fn holds_the_target(processes: usize, users: u64) {
 
     let run = w.planner.plan(day(), "test", false).await.expect("plan");
     let mut paced = Paced::default();
-    paced.start(&w, &w.queue, processes, 1.0);
-    let held = hold(&w, &w.queue, &paced, processes, &mut gauge).await;
+    paced.start(&w, processes);
+    let held = hold(&w, &paced, processes, &mut gauge).await;
     let ended = w
         .runs
         .wait_for_end(&run.id, Duration::from_secs(120))
@@ -593,13 +558,16 @@ async fn three_processes_hold_one_target_together() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_queues_on_one_database_hold_one_target() {
     let _serial = SERIAL.lock().await;
-    let w = world(DAY_USERS).await;
-    if !w.ferretdb {
-        eprintln!("skipped: calibrated for FerretDB; MONGODB_URI points at another server");
+    let Some(w) = world(DAY_USERS).await else {
         return;
-    }
-    let mut gauge = CpuGauge::new(&w).await;
-    let upserts = Queue::new(w.redis.clone(), "bull", &common::unique("control_upserts"));
+    };
+    let mut gauge = CpuGauge::new();
+    let mut upserts = app(
+        "control_upserts",
+        &settings(&w.settings.control.budget, Some(&w.settings.database)),
+    )
+    .await;
+    upserts.settings.control = w.settings.control.clone();
     let jobs: Vec<NewJob> = (0..30_000)
         .map(|n| {
             NewJob::new(
@@ -609,19 +577,19 @@ async fn two_queues_on_one_database_hold_one_target() {
             )
         })
         .collect();
-    upserts.add_bulk(&jobs).await.expect("add upserts");
+    upserts.queue.add_bulk(&jobs).await.expect("add upserts");
     let run = w.planner.plan(day(), "test", false).await.expect("plan");
     let mut paced = Paced::default();
-    paced.start(&w, &w.queue, 1, 1.0);
-    paced.start(&w, &upserts, 1, 1.0);
-    let held = hold(&w, &w.queue, &paced, 1, &mut gauge).await;
+    paced.start(&w, 1);
+    paced.start(&upserts, 1);
+    let held = hold(&w, &paced, 1, &mut gauge).await;
     let ended = w
         .runs
         .wait_for_end(&run.id, Duration::from_secs(120))
         .await
         .expect("run ends");
     assert_eq!(ended.failed, 0);
-    let counts = upserts.counts().await.expect("counts");
+    let counts = upserts.queue.counts().await.expect("counts");
     paced.stop().await;
     let combined = mean(&held.steady);
     eprintln!(

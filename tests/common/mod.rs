@@ -23,18 +23,23 @@ pub fn mongodb_uri() -> String {
 
 /// The connected parts as `tidegate run` builds them (`Settings` from the environment, then
 /// `App::connect`), on a queue and a database of the test's own; `overrides` are variables set
-/// for this test alone (`("TIDEGATE_ATTEMPTS", "3")`).
+/// for this test alone (`("TIDEGATE_ATTEMPTS", "3")`), and win over the test's own names.
 pub async fn app(name: &str, overrides: &[(&str, &str)]) -> tidegate::app::App {
     let queue = unique(name);
     let database = unique(&format!("tidegate_{name}"));
-    let settings = tidegate::config::Settings::from_lookup(|var| match var {
-        "TIDEGATE_QUEUE" => Some(queue.clone()),
-        "TIDEGATE_DATABASE" => Some(database.clone()),
-        _ => overrides
+    // Overrides come first, so a test can put two apps on one database or one queue.
+    let settings = tidegate::config::Settings::from_lookup(|var| {
+        let own = match var {
+            "TIDEGATE_QUEUE" => Some(queue.clone()),
+            "TIDEGATE_DATABASE" => Some(database.clone()),
+            _ => None,
+        };
+        overrides
             .iter()
             .find(|(name, _)| *name == var)
             .map(|(_, value)| (*value).to_owned())
-            .or_else(|| std::env::var(var).ok()),
+            .or(own)
+            .or_else(|| std::env::var(var).ok())
     })
     .expect("the test's settings are valid");
     tidegate::app::App::connect(settings)
