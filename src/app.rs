@@ -33,6 +33,11 @@ use crate::worker::Worker;
 pub enum AppError {
     #[error("cannot reach Redis at REDIS_URL: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error(
+        "REDIS_URL names a Redis Cluster, where one script must find all its keys in one slot: \
+         TIDEGATE_QUEUE_PREFIX {0:?} has no hash tag; use one such as `{{bull}}` (BullMQ's convention)"
+    )]
+    ClusterPrefix(String),
     #[error("MongoDB: {0}")]
     Mongo(#[from] mongodb::error::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -80,7 +85,7 @@ pub fn router(store: &Store, tz: Tz) -> Router {
 #[derive(Clone)]
 pub struct App {
     pub settings: Settings,
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: crate::queue::Redis,
     pub store: Store,
     pub queue: Queue,
     pub runs: Runs,
@@ -109,6 +114,9 @@ impl App {
         )
         .await?;
         let redis = queue::connect(&settings.redis_url).await?;
+        if redis.is_cluster() && queue::keys::hash_tag(&settings.queue_prefix).is_none() {
+            return Err(AppError::ClusterPrefix(settings.queue_prefix.clone()));
+        }
         let store = Store::connect(
             &settings.mongodb_uri,
             &settings.database,
@@ -125,7 +133,7 @@ impl App {
         let daily: Arc<dyn Daily> = Arc::new(Score);
         daily.ensure_indexes(&store).await?;
         let queue = Queue::new(redis.clone(), &settings.queue_prefix, &settings.queue);
-        let mut runs = Runs::new(redis.clone(), store.clone());
+        let mut runs = Runs::new(redis.clone(), store.clone(), &settings.queue_prefix);
         if let Some(url) = &settings.slack_webhook_url {
             runs = runs.with_notifier(Notifier::new(url.clone()).map_err(AppError::Notify)?);
         }

@@ -16,8 +16,18 @@ pub(crate) fn redact_path(value: &str) -> String {
     format!("{scheme}://{host}/****")
 }
 
-/// Hides the password in a URL's user info (`scheme://user:pass@host` → `scheme://user:****@host`).
+/// Hides the password in a URL's user info (`scheme://user:pass@host` → `scheme://user:****@host`),
+/// in each URL of a comma-separated list (a Redis Cluster's seed nodes; a MongoDB seed list's
+/// further hosts carry no user info).
 pub(crate) fn redact_url(value: &str) -> String {
+    value
+        .split(',')
+        .map(redact_one)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn redact_one(value: &str) -> String {
     let Some((scheme, rest)) = value.split_once("://") else {
         return value.to_owned();
     };
@@ -52,6 +62,10 @@ mod tests {
         assert_eq!(
             redact_url("redis://127.0.0.1:6390"),
             "redis://127.0.0.1:6390"
+        );
+        assert_eq!(
+            redact_url("redis://:a@n1:7000,redis://u:b@n2:7001"),
+            "redis://:****@n1:7000,redis://u:****@n2:7001"
         );
         assert_eq!(
             redact_url("mongodb://h/?authSource=a@b"),

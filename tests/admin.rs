@@ -332,7 +332,7 @@ async fn work(admin: &Admin, settle: impl Fn(&Job) -> Settlement) {
     let settlements: Vec<Settlement> = taken
         .jobs
         .iter()
-        .map(|job| settle(job).counted_in(Runs::count_for(job)))
+        .map(|job| settle(job).counted_in(admin.runs.count_for(job)))
         .collect();
     admin
         .queue

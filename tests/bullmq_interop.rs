@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -13,22 +12,9 @@ use tidegate::queue::{Job, JobOptions, NewJob, Queue, Removal, Retention, Settle
 use tidegate::worker::{Worker, WorkerOptions};
 use tokio_util::sync::CancellationToken;
 
-/// Runs `node bullmq.mjs <args>` and parses the JSON it prints.
+/// BullMQ itself on the shared Redis (see `common::bullmq`).
 fn bullmq(args: &[&str]) -> Value {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop");
-    let out = Command::new("node")
-        .current_dir(dir)
-        .arg("bullmq.mjs")
-        .args(args)
-        .env("REDIS_URL", common::redis_url())
-        .output()
-        .expect("run node (is Node.js installed, and `npm ci` run in tests/interop?)");
-    assert!(
-        out.status.success(),
-        "node bullmq.mjs {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON from bullmq.mjs")
+    common::bullmq(args, &[], "")
 }
 
 /// Completes jobs whose data says `ok`, fails the others for good.

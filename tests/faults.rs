@@ -9,14 +9,15 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::scenario::{
+    Scenario, Server, all_jobs_done, aof_redis, command, listening, patient, start, work_resumes,
+};
 use mongodb::bson::{Document, doc};
 use serde_json::{Value, json};
-use tidegate::queue::{Backoff, BackoffKind, JobOptions, NewJob, Queue, connect};
-use tidegate::runs::Runs;
-use tidegate::store::Store;
+use tidegate::queue::{Backoff, BackoffKind, NewJob, Queue, connect};
 
 /// One scenario at a time: each runs tidegate processes against the shared services, and
 /// its recovery bounds are for a machine that is not also running the others.
@@ -122,177 +123,6 @@ fn host_port(url: &str) -> String {
         .rsplit_once('@')
         .map_or(authority, |(_, h)| h)
         .to_owned()
-}
-
-/// `tidegate run` on `queue`, with short time limits so that faults show within seconds.
-fn tidegate(queue: &str, database: &str, redis_url: &str, mongodb_uri: &str) -> common::Running {
-    start(
-        command(queue, database, redis_url, mongodb_uri)
-            .env("TIDEGATE_WORKERS", "2")
-            .env("TIDEGATE_BATCH_DOCS", "20")
-            .env("TIDEGATE_RATE_FLOOR", "200")
-            .env("TIDEGATE_LOCK_DURATION", "2s")
-            .env("TIDEGATE_STALLED_INTERVAL", "500ms")
-            .env("TIDEGATE_MONGODB_TIMEOUT", "2s")
-            .env("TIDEGATE_MONGODB_OP_TIMEOUT", "1s")
-            .env("TIDEGATE_BATCH_TIMEOUT", "4s"),
-    )
-}
-
-fn command(queue: &str, database: &str, redis_url: &str, mongodb_uri: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tidegate"));
-    command
-        .arg("run")
-        .env("REDIS_URL", redis_url)
-        .env("MONGODB_URI", mongodb_uri)
-        .env("TIDEGATE_QUEUE", queue)
-        .env("TIDEGATE_DATABASE", database)
-        .env("TIDEGATE_HTTP_ADDR", "127.0.0.1:0")
-        .env("TIDEGATE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    command
-}
-
-fn start(command: &mut Command) -> common::Running {
-    common::Running(command.spawn().expect("start tidegate"))
-}
-
-/// One scenario's work: a queue of its own (on the Redis at `redis_url`) with `jobs` upserts,
-/// all of one run recorded in a database of its own (on `mongodb_uri`), where their effects go.
-struct Scenario {
-    q: Queue,
-    queue_name: String,
-    database: String,
-    runs: Runs,
-    run: String,
-    jobs: usize,
-}
-
-impl Scenario {
-    async fn new(name: &str, redis_url: &str, mongodb_uri: &str, jobs: usize) -> Self {
-        let redis = connect(redis_url).await.expect("redis");
-        let queue_name = common::unique(name);
-        let database = common::unique("tidegate_faults");
-        let store = Store::connect(mongodb_uri, &database, Default::default())
-            .await
-            .expect("mongo");
-        let runs = Runs::new(redis.clone(), store);
-        let run = runs
-            .start("upsert", "2026-11-30", "test")
-            .await
-            .expect("run")
-            .id;
-        let q = Queue::new(redis, "bull", &queue_name);
-        add_jobs(&q, jobs, &run).await;
-        runs.planned(&run, jobs as u64, 0).await.expect("planned");
-        Self {
-            q,
-            queue_name,
-            database,
-            runs,
-            run,
-            jobs,
-        }
-    }
-
-    /// `tidegate run` on this scenario's queue and database, once its first jobs are done, so
-    /// that a fault lands mid-run.
-    async fn start(&self, redis_url: &str, mongodb_uri: &str) -> common::Running {
-        let running = tidegate(&self.queue_name, &self.database, redis_url, mongodb_uri);
-        first_jobs_done(&self.q).await;
-        running
-    }
-
-    /// Every job completed, none failed, its run's record says so (counted by tidegate, checked
-    /// against the test's own count), and each effect is in the database once; then the
-    /// database is dropped.
-    async fn assert_done_once(&self, mongodb_uri: &str) {
-        assert_eq!(self.q.counts().await.expect("counts").failed, 0);
-        let run = self
-            .runs
-            .wait_for_end(&self.run, Duration::from_secs(60))
-            .await
-            .expect("the run ends");
-        assert_eq!(
-            (run.completed, run.failed, run.outcome.as_deref()),
-            (self.jobs as i64, 0, Some("succeeded")),
-            "the run's record"
-        );
-        common::assert_each_effect_once(mongodb_uri, &self.database, self.jobs).await;
-    }
-}
-
-/// Waits until the run is under way, so that the fault lands mid-run.
-async fn first_jobs_done(q: &Queue) {
-    common::eventually(
-        "the first jobs to complete",
-        Duration::from_secs(60),
-        || async {
-            q.counts()
-                .await
-                .ok()
-                .filter(|c| c.completed >= 20)
-                .map(drop)
-        },
-    )
-    .await;
-}
-
-/// How soon a job completes after Redis is back, `completed` having completed before; at most
-/// the 5 s issue 13 bounds it by.
-async fn work_resumes(q: &Queue, completed: u64) -> Duration {
-    let back = Instant::now();
-    common::eventually(
-        "a job to complete after Redis came back",
-        Duration::from_secs(5),
-        || async {
-            q.counts()
-                .await
-                .ok()
-                .filter(|c| c.completed > completed)
-                .map(drop)
-        },
-    )
-    .await;
-    back.elapsed()
-}
-
-/// Waits until all `jobs` completed and none is active.
-async fn all_jobs_done(q: &Queue, jobs: usize, limit: Duration) {
-    common::eventually("every job to complete", limit, || async {
-        q.counts()
-            .await
-            .ok()
-            .filter(|c| c.completed == jobs as u64 && c.active == 0)
-            .map(drop)
-    })
-    .await;
-}
-
-/// `n` upserts of `run`, each writing one document keyed by its job, retried every 200 ms for
-/// as long as any fault here lasts.
-async fn add_jobs(queue: &Queue, n: usize, run: &str) {
-    let opts = JobOptions {
-        attempts: Some(100),
-        backoff: Some(Backoff::Spec {
-            kind: BackoffKind::Fixed,
-            delay: 200,
-            jitter: None,
-        }),
-        ..JobOptions::default()
-    };
-    let jobs: Vec<NewJob> = (0..n)
-        .map(|i| {
-            NewJob::new(
-                "upsert",
-                json!({"collection": "effects", "key": ["job"], "runId": run,
-                       "document": {"job": format!("j{i}"), "n": i}}),
-            )
-            .with_opts(opts.clone())
-        })
-        .collect();
-    queue.add_bulk(&jobs).await.expect("add");
 }
 
 /// The database stops answering mid-run (connections open, replies never sent): no batch holds
@@ -490,15 +320,7 @@ async fn upserts_on_few_keys_never_wedge_ferretdb() {
                 json!({"collection": "counters", "key": ["k"],
                        "document": {"k": format!("k{}", i % KEYS), "n": i}}),
             )
-            .with_opts(JobOptions {
-                attempts: Some(100),
-                backoff: Some(Backoff::Spec {
-                    kind: BackoffKind::Fixed,
-                    delay: 200,
-                    jitter: None,
-                }),
-                ..JobOptions::default()
-            })
+            .with_opts(patient())
         })
         .collect();
     q.add_bulk(&jobs).await.expect("add");
@@ -529,98 +351,6 @@ async fn upserts_on_few_keys_never_wedge_ferretdb() {
         KEYS as u64
     );
     store.database().drop().await.expect("drop");
-}
-
-/// A server process of a test's own, on a free loopback port, with its state in a directory
-/// that outlives a restart; killed with SIGKILL (no chance to flush) when asked or dropped.
-struct Server {
-    child: Option<Child>,
-    port: u16,
-    dir: std::path::PathBuf,
-    program: String,
-    args: fn(u16, &std::path::Path) -> Vec<String>,
-}
-
-impl Server {
-    fn start(program: &str, args: fn(u16, &std::path::Path) -> Vec<String>) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let dir = std::env::temp_dir().join(common::unique("tidegate_fault_server"));
-        std::fs::create_dir_all(&dir).expect("state dir");
-        let mut server = Self {
-            child: None,
-            port,
-            dir,
-            program: program.to_owned(),
-            args,
-        };
-        server.restart();
-        server
-    }
-
-    fn restart(&mut self) {
-        let child = Command::new(&self.program)
-            .args((self.args)(self.port, &self.dir))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", self.program));
-        self.child = Some(child);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A Redis of the test's own that keeps on its append-only file whatever it acknowledged
-/// (`appendfsync always`), so a SIGKILL loses nothing it said it wrote.
-async fn aof_redis() -> Server {
-    let redis = Server::start("redis-server", |port, dir| {
-        let dir = dir.to_string_lossy().into_owned();
-        [
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--dir",
-            &dir,
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    });
-    listening(redis.port).await;
-    redis
-}
-
-/// Waits until something accepts connections on `port`.
-async fn listening(port: u16) {
-    common::eventually("the server to listen", Duration::from_secs(30), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-            .map(drop)
-    })
-    .await;
 }
 
 /// Redis killed with SIGKILL mid-run and started again on its append-only file (`appendfsync
@@ -797,7 +527,7 @@ async fn chaos() {
     let conn = connect(&direct_redis).await.expect("redis");
     let queue_name = common::unique("chaos");
     let q = Queue::new(conn.clone(), "bull", &queue_name);
-    let runs = tidegate::runs::Runs::new(conn.clone(), store.clone());
+    let runs = tidegate::runs::Runs::new(conn.clone(), store.clone(), "bull");
     let planner = tidegate::schedule::Planner {
         daily: std::sync::Arc::new(tidegate::score::Score),
         queue: q.clone(),

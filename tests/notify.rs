@@ -11,9 +11,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use redis::aio::ConnectionManager;
 use tidegate::control::budget;
 use tidegate::notify::Notifier;
+use tidegate::queue::Redis;
 use tidegate::queue::{Job, JobOptions, NewJob, Queue, Retention, Settlement, connect};
 use tidegate::runs::Runs;
 use tidegate::store::Store;
@@ -70,7 +70,7 @@ async fn finish(queue: &Queue, runs: &Runs, outcomes: &[Option<&str>]) {
                     count: None,
                 },
             };
-            settlement.counted_in(Runs::count_for(job))
+            settlement.counted_in(runs.count_for(job))
         })
         .collect();
     queue
@@ -83,11 +83,11 @@ async fn finish(queue: &Queue, runs: &Runs, outcomes: &[Option<&str>]) {
 
 /// Runs reporting to the webhook at `url` (retrying 10 ms apart), on a database of their own;
 /// with the Redis connection and the store.
-async fn runs_reporting_to(url: String) -> (Runs, ConnectionManager, Store) {
+async fn runs_reporting_to(url: String) -> (Runs, Redis, Store) {
     let redis = connect(&common::redis_url()).await.expect("redis");
     let store = common::store("tidegate_notify").await;
     let notifier = Notifier::with_backoff(url, Duration::from_millis(10)).expect("notifier");
-    let runs = Runs::new(redis.clone(), store.clone()).with_notifier(notifier);
+    let runs = Runs::new(redis.clone(), store.clone(), "bull").with_notifier(notifier);
     (runs, redis, store)
 }
 

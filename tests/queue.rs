@@ -6,8 +6,8 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use serde_json::json;
+use tidegate::queue::Redis;
 use tidegate::queue::{
     Counts, FinishCount, JobOptions, NewJob, Queue, Retention, Settled, Settlement, clip_reason,
     connect,
@@ -15,7 +15,7 @@ use tidegate::queue::{
 
 const LOCK: Duration = Duration::from_secs(30);
 
-async fn queue() -> (Queue, ConnectionManager) {
+async fn queue() -> (Queue, Redis) {
     let conn = connect(&common::redis_url()).await.expect("connect");
     (Queue::new(conn.clone(), "bull", &common::unique("q")), conn)
 }
@@ -53,7 +53,7 @@ async fn take_ids(q: &Queue, n: usize, token: &str) -> Vec<String> {
         .collect()
 }
 
-async fn hash(conn: &mut ConnectionManager, key: &str) -> HashMap<String, String> {
+async fn hash(conn: &mut Redis, key: &str) -> HashMap<String, String> {
     redis::cmd("HGETALL")
         .arg(key)
         .query_async(conn)
@@ -61,7 +61,7 @@ async fn hash(conn: &mut ConnectionManager, key: &str) -> HashMap<String, String
         .expect("HGETALL")
 }
 
-async fn events(conn: &mut ConnectionManager, q: &Queue) -> Vec<String> {
+async fn events(conn: &mut Redis, q: &Queue) -> Vec<String> {
     let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
         .arg(q.keys().events())
         .arg("-")

@@ -7,8 +7,8 @@ use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use redis::aio::ConnectionManager;
 use serde_json::json;
+use tidegate::queue::Redis;
 use tidegate::queue::{NewJob, Queue, Retention, Settlement, connect};
 
 const LOCK: Duration = Duration::from_secs(30);
@@ -45,7 +45,7 @@ struct Model {
     removed: HashSet<String>,
 }
 
-async fn range(conn: &mut ConnectionManager, cmd: &str, key: String) -> Vec<String> {
+async fn range(conn: &mut Redis, cmd: &str, key: String) -> Vec<String> {
     redis::cmd(cmd)
         .arg(key)
         .arg(0)
@@ -55,7 +55,7 @@ async fn range(conn: &mut ConnectionManager, cmd: &str, key: String) -> Vec<Stri
         .expect("range")
 }
 
-async fn check(q: &Queue, conn: &mut ConnectionManager, m: &Model) {
+async fn check(q: &Queue, conn: &mut Redis, m: &Model) {
     let k = q.keys();
     // LRANGE lists head first; jobs are taken from the tail.
     let mut wait = range(conn, "LRANGE", k.wait()).await;

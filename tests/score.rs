@@ -11,7 +11,6 @@ use mongodb::bson::{Document, doc};
 use serde_json::json;
 use tidegate::app::App;
 use tidegate::queue::{NewJob, Retention, Settlement, connect};
-use tidegate::runs::Runs;
 use tidegate::score::{self, DAILY_SCORES};
 use tidegate::store::Store;
 use tidegate::worker::{Worker, WorkerOptions};
@@ -415,7 +414,7 @@ async fn a_run_whose_last_finish_went_unseen_ends_at_the_next_stall_check() {
                 keep: Retention::KEEP_ALL,
                 count: None,
             }
-            .counted_in(Runs::count_for(job))
+            .counted_in(w.runs.count_for(job))
         })
         .collect();
     w.queue

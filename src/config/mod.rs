@@ -94,7 +94,13 @@ impl Settings {
             errors: Vec::new(),
             effective: Vec::new(),
         };
-        let redis_url = r.read(&REDIS_URL, |v| url_with_scheme(v, &["redis", "rediss"]));
+        let redis_url = r.read(&REDIS_URL, |v| {
+            // Several URLs are a cluster's seed nodes; each must be a URL of its own.
+            for node in v.split(',') {
+                url_with_scheme(node.trim(), &["redis", "rediss"])?;
+            }
+            Ok(v.to_owned())
+        });
         let mongodb_uri = r.read(&MONGODB_URI, |v| {
             url_with_scheme(v, &["mongodb", "mongodb+srv"])
         });

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
+use crate::queue::Redis;
 use tokio_util::sync::CancellationToken;
 
 use crate::control::budget::{self, Budget, Ledger, Report, Tick};
@@ -112,7 +112,7 @@ impl Pacer {
     /// serverStatus always runs, as the database's own word on whether it can be reached.
     pub fn build(
         options: ControlOptions,
-        redis: ConnectionManager,
+        redis: Redis,
         queue: &str,
         store: Store,
         burst: usize,

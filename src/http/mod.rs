@@ -9,13 +9,13 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::queue::Redis;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
-use redis::aio::ConnectionManager;
 use serde::Serialize;
 use tokio::net::TcpListener;
 
@@ -25,7 +25,7 @@ use crate::telemetry::names;
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    pub redis: ConnectionManager,
+    pub redis: Redis,
     pub store: Store,
     pub metrics: &'static PrometheusHandle,
     /// The time limit of each dependency check (`TIDEGATE_READY_TIMEOUT`).

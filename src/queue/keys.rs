@@ -168,17 +168,32 @@ impl BudgetKeys {
     }
 }
 
-/// Redis key names of one run's live state, kept beside the run's record in MongoDB.
+/// The hash tag of `key` as Redis Cluster reads it: what lies between the first `{` and the
+/// first `}` after it, when not empty. Keys with one tag share a slot.
+pub(crate) fn hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let rest = &key[open + 1..];
+    let close = rest.find('}')?;
+    (close > 0).then(|| &rest[..close])
+}
+
+/// Redis key names of one run's live state, kept beside the run's record in MongoDB. The
+/// script that settles a job counts its finish in its run's keys, so on a Redis Cluster they
+/// carry the queue prefix's hash tag: `{bull}tidegate:run:<id>` beside `{bull}:<queue>:...`
+/// (no `:` after the tag, so no queue's key can be spelled the same).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RunKeys {
     base: String,
 }
 
 impl RunKeys {
-    pub fn new(run: &str) -> Self {
-        Self {
-            base: format!("tidegate:run:{run}"),
-        }
+    /// The keys of run `run` of the queues under `prefix`.
+    pub fn new(prefix: &str, run: &str) -> Self {
+        let base = match hash_tag(prefix) {
+            Some(tag) => format!("{{{tag}}}tidegate:run:{run}"),
+            None => format!("tidegate:run:{run}"),
+        };
+        Self { base }
     }
 
     /// HASH `total`, `completed`, `failed`: the run's jobs and those that finished.
@@ -263,6 +278,25 @@ mod tests {
             "Redis keys are case-sensitive: not the meta key"
         );
         assert!(!can_be_job_id("") && !can_be_job_id("1:lock"));
+    }
+
+    #[test]
+    fn a_runs_keys_share_the_queue_prefixs_hash_tag() {
+        assert_eq!(hash_tag("{bull}"), Some("bull"));
+        assert_eq!(hash_tag("a{b}c{d}"), Some("b"));
+        assert_eq!(
+            hash_tag("{}{b}"),
+            None,
+            "Redis reads an empty first tag as none"
+        );
+        assert_eq!(hash_tag("bull"), None);
+        let tagged = RunKeys::new("{bull}", "2026-12-01-r1");
+        assert_eq!(tagged.counts(), "{bull}tidegate:run:2026-12-01-r1");
+        assert_eq!(
+            hash_tag(&tagged.reasons()),
+            hash_tag(&Keys::new("{bull}", "q").wait())
+        );
+        assert_eq!(RunKeys::new("bull", "x").counts(), "tidegate:run:x");
     }
 
     #[test]

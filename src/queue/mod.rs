@@ -3,23 +3,25 @@
 //! batched: adding, taking into active (with locks) and settling hundreds of jobs are each one
 //! atomic Lua script and one round trip.
 //!
-//! [`keys`] spells the key names, [`job`] holds the job model and its pure rules; here are the
-//! connection, the queue and what producers do (add); `work` holds what workers do (take,
+//! [`keys`] spells the key names, [`job`] holds the job model and its pure rules; `conn` the connection
+//! (one server or a cluster); here are the queue and what producers do (add); `work` holds what workers do (take,
 //! settle, extend, release, recover stalled jobs, wait), `manage` what the back-office does
 //! (counts, listings, pause, retry, promote, remove). The Lua scripts in `lua/` do the atomic
 //! moves, one file each.
 
+mod conn;
 pub mod job;
 pub mod keys;
 mod manage;
 mod work;
 
 use std::sync::LazyLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+pub(crate) use conn::ping_once;
+pub use conn::{Redis, connect, ping};
 pub use job::{Backoff, BackoffKind, Job, JobOptions, Keep, NewJob, Retention};
 pub use keys::Keys;
 pub use manage::{Counts, JobState, JobView, Moved, Removal};
@@ -84,52 +86,6 @@ pub enum QueueError {
 
 pub type Result<T> = std::result::Result<T, QueueError>;
 
-/// Opens a multiplexed, self-reconnecting connection. Fails when Redis cannot be reached now,
-/// so a wrong `REDIS_URL` stops startup instead of surfacing later as stuck jobs.
-///
-/// Reconnection: the redis crate hands `factor` to backon as the multiplier of a 1-s first
-/// delay, capped at 60 s by default, so its defaults wait a minute or more between attempts
-/// once Redis is back (work sat still for 96-117 s after a restart). Here every attempt is
-/// about a second apart, three per command that finds the connection broken; the next
-/// command starts three more.
-pub async fn connect(url: &str) -> redis::RedisResult<ConnectionManager> {
-    let client = redis::Client::open(url)?;
-    let config = ConnectionManagerConfig::new()
-        .set_factor(1)
-        .set_max_delay(1000)
-        .set_number_of_retries(2)
-        .set_connection_timeout(Duration::from_secs(5))
-        .set_response_timeout(RESPONSE_TIMEOUT);
-    client.get_connection_manager_with_config(config).await
-}
-
-/// One `PING` on a connection of its own, with no retry: whether Redis answers now (start-up
-/// asks this before it opens connections that retry on their own).
-pub(crate) async fn ping_once(url: &str) -> redis::RedisResult<()> {
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Duration::from_secs(2))
-        .set_response_timeout(Duration::from_secs(2));
-    let mut conn = redis::Client::open(url)?
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
-    redis::cmd("PING")
-        .query_async::<String>(&mut conn)
-        .await
-        .map(drop)
-}
-
-/// The longest tidegate waits for any Redis reply. Above the longest blocking wait a worker
-/// asks for (its idle block), well above any script's run time.
-pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// One `PING` round trip.
-pub async fn ping(conn: &mut ConnectionManager) -> redis::RedisResult<()> {
-    redis::cmd("PING")
-        .query_async::<String>(conn)
-        .await
-        .map(drop)
-}
-
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -147,13 +103,13 @@ pub struct Added {
 /// One queue: a name under a key prefix, on a shared connection. Cheap to clone.
 #[derive(Clone)]
 pub struct Queue {
-    conn: ConnectionManager,
+    conn: Redis,
     keys: Keys,
     name: String,
 }
 
 impl Queue {
-    pub fn new(conn: ConnectionManager, prefix: &str, name: &str) -> Self {
+    pub fn new(conn: Redis, prefix: &str, name: &str) -> Self {
         Self {
             conn,
             keys: Keys::new(prefix, name),
@@ -166,7 +122,7 @@ impl Queue {
     }
 
     /// The queue's connection, for what lives beside the queue's keys.
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> Redis {
         self.conn.clone()
     }
 

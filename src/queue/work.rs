@@ -5,11 +5,10 @@
 use std::time::Duration;
 
 use redis::Value;
-use redis::aio::ConnectionManager;
 
 use super::{
-    CHUNK, EXTEND, Job, JobOptions, Queue, QueueError, RELEASE, Result, Retention, SETTLE, STALLED,
-    TAKE, now_ms,
+    CHUNK, EXTEND, Job, JobOptions, Queue, QueueError, RELEASE, Redis, Result, Retention, SETTLE,
+    STALLED, TAKE, now_ms,
 };
 use crate::telemetry::names;
 
@@ -333,7 +332,7 @@ impl Queue {
     /// other command sharing a multiplexed connection).
     pub(crate) async fn wait_for_work(
         &self,
-        blocking: &mut ConnectionManager,
+        blocking: &mut Redis,
         timeout: Duration,
     ) -> Result<()> {
         // BZPOPMIN takes seconds with decimals; 0 would block forever.

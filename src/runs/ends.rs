@@ -41,13 +41,13 @@ const TOP_REASONS: usize = 3;
 impl Runs {
     /// Where the queue counts the finish of `job`: the counters of the run its data names
     /// (`runId`), if any.
-    pub fn count_for(job: &Job) -> Option<FinishCount> {
+    pub fn count_for(&self, job: &Job) -> Option<FinishCount> {
         let RunRef { run_id: Some(run) } = job.data::<RunRef>().ok()? else {
             return None;
         };
         Some(FinishCount {
-            counts: RunKeys::new(&run).counts(),
-            reasons: RunKeys::new(&run).reasons(),
+            counts: RunKeys::new(&self.prefix, &run).counts(),
+            reasons: RunKeys::new(&self.prefix, &run).reasons(),
             ttl: COUNTER_TTL,
         })
     }
@@ -98,17 +98,23 @@ impl Runs {
         }
         let mut redis = self.redis.clone();
         for (run, these) in failures {
-            let live: bool = redis.exists(RunKeys::new(&run).counts()).await?;
+            let live: bool = redis
+                .exists(RunKeys::new(&self.prefix, &run).counts())
+                .await?;
             if !live {
                 continue;
             }
             // Counts first: once they are short, no process ends the run on the old ones, and
             // the reopened record can only be ended again when the retried jobs finish.
             let mut pipe = redis::pipe();
-            pipe.hincr(RunKeys::new(&run).counts(), "failed", -these.failed)
-                .ignore();
+            pipe.hincr(
+                RunKeys::new(&self.prefix, &run).counts(),
+                "failed",
+                -these.failed,
+            )
+            .ignore();
             for (reason, n) in &these.reasons {
-                pipe.hincr(RunKeys::new(&run).reasons(), reason, -n)
+                pipe.hincr(RunKeys::new(&self.prefix, &run).reasons(), reason, -n)
                     .ignore();
             }
             pipe.query_async::<()>(&mut redis).await?;
@@ -131,14 +137,22 @@ impl Runs {
         }
         let mut pipe = redis::pipe();
         for (run, these) in failures {
-            pipe.hincr(RunKeys::new(run).counts(), "failed", these.failed)
-                .ignore();
+            pipe.hincr(
+                RunKeys::new(&self.prefix, run).counts(),
+                "failed",
+                these.failed,
+            )
+            .ignore();
             for (reason, n) in &these.reasons {
-                pipe.hincr(RunKeys::new(run).reasons(), reason, *n).ignore();
+                pipe.hincr(RunKeys::new(&self.prefix, run).reasons(), reason, *n)
+                    .ignore();
             }
             if !these.reasons.is_empty() {
-                pipe.expire(RunKeys::new(run).reasons(), COUNTER_TTL.as_secs() as i64)
-                    .ignore();
+                pipe.expire(
+                    RunKeys::new(&self.prefix, run).reasons(),
+                    COUNTER_TTL.as_secs() as i64,
+                )
+                .ignore();
             }
         }
         pipe.query_async::<()>(&mut self.redis.clone()).await?;
@@ -155,7 +169,7 @@ impl Runs {
     pub(super) async fn check_end(&self, id: &str) -> Result<bool, RunError> {
         let (total, completed, failed): (Option<u64>, Option<u64>, Option<u64>) =
             redis::cmd("HMGET")
-                .arg(RunKeys::new(id).counts())
+                .arg(RunKeys::new(&self.prefix, id).counts())
                 .arg(&["total", "completed", "failed"])
                 .query_async(&mut self.redis.clone())
                 .await?;
@@ -240,7 +254,7 @@ impl Runs {
                 continue;
             }
             let done = self.finished_jobs(&run.id).await?;
-            let key = RunKeys::new(&run.id).progress();
+            let key = RunKeys::new(&self.prefix, &run.id).progress();
             let (seen, since): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
                 .arg(&key)
                 .arg(&["done", "since"])
@@ -263,7 +277,7 @@ impl Runs {
                 continue;
             }
             let first: Option<String> = redis::cmd("SET")
-                .arg(RunKeys::new(&run.id).stalled())
+                .arg(RunKeys::new(&self.prefix, &run.id).stalled())
                 .arg(1)
                 .arg("NX")
                 .arg("EX")
@@ -287,7 +301,7 @@ impl Runs {
     /// Jobs of the run that finished so far (completed or failed for good).
     pub async fn finished_jobs(&self, id: &str) -> Result<u64, RunError> {
         let (completed, failed): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
-            .arg(RunKeys::new(id).counts())
+            .arg(RunKeys::new(&self.prefix, id).counts())
             .arg(&["completed", "failed"])
             .query_async(&mut self.redis.clone())
             .await?;
@@ -298,7 +312,9 @@ impl Runs {
     /// failure reasons.
     pub async fn report(&self, run: RunRecord) -> Result<RunReport, RunError> {
         let mut redis = self.redis.clone();
-        let reasons: HashMap<String, i64> = redis.hgetall(RunKeys::new(&run.id).reasons()).await?;
+        let reasons: HashMap<String, i64> = redis
+            .hgetall(RunKeys::new(&self.prefix, &run.id).reasons())
+            .await?;
         // Reasons of failures that were retried since count 0.
         let mut reasons: Vec<(String, u64)> = reasons
             .into_iter()
@@ -320,7 +336,7 @@ impl Runs {
 /// settlement itself, and the runs of a batch's finished jobs are checked for their end.
 impl Observer for Runs {
     fn count_for(&self, job: &Job) -> Option<FinishCount> {
-        Runs::count_for(job)
+        Runs::count_for(self, job)
     }
 
     fn finished<'a>(&'a self, jobs: &'a [&'a Job]) -> BoxFuture<'a, ()> {

@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
+use crate::queue::Redis;
 use futures::TryStreamExt;
 use mongodb::bson::{self, Document, doc};
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
 use crate::notify::Notifier;
@@ -109,16 +109,20 @@ struct RunRef {
 
 #[derive(Clone)]
 pub struct Runs {
-    redis: ConnectionManager,
+    redis: Redis,
     store: Store,
+    /// The queues' key prefix, whose hash tag the run keys carry (see `RunKeys`).
+    prefix: String,
     notifier: Option<Notifier>,
 }
 
 impl Runs {
-    pub fn new(redis: ConnectionManager, store: Store) -> Self {
+    /// Runs of the jobs of queues under `prefix` (`TIDEGATE_QUEUE_PREFIX`).
+    pub fn new(redis: Redis, store: Store, prefix: &str) -> Self {
         Self {
             redis,
             store,
+            prefix: prefix.to_owned(),
             notifier: None,
         }
     }
@@ -205,9 +209,12 @@ impl Runs {
     /// (or there were none).
     pub async fn planned(&self, id: &str, planned: u64, skipped: u64) -> Result<(), RunError> {
         let _: () = redis::pipe()
-            .hset(RunKeys::new(id).counts(), "total", planned)
+            .hset(RunKeys::new(&self.prefix, id).counts(), "total", planned)
             .ignore()
-            .expire(RunKeys::new(id).counts(), COUNTER_TTL.as_secs() as i64)
+            .expire(
+                RunKeys::new(&self.prefix, id).counts(),
+                COUNTER_TTL.as_secs() as i64,
+            )
             .ignore()
             .query_async(&mut self.redis.clone())
             .await?;
@@ -231,7 +238,7 @@ impl Runs {
         let mut pipe = redis::pipe();
         for run in &open {
             pipe.cmd("HMGET")
-                .arg(RunKeys::new(&run.id).counts())
+                .arg(RunKeys::new(&self.prefix, &run.id).counts())
                 .arg(&["completed", "failed"]);
         }
         let counts: Vec<(Option<i64>, Option<i64>)> =

@@ -99,7 +99,7 @@ pub struct Planner {
     pub queue: Queue,
     pub store: Store,
     pub runs: Runs,
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: crate::queue::Redis,
     pub tz: Tz,
     pub attempts: u32,
     pub backoff: Backoff,

@@ -21,7 +21,7 @@ pub(super) struct BatchLoop<P> {
     pub(super) observer: Option<Arc<dyn Observer>>,
     pub(super) token_base: String,
     /// Its own connection for blocking waits (see [`Queue::wait_for_work`]).
-    pub(super) blocking: redis::aio::ConnectionManager,
+    pub(super) blocking: crate::queue::Redis,
     pub(super) shutdown: CancellationToken,
 }
 

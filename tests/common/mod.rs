@@ -3,6 +3,8 @@
 //! `tidegate run` builds them ([`app`]), and waiting for a condition with a deadline.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod scenario;
+
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -110,4 +112,34 @@ pub async fn assert_each_effect_once(mongodb_uri: &str, database: &str, jobs: us
     let distinct = effects.distinct("job", doc! {}).await.expect("distinct");
     assert_eq!(distinct.len(), jobs, "one effect per job");
     store.database().drop().await.expect("drop");
+}
+
+/// Runs BullMQ itself (`node bullmq.mjs <args>` in `tests/interop`, Node.js) on the shared Redis
+/// unless `env` says otherwise, with `input` on its standard input; parses the JSON it prints.
+pub fn bullmq(args: &[&str], env: &[(&str, &str)], input: &str) -> serde_json::Value {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("node")
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop"))
+        .arg("bullmq.mjs")
+        .args(args)
+        .env("REDIS_URL", redis_url())
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run node (is Node.js installed, and `npm ci` run in tests/interop?)");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .expect("write to bullmq.mjs");
+    }
+    let out = child.wait_with_output().expect("bullmq.mjs ends");
+    assert!(
+        out.status.success(),
+        "node bullmq.mjs {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON from bullmq.mjs")
 }

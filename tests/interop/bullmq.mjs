@@ -5,15 +5,24 @@
 //   node bullmq.mjs board <queue> <id>                      bull-board's adapter: counts, failed jobs,
 //                                                           and its retry button on job <id>
 //   node bullmq.mjs retry-all <queue>                       Queue.retryJobs of every failed job
+//
+// The jobs to add are read from standard input when not given. BULL_CLUSTER=1 connects to
+// REDIS_URL as a Redis Cluster (ioredis' Cluster, as BullMQ's docs say), BULL_PREFIX sets
+// the key prefix (`{bull}` there, BullMQ's cluster convention).
+import { readFileSync } from 'node:fs';
 import { Queue, Worker } from 'bullmq';
+import { Cluster } from 'ioredis';
 
 const url = new URL(process.env.REDIS_URL || 'redis://127.0.0.1:6379');
-const connection = { host: url.hostname, port: Number(url.port || 6379) };
+const node = { host: url.hostname, port: Number(url.port || 6379) };
+const cluster = process.env.BULL_CLUSTER === '1';
+const connection = cluster ? new Cluster([node]) : node;
+const prefix = process.env.BULL_PREFIX || 'bull';
 const [cmd, name, ...rest] = process.argv.slice(2);
-const queue = new Queue(name, { connection });
+const queue = new Queue(name, { connection, prefix });
 
 if (cmd === 'add') {
-  const jobs = await queue.addBulk(JSON.parse(rest[0]));
+  const jobs = await queue.addBulk(JSON.parse(rest[0] ?? readFileSync(0, 'utf8')));
   console.log(JSON.stringify(jobs.map((j) => j.id)));
 } else if (cmd === 'consume') {
   const want = Number(rest[0]);
@@ -22,7 +31,7 @@ if (cmd === 'add') {
     const worker = new Worker(name, async (job) => {
       seen.push({ id: job.id, name: job.name, data: job.data, attemptsMade: job.attemptsMade });
       return { consumedBy: 'bullmq' };
-    }, { connection });
+    }, { connection, prefix });
     worker.on('completed', async () => {
       if (seen.length >= want) { await worker.close(); resolve(); }
     });
@@ -61,4 +70,5 @@ if (cmd === 'add') {
   process.exit(2);
 }
 await queue.close();
+if (cluster) await connection.quit();
 process.exit(0);

@@ -11,8 +11,8 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use crate::queue::Redis;
 use redis::Script;
-use redis::aio::ConnectionManager;
 
 use crate::control::controller::{Decision, Pace};
 use crate::control::cost::Cost;
@@ -94,11 +94,7 @@ pub struct Ledger {
 const DB_CPU_KEEP_MS: u64 = 14 * 86_400_000;
 
 /// Records one interval's database CPU (percent) seen at `at_ms`.
-pub async fn record_cpu(
-    conn: &mut ConnectionManager,
-    at_ms: u64,
-    cpu: f64,
-) -> redis::RedisResult<()> {
+pub async fn record_cpu(conn: &mut Redis, at_ms: u64, cpu: f64) -> redis::RedisResult<()> {
     redis::pipe()
         .zadd(keys::DB_CPU, format!("{at_ms}:{cpu:.3}"), at_ms)
         .ignore()
@@ -110,7 +106,7 @@ pub async fn record_cpu(
 
 /// Mean and peak database CPU recorded in `[from_ms, to_ms]`; `None` when nothing was.
 pub(crate) async fn cpu_between(
-    conn: &mut ConnectionManager,
+    conn: &mut Redis,
     from_ms: u64,
     to_ms: u64,
 ) -> redis::RedisResult<Option<(f64, f64)>> {
@@ -203,7 +199,7 @@ fn parse_pace(queue: &str, field: &str) -> Option<Pace> {
 
 /// Reads the published state of `queue`'s pace on `keys`' budget in one round trip.
 pub async fn status(
-    conn: &mut ConnectionManager,
+    conn: &mut Redis,
     keys: &BudgetKeys,
     name: &str,
     queue: &str,
@@ -257,7 +253,7 @@ pub async fn status(
 
 #[derive(Clone)]
 pub struct Budget {
-    conn: ConnectionManager,
+    conn: Redis,
     keys: BudgetKeys,
     queue: String,
     weight: f64,
@@ -270,7 +266,7 @@ pub struct Budget {
 
 impl Budget {
     pub fn new(
-        conn: ConnectionManager,
+        conn: Redis,
         keys: BudgetKeys,
         queue: &str,
         weight: f64,
@@ -288,7 +284,7 @@ impl Budget {
     }
 
     /// The connection, for what the leader records beside the budget.
-    pub fn connection(&mut self) -> &mut ConnectionManager {
+    pub fn connection(&mut self) -> &mut Redis {
         &mut self.conn
     }
 
