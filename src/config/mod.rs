@@ -95,6 +95,9 @@ impl Settings {
             effective: Vec::new(),
         };
         let redis_url = r.read(&REDIS_URL, |v| {
+            if let Some(checked) = crate::queue::check_sentinel_url(v) {
+                return checked.map(|()| v.to_owned());
+            }
             // Several URLs are a cluster's seed nodes; each must be a URL of its own.
             for node in v.split(',') {
                 url_with_scheme(node.trim(), &["redis", "rediss"])?;

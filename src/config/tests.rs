@@ -269,3 +269,22 @@ fn effective_lists_every_variable_once() {
     let all: Vec<_> = VARS.iter().map(|v| v.name).collect();
     assert_eq!(names, all);
 }
+
+#[test]
+fn redis_url_takes_a_server_a_clusters_nodes_or_sentinels() {
+    for ok in [
+        "redis://127.0.0.1:6379",
+        "redis://a:7000,redis://b:7001",
+        "redis+sentinel://:pw@s1:26379,s2:26379/mymaster",
+    ] {
+        assert_eq!(read(&[("REDIS_URL", ok)]).expect(ok).redis_url, ok);
+    }
+    for bad in [
+        "redis://a:7000,http://b",
+        "redis+sentinel://s1:26379",
+        "127.0.0.1:6379",
+    ] {
+        let err = read(&[("REDIS_URL", bad)]).expect_err(bad);
+        assert_eq!(err.0[0].var, "REDIS_URL", "{bad}");
+    }
+}

@@ -44,8 +44,8 @@ pub const REDIS_URL: Var = Var {
     ..var(
         "REDIS_URL",
         "redis://127.0.0.1:6379",
-        "a redis:// or rediss:// URL; for a Redis Cluster, any node's URL or several, comma-separated",
-        "Redis (a server or a cluster, which tidegate detects) that holds the job queues",
+        "a redis:// or rediss:// URL; for a Redis Cluster, any node's URL or several, comma-separated; for Sentinel, redis+sentinel://[:password@]host:port[,host:port...]/<master name>",
+        "Redis (a server or a cluster, which tidegate detects, or the master Sentinels name) that holds the job queues",
     )
 };
 pub const MONGODB_URI: Var = Var {

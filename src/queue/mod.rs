@@ -20,8 +20,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use redis::Script;
 
-pub(crate) use conn::ping_once;
 pub use conn::{Redis, connect, ping};
+pub(crate) use conn::{check_sentinel_url, ping_once};
 pub use job::{Backoff, BackoffKind, Job, JobOptions, Keep, NewJob, Retention};
 pub use keys::Keys;
 pub use manage::{Counts, JobState, JobView, Moved, Removal};
