@@ -97,9 +97,10 @@ impl App {
     /// indexes the pipelines need. Says at once what it waits for, retries until
     /// `TIDEGATE_START_TIMEOUT`, and gives up at SIGINT or SIGTERM.
     pub async fn connect(settings: Settings) -> Result<Self, AppError> {
+        let interrupted = shutdown_signal();
         tokio::select! {
             connected = Self::connect_now(settings) => connected,
-            () = shutdown_signal() => Err(AppError::StartInterrupted),
+            () = interrupted => Err(AppError::StartInterrupted),
         }
     }
 
@@ -489,27 +490,32 @@ async fn wait_for<T, E: std::fmt::Display, F: std::future::Future<Output = Resul
     }
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
+/// Resolves on the first SIGTERM or SIGINT. Listens from the call, not from the first poll: a
+/// signal that arrives between the two would otherwise be lost (tokio delivers only to
+/// listeners that exist), and a SIGINT sent as start-up begins was ignored one time in ten.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen = |kind: SignalKind, name: &'static str| {
+        let listener = signal(kind);
+        async move {
+            match listener {
+                Ok(mut listener) => {
+                    listener.recv().await;
+                    tracing::info!("{name} received");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for {name}");
+                    std::future::pending::<()>().await;
+                }
+            }
         }
     };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+    let interrupt = listen(SignalKind::interrupt(), "SIGINT");
+    let terminate = listen(SignalKind::terminate(), "SIGTERM");
+    async move {
+        tokio::select! {
+            () = interrupt => {}
+            () = terminate => {}
         }
-    };
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received"),
-        () = term => tracing::info!("SIGTERM received"),
     }
 }

@@ -72,3 +72,50 @@ proptest! {
         prop_assert_eq!(next, sizes.len());
     }
 }
+
+/// A replica set's primary changing, as the server answers a write meanwhile: the replies (code,
+/// name) that MongoDB's retryable-writes specification has drivers retry on, which a stepdown,
+/// an election or a shutdown produce. Each is transient, so the jobs of a failed batch retry
+/// through the change rather than fail; a duplicate key, for contrast, is not.
+#[test]
+fn a_primary_change_is_a_transient_error() {
+    let command_error = |code: i32, name: &str| {
+        let reply = doc! { "ok": 0.0, "errmsg": format!("{name} (a primary change)"), "code": code, "codeName": name };
+        let error: mongodb::error::CommandError =
+            mongodb::bson::from_document(reply).expect("a command error reply");
+        mongodb::error::Error::from(mongodb::error::ErrorKind::Command(error))
+    };
+    for (code, name) in [
+        (10107, "NotWritablePrimary"),
+        (13435, "NotPrimaryNoSecondaryOk"),
+        (13436, "NotPrimaryOrSecondary"),
+        (189, "PrimarySteppedDown"),
+        (91, "ShutdownInProgress"),
+        (11600, "InterruptedAtShutdown"),
+        (11602, "InterruptedDueToReplStateChange"),
+        (7, "HostNotFound"),
+        (6, "HostUnreachable"),
+        (89, "NetworkTimeout"),
+        (9001, "SocketException"),
+        (262, "ExceededTimeLimit"),
+    ] {
+        assert!(
+            classify(&command_error(code, name)).transient,
+            "{name} ({code})"
+        );
+    }
+    assert!(!classify(&command_error(11000, "DuplicateKey")).transient);
+
+    // The writes applied, then the primary stepped down before the majority confirmed them.
+    let reply = doc! {
+        "n": 2, "nModified": 2,
+        "writeConcernError": { "code": 189, "codeName": "PrimarySteppedDown", "errmsg": "primary stepped down" },
+        "ok": 1.0,
+    };
+    let (results, _) = parse_update_reply(&reply, 2);
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_ref().is_err_and(|f| f.transient))
+    );
+}
