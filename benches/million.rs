@@ -10,27 +10,16 @@
 //! (`collect`, `{userId, collectDate}`), kept after completion (`removeOnComplete: false`) so
 //! that what a retained job costs can be read after the drain.
 
+mod common;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use common::Noop;
 use serde_json::json;
-use tidegate::pipeline::{Outcome, Pipeline};
-use tidegate::queue::{Job, JobOptions, Keep, NewJob, Queue, Redis, connect};
+use tidegate::queue::{JobOptions, Keep, NewJob, Queue, Redis, connect};
 use tidegate::worker::{Worker, WorkerOptions};
 use tokio_util::sync::CancellationToken;
-
-struct Noop;
-
-impl Pipeline for Noop {
-    fn name(&self) -> &str {
-        "noop"
-    }
-    async fn process(&self, jobs: &[Job]) -> Vec<Outcome> {
-        jobs.iter()
-            .map(|_| Outcome::Completed(serde_json::Value::Null))
-            .collect()
-    }
-}
 
 /// Redis' own account of itself: memory in use, CPU seconds spent, and microseconds spent in
 /// commands since the last `CONFIG RESETSTAT`.

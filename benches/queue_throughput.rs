@@ -9,15 +9,16 @@
 //! Jobs carry `removeOnComplete: true`, as the BullMQ anchor's do. Prints the median of the
 //! rounds and each round, in jobs/second, and how soon an idle worker picks up a new job.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::Noop;
 use serde_json::json;
 use tidegate::pipeline::{Outcome, Pipeline};
 use tidegate::queue::{Job, JobOptions, Keep, NewJob, Queue, connect};
 use tidegate::worker::{Worker, WorkerOptions};
 use tokio_util::sync::CancellationToken;
-
-struct Noop;
 
 /// Reports the moment each batch reaches the pipeline.
 struct Stamp(tokio::sync::mpsc::UnboundedSender<Instant>);
@@ -62,17 +63,6 @@ async fn pickup_latency(url: &str, queue: Queue, samples: usize) -> (f64, f64) {
     let _ = worker.await;
     let max = delays.iter().copied().fold(0.0, f64::max);
     (median(delays), max)
-}
-
-impl Pipeline for Noop {
-    fn name(&self) -> &str {
-        "noop"
-    }
-    async fn process(&self, jobs: &[Job]) -> Vec<Outcome> {
-        jobs.iter()
-            .map(|_| Outcome::Completed(serde_json::Value::Null))
-            .collect()
-    }
 }
 
 fn env_or(name: &str, default: usize) -> usize {

@@ -11,7 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::scenario::{
-    Scenario, Server, all_jobs_done, aof_redis_args, listening, patient, upsert_data,
+    Scenario, Server, all_jobs_done, aof_redis_args, direct, free_port, listening, patient,
+    upsert_data,
 };
 use serde_json::{Value, json};
 
@@ -99,25 +100,6 @@ impl Cluster {
         }
         panic!("no node serves {key}");
     }
-}
-
-/// A plain connection to one node (no cluster routing), with short time limits.
-async fn direct(port: u16) -> Option<redis::aio::MultiplexedConnection> {
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Duration::from_secs(2))
-        .set_response_timeout(Duration::from_secs(2));
-    redis::Client::open(format!("redis://127.0.0.1:{port}"))
-        .ok()?
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .ok()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// BullMQ on the cluster, under `{bull}`.

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::scenario::{Scenario, Server, all_jobs_done, aof_redis_args, listening};
+use common::scenario::{Scenario, Server, all_jobs_done, aof_redis_args, direct, listening};
 
 const MASTER_SET: &str = "tidegate";
 
@@ -17,15 +17,7 @@ const MASTER_SET: &str = "tidegate";
 async fn replies(port: u16, command: &[&str], want: &str) {
     let what = format!("{command:?} on :{port} to say {want:?}");
     common::eventually(&what, Duration::from_secs(60), || async {
-        let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-            .ok()?
-            .get_multiplexed_async_connection_with_config(
-                &redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Duration::from_secs(2))
-                    .set_response_timeout(Duration::from_secs(2)),
-            )
-            .await
-            .ok()?;
+        let mut conn = direct(port).await?;
         let reply: redis::Value = redis::cmd(command[0])
             .arg(&command[1..])
             .query_async(&mut conn)

@@ -15,7 +15,7 @@ use redis::{Cmd, ConnectionAddr, ErrorKind, Pipeline, RedisError, RedisFuture, V
 
 /// The longest tidegate waits for any Redis reply. Above the longest blocking wait a worker
 /// asks for (its idle block), well above any script's run time.
-pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -289,12 +289,12 @@ pub async fn connect(url: &str) -> redis::RedisResult<Redis> {
     ))
 }
 
-/// A connection of its own to one node, with short time limits and no retry.
-async fn once(url: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+/// A connection of its own to `client`'s server, with short time limits and no retry.
+async fn once(client: redis::Client) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Duration::from_secs(2))
         .set_response_timeout(Duration::from_secs(2));
-    redis::Client::open(url)?
+    client
         .get_multiplexed_async_connection_with_config(&config)
         .await
 }
@@ -303,7 +303,7 @@ async fn once(url: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection
 async fn is_cluster_node(url: &str) -> redis::RedisResult<bool> {
     let info: String = redis::cmd("INFO")
         .arg("cluster")
-        .query_async(&mut once(url).await?)
+        .query_async(&mut once(redis::Client::open(url)?).await?)
         .await?;
     Ok(info.lines().any(|l| l.trim() == "cluster_enabled:1"))
 }
@@ -316,16 +316,11 @@ pub(crate) async fn ping_once(url: &str) -> redis::RedisResult<()> {
         let client = tokio::time::timeout(Duration::from_secs(2), sentinels.async_get_client())
             .await
             .map_err(|_| invalid("no Sentinel named a master within 2 s".into()))??;
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Duration::from_secs(2))
-            .set_response_timeout(Duration::from_secs(2));
-        let mut conn = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let mut conn = once(client).await?;
         return ping(&mut conn).await;
     }
     let first = nodes(url).first().copied().unwrap_or(url);
-    ping(&mut once(first).await?).await
+    ping(&mut once(redis::Client::open(first)?).await?).await
 }
 
 /// One `PING` round trip.

@@ -45,9 +45,10 @@ impl Runs {
         let RunRef { run_id: Some(run) } = job.data::<RunRef>().ok()? else {
             return None;
         };
+        let keys = RunKeys::new(&self.prefix, &run);
         Some(FinishCount {
-            counts: RunKeys::new(&self.prefix, &run).counts(),
-            reasons: RunKeys::new(&self.prefix, &run).reasons(),
+            counts: keys.counts(),
+            reasons: keys.reasons(),
             ttl: COUNTER_TTL,
         })
     }

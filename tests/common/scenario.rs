@@ -234,10 +234,7 @@ impl Server {
         program: &str,
         args: impl Fn(u16, &std::path::Path) -> Vec<String> + Send + 'static,
     ) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let dir = std::env::temp_dir().join(super::unique("tidegate_test_server"));
         std::fs::create_dir_all(&dir).expect("state dir");
         let mut server = Self {
@@ -315,4 +312,25 @@ pub async fn listening(port: u16) {
             .map(drop)
     })
     .await;
+}
+
+/// A loopback port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A plain connection to the Redis on `port` (no cluster routing, no Sentinel), with short
+/// time limits; `None` when it does not answer.
+pub async fn direct(port: u16) -> Option<redis::aio::MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Duration::from_secs(2))
+        .set_response_timeout(Duration::from_secs(2));
+    redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .ok()?
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .ok()
 }
