@@ -13,7 +13,7 @@ use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::doc;
 use serde_json::json;
 use tidegate::app::App;
-use tidegate::control::budget::{self, Budget, DecidedFrom, Finished, Report, Started};
+use tidegate::control::budget::{self, Budget, DecidedFrom, Finished, Report, Started, Turns};
 use tidegate::control::controller::{Config, Decision, Limiter, Pace};
 use tidegate::control::cost::Cost;
 use tidegate::control::pacer::{ControlOptions, Pacer};
@@ -224,6 +224,39 @@ async fn the_leader_reads_every_members_batches_on_redis_clock() {
         0
     );
     assert_eq!(ledger.members.len(), 1);
+}
+
+#[tokio::test]
+async fn a_queues_batches_take_turns_across_processes_at_its_current_pace() {
+    let redis = connect(&common::redis_url()).await.expect("redis");
+    let keys = BudgetKeys::new(&common::unique("turns"));
+    let a = Turns::new(redis.clone(), &keys, "q");
+    let b = Turns::new(redis.clone(), &keys, "q");
+    let other = Turns::new(redis, &keys, "r");
+    assert_eq!(a.take(100, 10.0).await.expect("turn"), None, "a free turn");
+    // 100 documents at 10/s hold the queue's turn for 10 s, whichever process asks next.
+    let wait = b.take(100, 10.0).await.expect("turn").expect("b waits");
+    assert!(
+        wait > Duration::from_secs(8) && wait <= Duration::from_secs(10),
+        "{wait:?}"
+    );
+    assert_eq!(
+        other.take(100, 10.0).await.expect("turn"),
+        None,
+        "another queue's turns are its own"
+    );
+    // The pace raised tenfold, the batch holds the turn a tenth as long: the wait shrinks now.
+    let wait = b.take(100, 100.0).await.expect("turn");
+    assert!(wait.is_none_or(|w| w <= Duration::from_secs(1)), "{wait:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Some(wait) = b.take(100, 100.0).await.expect("turn") {
+        assert!(Instant::now() < deadline, "b never got its turn");
+        tokio::time::sleep(wait).await;
+    }
+    assert!(
+        a.take(100, 100.0).await.expect("turn").is_some(),
+        "a now waits for b's batch"
+    );
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::queue::Redis;
 use tokio_util::sync::CancellationToken;
 
-use crate::control::budget::{self, Budget, Ledger, Report, Tick};
+use crate::control::budget::{self, Budget, Ledger, Report, Tick, Turns};
 use crate::control::controller::{Config, Controller, Decision, Limiter, Sample, Share};
 use crate::control::cost::Batch;
 use crate::control::probe::{
@@ -135,14 +135,10 @@ impl Pacer {
             )?));
         }
         sources.push(Box::new(ServerStatusProbe::new(store.client(), timeout)));
-        let throttle = Throttle::new(options.controller.floor, burst);
-        let budget = Budget::new(
-            redis,
-            BudgetKeys::new(&options.budget),
-            queue,
-            options.weight,
-            options.interval,
-        );
+        let keys = BudgetKeys::new(&options.budget);
+        let turns = Turns::new(redis.clone(), &keys, queue);
+        let throttle = Throttle::new(options.controller.floor, burst, Some(turns));
+        let budget = Budget::new(redis, keys, queue, options.weight, options.interval);
         let pacer = Self::new(
             options,
             budget,

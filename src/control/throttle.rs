@@ -8,6 +8,10 @@
 //! `arc-swap`. A fresh limiter starts full; it is drained down to the credit the old one had
 //! earned before it is published, so a rate change never lets a fresh burst through, and never
 //! throws away what waiters have waited for. Waiters wake on a swap and go on at the new rate.
+//!
+//! Paid for, a batch also waits for its queue's turn (see [`Turns`]) when it has one: the
+//! bucket paces this process at its share, the turn spaces the queue's batches across all its
+//! processes.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -20,7 +24,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::Notify;
 
-use crate::control::budget::{Finished, Started};
+use crate::control::budget::{Finished, Started, Turns};
 use crate::telemetry::names;
 
 /// A shared handle: clones pace against the same bucket.
@@ -44,6 +48,9 @@ struct Inner {
     burst: NonZeroU32,
     swapped: Notify,
     clock: DefaultClock,
+    /// The queue's pace across all its processes (documents/s), for its turns.
+    total: AtomicU64,
+    turns: Option<Turns>,
 }
 
 /// This process's batches since the pacer last reported them.
@@ -74,8 +81,9 @@ impl std::fmt::Debug for Throttle {
 const MIN_RATE: f64 = 0.001;
 
 impl Throttle {
-    /// `rate` documents/second; `burst` the largest batch (at least 1).
-    pub fn new(rate: f64, burst: usize) -> Self {
+    /// `rate` documents/second; `burst` the largest batch (at least 1); batches take `turns`
+    /// with the other processes of the queue, when given.
+    pub fn new(rate: f64, burst: usize, turns: Option<Turns>) -> Self {
         let burst =
             NonZeroU32::new(u32::try_from(burst).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
         let clock = DefaultClock::default();
@@ -93,6 +101,8 @@ impl Throttle {
                 burst,
                 swapped: Notify::new(),
                 clock,
+                total: AtomicU64::new(rate.to_bits()),
+                turns,
             }),
         }
     }
@@ -114,8 +124,11 @@ impl Throttle {
         self.inner.batch.store(documents, Ordering::Relaxed);
     }
 
-    /// Paces at `total / members`: this process's share of its queue's pace.
+    /// Paces at `total / members`: this process's share of its queue's pace `total`.
     pub(crate) fn set_share(&self, total: f64, members: u64) {
+        self.inner
+            .total
+            .store(total.max(MIN_RATE).to_bits(), Ordering::Relaxed);
         self.set_rate(total / members.max(1) as f64);
     }
 
@@ -243,7 +256,8 @@ impl Throttle {
         self.inner.swapped.notify_waiters();
     }
 
-    /// Waits until `documents` may be written; returns how long it waited.
+    /// Waits until `documents` may be written, and for the queue's turn; returns how long it
+    /// waited.
     pub(crate) async fn acquire(&self, documents: usize) -> Duration {
         let started = Instant::now();
         let mut left = documents;
@@ -251,6 +265,9 @@ impl Throttle {
             let chunk = left.min(self.inner.burst.get() as usize);
             self.acquire_chunk(chunk).await;
             left -= chunk;
+        }
+        if let Some(turns) = &self.inner.turns {
+            self.take_turn(turns, documents).await;
         }
         let waited = started.elapsed();
         metrics::histogram!(names::THROTTLE_WAIT).record(waited.as_secs_f64());
@@ -273,6 +290,31 @@ impl Throttle {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = &mut swapped => {}
+            }
+        }
+    }
+}
+
+impl Throttle {
+    /// Waits for the queue's turn at its current pace, asking again when the pace changes.
+    /// Without Redis the turn is skipped: this process's share still paces it, and the pacer
+    /// drops to the floor when the budget cannot be reached.
+    async fn take_turn(&self, turns: &Turns, documents: usize) {
+        loop {
+            let swapped = self.inner.swapped.notified();
+            tokio::pin!(swapped);
+            swapped.as_mut().enable();
+            let total = f64::from_bits(self.inner.total.load(Ordering::Relaxed));
+            match turns.take(documents, total).await {
+                Ok(None) => return,
+                Ok(Some(wait)) => tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = &mut swapped => {}
+                },
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot take the queue's turn; going on without");
+                    return;
+                }
             }
         }
     }
@@ -335,7 +377,7 @@ mod tests {
                 .check_n(NonZeroU32::MIN)
                 .is_ok_and(|r| r.is_err())
         };
-        let throttle = Throttle::new(1.0, 100);
+        let throttle = Throttle::new(1.0, 100, None);
         // A fresh throttle starts empty, and a swapped-in limiter holds only what was earned.
         assert!(empty(&throttle));
         throttle.set_rate(2.0);
@@ -346,7 +388,7 @@ mod tests {
     #[tokio::test]
     async fn a_waiter_moves_to_a_faster_rate() {
         // At 0.01 documents/s a batch of 10 would wait 1000 s; the swap must free it.
-        let throttle = Throttle::new(0.01, 10);
+        let throttle = Throttle::new(0.01, 10, None);
         let waiter = tokio::spawn({
             let throttle = throttle.clone();
             async move { throttle.acquire(10).await }
@@ -369,7 +411,7 @@ mod tests {
 
     #[test]
     fn credit_earned_survives_a_rate_change() {
-        let throttle = Throttle::new(1_000.0, 100);
+        let throttle = Throttle::new(1_000.0, 100, None);
         let (burst, clock) = (throttle.inner.burst, &throttle.inner.clock);
         // A limiter holding 60 cells, as if 60 ms had passed unused at 1,000/s.
         throttle
@@ -383,7 +425,7 @@ mod tests {
 
     #[test]
     fn batches_are_the_controllers_size_within_one_and_the_burst() {
-        let throttle = Throttle::new(100.0, 500);
+        let throttle = Throttle::new(100.0, 500, None);
         assert_eq!(
             throttle.batch_hint(),
             50,
@@ -402,7 +444,7 @@ mod tests {
 
     #[test]
     fn the_ledger_reports_each_batch_started_once_and_finished_once() {
-        let throttle = Throttle::new(100.0, 500);
+        let throttle = Throttle::new(100.0, 500, None);
         let a = throttle.start_batch(10);
         let b = throttle.start_batch(20);
         throttle.end_batch(a);
@@ -431,7 +473,7 @@ mod tests {
 
     #[tokio::test]
     async fn batches_in_flight_are_what_the_pace_needs() {
-        let throttle = Throttle::new(10.0, 100);
+        let throttle = Throttle::new(10.0, 100, None);
         throttle.set_batch(100);
         let first = throttle.claim().await;
         // One batch every 10 s, none measured yet: one at a time.
@@ -455,7 +497,7 @@ mod tests {
 
     #[tokio::test]
     async fn batches_larger_than_the_burst_pass_in_pieces() {
-        let throttle = Throttle::new(1_000_000.0, 4);
+        let throttle = Throttle::new(1_000_000.0, 4, None);
         throttle.acquire(10).await;
         throttle.acquire(0).await;
     }

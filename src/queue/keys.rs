@@ -166,6 +166,10 @@ impl BudgetKeys {
     pub(crate) fn finished_batches(&self) -> String {
         self.key("finished")
     }
+    /// STRING `<start ms>:<documents>`: the last batch of `queue` to take its turn.
+    pub(crate) fn turn(&self, queue: &str) -> String {
+        self.key(&format!("turn:{queue}"))
+    }
 }
 
 /// The hash tag of `key` as Redis Cluster reads it: what lies between the first `{` and the

@@ -480,5 +480,8 @@ impl Budget {
     }
 }
 
+mod turns;
+pub use turns::Turns;
+
 #[cfg(test)]
 mod tests;

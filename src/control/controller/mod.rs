@@ -12,8 +12,10 @@
 //! alone reaches the target the budget is zero and every batch waits. A batch carries enough
 //! documents for its fixed cost to be at most a tenth of it (at most the largest batch),
 //! growing there by at most ×2 at a time as the cost becomes known, and now and then fewer,
-//! so that the two costs can be told apart. Whatever the model believes, CPU readings well
-//! over the target for three intervals cut the budget in proportion.
+//! so that the two costs can be told apart; and no more than fit two intervals of the target
+//! in one batch's cost (a larger batch is a lump no pace can hold the readings through). Whatever the
+//! model believes, CPU readings well over the target for three intervals cut the budget in
+//! proportion.
 //!
 //! Guards come first: transient write errors, write latency above its target, or read latency
 //! above its target (what the service's users feel) cut the budget by ×0.7 per interval
@@ -35,6 +37,9 @@ const FIXED_SHARE: f64 = 0.1;
 /// and the fixed and per-document costs can be told apart.
 const DITHER: u64 = 4;
 const DITHER_SHARE: f64 = 0.6;
+/// A batch expected to cost more than this many intervals of the whole target is a lump the
+/// readings cannot be held through: it is cut to the size that fits.
+const LUMP_INTERVALS: f64 = 2.0;
 /// The cost counts as learned once its uncertainty is under this share of it, and as unknown
 /// again only past twice that: a margin for a cold start, not for the noise of a steady one.
 const LEARNED: f64 = 0.5;
@@ -310,6 +315,19 @@ impl Controller {
         } else {
             rule
         };
+        // A batch dearer than a few intervals of the target runs the database over it for as
+        // long, whatever the pace (FerretDB's upserts late in a large day, ~40 ms of a core
+        // each, make a batch of 500 a 20-s lump): it is cut to the size that fits, when its
+        // fixed part alone does (a batch whose read alone is the lump would only pay that
+        // read for fewer documents).
+        let lump = LUMP_INTERVALS * c.target_cpu * c.interval;
+        if cost.per_document > 0.0
+            && cost.per_batch < lump
+            && self.cost.batch_cost(class, n as f64).0 > lump
+        {
+            let fits = ((lump - cost.per_batch) / cost.per_document).floor() as usize;
+            n = fits.clamp(1, n);
+        }
         let learned = self.known(q, n);
         self.queues[q].learned = learned;
         // The base size is kept; only this decision's batches are smaller.

@@ -104,8 +104,8 @@ fn trace(run: &[Interval]) -> String {
     run.iter()
         .map(|r| {
             format!(
-                "{:.0}:{:.0}/{:.0}/{}",
-                r.t, r.cpu, r.pace.rate, r.pace.limiter
+                "{:.0}:{:.0}/{:.0}x{}/{}",
+                r.t, r.cpu, r.pace.rate, r.pace.batch, r.pace.limiter
             )
         })
         .collect::<Vec<_>>()
@@ -342,5 +342,48 @@ fn read_latency_over_its_target_holds_the_batch_back() {
         held.iter().map(|r| r.documents).sum::<f64>() > 0.0,
         "it still works: {}",
         trace(&held)
+    );
+}
+
+#[test]
+fn a_batch_is_no_dearer_than_two_intervals_of_the_target() {
+    // Learned: 0.3 CPU-s per batch and 40 ms per document (FerretDB's upserts late in a large
+    // day). The fixed-cost rule alone would take 68 documents: 3 CPU-s, four intervals of
+    // the target.
+    let config = Config {
+        target_cpu: 70.0,
+        ..config()
+    };
+    let learned = Pace {
+        queue: "day".into(),
+        rate: 10.0,
+        batch: 500,
+        budget: Some(60.0),
+        cost: Some(crate::control::cost::Cost {
+            per_batch: 30.0,
+            per_document: 4.0,
+        }),
+    };
+    let mut ctl = Controller::resume(config, Some(60.0), &[learned]);
+    let sample = Sample {
+        probe_ok: true,
+        db_cpu: Some(60.0),
+        at: 1.0,
+        elapsed: 1.0,
+        ..Sample::default()
+    };
+    let shares = [Share {
+        queue: "day".into(),
+        weight: 1.0,
+        active: true,
+    }];
+    let d = ctl.step(&sample, &[], &shares);
+    let (mean, _) = ctl
+        .cost
+        .batch_cost(ctl.queues[0].class, d.paces[0].batch as f64);
+    assert!(
+        d.paces[0].batch < 68 && mean <= 2.0 * 70.0 + 1e-6,
+        "{:?}: {mean} CPU-%s",
+        d.paces[0]
     );
 }
