@@ -50,6 +50,8 @@ struct Inner {
     clock: DefaultClock,
     /// The queue's pace across all its processes (documents/s), for its turns.
     total: AtomicU64,
+    /// The part of a cell the last limiter had earned, owed to the next (f64 bits).
+    fraction: AtomicU64,
     turns: Option<Turns>,
 }
 
@@ -102,6 +104,7 @@ impl Throttle {
                 swapped: Notify::new(),
                 clock,
                 total: AtomicU64::new(rate.to_bits()),
+                fraction: AtomicU64::new(0),
                 turns,
             }),
         }
@@ -246,12 +249,25 @@ impl Throttle {
         if (self.rate() - rate).abs() <= f64::EPSILON * rate {
             return;
         }
-        let credit = self
+        let earned = self
             .inner
             .current
             .load()
             .take_credit(self.inner.burst, &self.inner.clock);
-        let paced = Paced::new(rate, self.inner.burst, &self.inner.clock, credit);
+        // A limiter holds whole cells: the fraction is kept for the next change. Dropped, it
+        // was up to a cell lost per change, and at a share under a document a second (16
+        // processes on a slow pace) with a change every interval a batch never filled.
+        let exact = earned + f64::from_bits(self.inner.fraction.load(Ordering::Relaxed));
+        let whole = exact.floor().clamp(0.0, f64::from(self.inner.burst.get()));
+        let fraction = if whole >= f64::from(self.inner.burst.get()) {
+            0.0
+        } else {
+            exact - whole
+        };
+        self.inner
+            .fraction
+            .store(fraction.to_bits(), Ordering::Relaxed);
+        let paced = Paced::new(rate, self.inner.burst, &self.inner.clock, whole as u32);
         self.inner.current.store(Arc::new(paced));
         self.inner.swapped.notify_waiters();
     }
@@ -349,17 +365,18 @@ impl Paced {
         Self { rate, limiter }
     }
 
-    /// Empties this limiter and returns the cells it held. Carried into the next limiter, they
-    /// keep waiters' progress across a rate change: otherwise a waiter for a batch that needs a
-    /// whole interval's budget would start over at every change and could wait forever.
-    fn take_credit(&self, burst: NonZeroU32, clock: &DefaultClock) -> u32 {
+    /// Empties this limiter and returns the cells it held, a fraction of the next included.
+    /// Carried into the next limiter, they keep waiters' progress across a rate change:
+    /// otherwise a waiter for a batch that needs a whole interval's budget would start over at
+    /// every change and could wait forever.
+    fn take_credit(&self, burst: NonZeroU32, clock: &DefaultClock) -> f64 {
         match self.limiter.check_n(burst) {
-            Ok(Ok(())) => burst.get(),
+            Ok(Ok(())) => f64::from(burst.get()),
             Ok(Err(not_until)) => {
                 let missing = not_until.wait_time_from(clock.now()).as_secs_f64() * self.rate;
-                burst.get().saturating_sub(missing.ceil() as u32)
+                (f64::from(burst.get()) - missing).max(0.0)
             }
-            Err(_) => 0,
+            Err(_) => 0.0,
         }
     }
 }
@@ -420,7 +437,24 @@ mod tests {
             .store(Arc::new(Paced::new(1_000.0, burst, clock, 60)));
         throttle.set_rate(0.001);
         let credit = throttle.inner.current.load().take_credit(burst, clock);
-        assert!((60..=62).contains(&credit), "carried over: {credit}");
+        assert!((60.0..=62.0).contains(&credit), "carried over: {credit}");
+    }
+
+    #[tokio::test]
+    async fn a_slow_share_fills_through_a_change_every_half_cell() {
+        // 100 cells/s, a change every 5 ms (half a cell): over 300 ms, 30 cells are earned
+        // and the bucket of 10 is full. Dropping each change's fraction, it stayed empty.
+        let throttle = Throttle::new(100.0, 10, None);
+        let (burst, clock) = (throttle.inner.burst, &throttle.inner.clock);
+        let until = Instant::now() + Duration::from_millis(300);
+        let mut rate = 100.0;
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            rate = if rate == 100.0 { 100.001 } else { 100.0 };
+            throttle.set_rate(rate);
+        }
+        let credit = throttle.inner.current.load().take_credit(burst, clock);
+        assert!(credit >= 9.0, "earned {credit} of 10");
     }
 
     #[test]

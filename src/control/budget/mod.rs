@@ -3,7 +3,7 @@
 //! queue's weight and how many of its jobs wait) and reports the batches it started and
 //! finished; one of them holds a lease, reads the batch ledger and the members, runs the
 //! controller, and publishes one pace per queue; each process takes an equal share of its
-//! queue's pace. N processes of one queue thus hold the database at one target, not N times
+//! queue's pace, and the queue's batches take turns ([`Turns`]). N processes of one queue thus hold the database at one target, not N times
 //! it; two queues on one database split one target by weight; and a dead leader's lease passes
 //! to another process within a few intervals. Times come from Redis' clock, so hosts' clocks
 //! may disagree.
