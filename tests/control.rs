@@ -233,30 +233,52 @@ async fn a_queues_batches_take_turns_across_processes_at_its_current_pace() {
     let a = Turns::new(redis.clone(), &keys, "q");
     let b = Turns::new(redis.clone(), &keys, "q");
     let other = Turns::new(redis, &keys, "r");
-    assert_eq!(a.take(100, 10.0).await.expect("turn"), None, "a free turn");
+    assert_eq!(
+        a.take(100, 10.0, 9, "a1").await.expect("turn"),
+        None,
+        "a free turn"
+    );
     // 100 documents at 10/s hold the queue's turn for 10 s, whichever process asks next.
-    let wait = b.take(100, 10.0).await.expect("turn").expect("b waits");
+    let wait = b
+        .take(100, 10.0, 9, "b1")
+        .await
+        .expect("turn")
+        .expect("b waits");
     assert!(
         wait > Duration::from_secs(8) && wait <= Duration::from_secs(10),
         "{wait:?}"
     );
     assert_eq!(
-        other.take(100, 10.0).await.expect("turn"),
+        other.take(100, 10.0, 9, "r1").await.expect("turn"),
         None,
         "another queue's turns are its own"
     );
     // The pace raised tenfold, the batch holds the turn a tenth as long: the wait shrinks now.
-    let wait = b.take(100, 100.0).await.expect("turn");
+    let wait = b.take(100, 100.0, 9, "b1").await.expect("turn");
     assert!(wait.is_none_or(|w| w <= Duration::from_secs(1)), "{wait:?}");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while let Some(wait) = b.take(100, 100.0).await.expect("turn") {
+    while let Some(wait) = b.take(100, 100.0, 9, "b1").await.expect("turn") {
         assert!(Instant::now() < deadline, "b never got its turn");
         tokio::time::sleep(wait).await;
     }
     assert!(
-        a.take(100, 100.0).await.expect("turn").is_some(),
+        a.take(100, 100.0, 9, "a2").await.expect("turn").is_some(),
         "a now waits for b's batch"
     );
+
+    // Slots: at a pace whose turns are always free, two batches may run at once, whichever
+    // processes run them; a third waits for one of them to end.
+    let keys = BudgetKeys::new(&common::unique("slots"));
+    let redis = connect(&common::redis_url()).await.expect("redis");
+    let (a, b) = (
+        Turns::new(redis.clone(), &keys, "q"),
+        Turns::new(redis, &keys, "q"),
+    );
+    assert_eq!(a.take(1, 1e9, 2, "a1").await.expect("turn"), None);
+    assert_eq!(b.take(1, 1e9, 2, "b1").await.expect("turn"), None);
+    assert!(a.take(1, 1e9, 2, "a2").await.expect("turn").is_some());
+    b.release("b1").await.expect("release");
+    assert_eq!(a.take(1, 1e9, 2, "a2").await.expect("turn"), None);
 }
 
 #[tokio::test]

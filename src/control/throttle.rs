@@ -9,9 +9,9 @@
 //! earned before it is published, so a rate change never lets a fresh burst through, and never
 //! throws away what waiters have waited for. Waiters wake on a swap and go on at the new rate.
 //!
-//! Paid for, a batch also waits for its queue's turn (see [`Turns`]) when it has one: the
-//! bucket paces this process at its share, the turn spaces the queue's batches across all its
-//! processes.
+//! Paid for, a batch also waits for its queue's turn and slot (see [`Turns`]) when it has
+//! them: the bucket paces this process at its share, the turn spaces the queue's batches across
+//! all its processes, and the slots bound how many run at once.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -52,6 +52,9 @@ struct Inner {
     total: AtomicU64,
     /// The part of a cell the last limiter had earned, owed to the next (f64 bits).
     fraction: AtomicU64,
+    /// This throttle's id and its batches so far, for their ids in the queue's slots.
+    id: u64,
+    batches: AtomicU64,
     turns: Option<Turns>,
 }
 
@@ -105,6 +108,8 @@ impl Throttle {
                 clock,
                 total: AtomicU64::new(rate.to_bits()),
                 fraction: AtomicU64::new(0),
+                id: rand::random(),
+                batches: AtomicU64::new(0),
                 turns,
             }),
         }
@@ -175,10 +180,15 @@ impl Throttle {
         }
     }
 
-    /// Batches this process may have in flight at its pace: batches per second times how long
-    /// one takes, with half again to spare; at least one.
+    /// Batches this process may have in flight at its pace.
     pub(crate) fn slots(&self) -> usize {
-        let per_second = self.rate() / self.batch_hint() as f64;
+        self.slots_at(self.rate())
+    }
+
+    /// Batches in flight a pace of `rate` needs: batches per second times how long one takes
+    /// (here), with half again to spare; at least one.
+    fn slots_at(&self, rate: f64) -> usize {
+        let per_second = rate / self.batch_hint() as f64;
         let took = self.inner.duration_us.load(Ordering::Relaxed) as f64 / 1e6;
         ((1.5 * per_second * took).ceil() as usize).max(1)
     }
@@ -200,6 +210,7 @@ impl Throttle {
                 {
                     return Slot {
                         inner: self.inner.clone(),
+                        lease: None,
                     };
                 }
                 continue;
@@ -272,9 +283,9 @@ impl Throttle {
         self.inner.swapped.notify_waiters();
     }
 
-    /// Waits until `documents` may be written, and for the queue's turn; returns how long it
-    /// waited.
-    pub(crate) async fn acquire(&self, documents: usize) -> Duration {
+    /// Waits until `documents` may be written, and for the queue's turn and one of its slots
+    /// (held by `slot` until it is dropped); returns how long it waited.
+    pub(crate) async fn acquire(&self, documents: usize, slot: &mut Slot) -> Duration {
         let started = Instant::now();
         let mut left = documents;
         while left > 0 {
@@ -282,8 +293,10 @@ impl Throttle {
             self.acquire_chunk(chunk).await;
             left -= chunk;
         }
-        if let Some(turns) = &self.inner.turns {
-            self.take_turn(turns, documents).await;
+        if let Some(turns) = &self.inner.turns
+            && let Some(id) = self.take_turn(turns, documents).await
+        {
+            slot.lease = Some((turns.clone(), id));
         }
         let waited = started.elapsed();
         metrics::histogram!(names::THROTTLE_WAIT).record(waited.as_secs_f64());
@@ -312,24 +325,33 @@ impl Throttle {
 }
 
 impl Throttle {
-    /// Waits for the queue's turn at its current pace, asking again when the pace changes.
-    /// Without Redis the turn is skipped: this process's share still paces it, and the pacer
-    /// drops to the floor when the budget cannot be reached.
-    async fn take_turn(&self, turns: &Turns, documents: usize) {
+    /// Waits for the queue's turn and a slot at its current pace, asking again when the pace
+    /// changes; returns the batch's id in the queue's slots. Without Redis the turn is skipped:
+    /// this process's share still paces it, and the pacer drops to the floor when the budget
+    /// cannot be reached.
+    async fn take_turn(&self, turns: &Turns, documents: usize) -> Option<String> {
+        let id = format!(
+            "{}:{}",
+            self.inner.id,
+            self.inner.batches.fetch_add(1, Ordering::Relaxed)
+        );
         loop {
             let swapped = self.inner.swapped.notified();
             tokio::pin!(swapped);
             swapped.as_mut().enable();
             let total = f64::from_bits(self.inner.total.load(Ordering::Relaxed));
-            match turns.take(documents, total).await {
-                Ok(None) => return,
+            match turns
+                .take(documents, total, self.slots_at(total), &id)
+                .await
+            {
+                Ok(None) => return Some(id),
                 Ok(Some(wait)) => tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     () = &mut swapped => {}
                 },
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot take the queue's turn; going on without");
-                    return;
+                    return None;
                 }
             }
         }
@@ -339,12 +361,25 @@ impl Throttle {
 /// A batch's place among this process's batches in flight (see [`Throttle::claim`]).
 pub(crate) struct Slot {
     inner: Arc<Inner>,
+    /// The batch's slot among its queue's, across processes, when it took one.
+    lease: Option<(Turns, String)>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.inner.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.inner.freed.notify_waiters();
+        // Released in the background: a release lost (Redis gone, or no runtime left at
+        // shutdown) lapses with its lease.
+        if let Some((turns, id)) = self.lease.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                if let Err(e) = turns.release(&id).await {
+                    tracing::debug!(error = %e, "cannot release a batch's slot; it lapses");
+                }
+            });
+        }
     }
 }
 
@@ -408,7 +443,10 @@ mod tests {
         let throttle = Throttle::new(0.01, 10, None);
         let waiter = tokio::spawn({
             let throttle = throttle.clone();
-            async move { throttle.acquire(10).await }
+            async move {
+                let mut slot = throttle.claim().await;
+                throttle.acquire(10, &mut slot).await
+            }
         });
         // Keep raising until the waiter is through; a raise that lands before the waiter
         // registered is caught by the next one.
@@ -532,7 +570,8 @@ mod tests {
     #[tokio::test]
     async fn batches_larger_than_the_burst_pass_in_pieces() {
         let throttle = Throttle::new(1_000_000.0, 4, None);
-        throttle.acquire(10).await;
-        throttle.acquire(0).await;
+        let mut slot = throttle.claim().await;
+        throttle.acquire(10, &mut slot).await;
+        throttle.acquire(0, &mut slot).await;
     }
 }

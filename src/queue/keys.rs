@@ -170,6 +170,10 @@ impl BudgetKeys {
     pub(crate) fn turn(&self, queue: &str) -> String {
         self.key(&format!("turn:{queue}"))
     }
+    /// ZSET of `queue`'s batches running, by any process; score = when the lease lapses (ms).
+    pub(crate) fn running(&self, queue: &str) -> String {
+        self.key(&format!("running:{queue}"))
+    }
 }
 
 /// The hash tag of `key` as Redis Cluster reads it: what lies between the first `{` and the

@@ -60,14 +60,15 @@ pub(super) async fn batch_loop<P: Pipeline>(mut l: BatchLoop<P>) -> WorkerStats 
         // no more batches in flight than the pace needs: overlapping batches contend.
         let mut slot = None;
         if let Some(throttle) = &l.throttle {
+            let mut claimed = tokio::select! {
+                () = l.shutdown.cancelled() => break,
+                claimed = throttle.claim() => claimed,
+            };
             tokio::select! {
                 () = l.shutdown.cancelled() => break,
-                claimed = throttle.claim() => slot = Some(claimed),
+                _ = throttle.acquire(want, &mut claimed) => {}
             }
-            tokio::select! {
-                () = l.shutdown.cancelled() => break,
-                _ = throttle.acquire(want) => {}
-            }
+            slot = Some(claimed);
         }
         let taken = match l.queue.take(want, &token, l.options.lock_duration).await {
             Ok(taken) => taken,

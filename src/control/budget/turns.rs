@@ -3,7 +3,10 @@
 //! together: N members that each fill a batch's share of tokens in N intervals land N batches
 //! in the same second and none for the next N intervals, a square wave on the database that
 //! the controller's cuts keep in step. So the queue's batch starts are also spaced in Redis by
-//! the queue's whole pace: a batch of n documents holds the turn for n / pace seconds.
+//! the queue's whole pace (a batch of n documents holds the turn for n / pace seconds), and the
+//! queue's running batches are counted there against the slots its pace needs: each process
+//! alone would allow itself at least one, and 12 processes on a database slowed by their own
+//! batches ran 7 at once, each slower for the others.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -15,31 +18,58 @@ use crate::queue::keys::BudgetKeys;
 
 static TURN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("turn.lua")));
 
+/// A running batch holds its slot this long at most, if its process dies before releasing it:
+/// longer than a batch may run (TIDEGATE_BATCH_TIMEOUT's default, a minute, with a margin).
+const LEASE: Duration = Duration::from_secs(90);
+
 /// One queue's turns on its budget.
 #[derive(Clone)]
 pub struct Turns {
     conn: Redis,
-    key: String,
+    turn: String,
+    running: String,
 }
 
 impl Turns {
     pub fn new(conn: Redis, keys: &BudgetKeys, queue: &str) -> Self {
         Self {
             conn,
-            key: keys.turn(queue),
+            turn: keys.turn(queue),
+            running: keys.running(queue),
         }
     }
 
-    /// Takes the turn for a batch of `documents` if it is free at `pace` (the queue's documents
-    /// per second); otherwise how long until it frees at that pace.
-    pub async fn take(&self, documents: usize, pace: f64) -> redis::RedisResult<Option<Duration>> {
+    /// Takes the turn and a slot for batch `id` of `documents` if both are free at `pace` (the
+    /// queue's documents per second) and `slots` (the queue's batches the pace needs at once);
+    /// otherwise how long to wait before asking again.
+    pub async fn take(
+        &self,
+        documents: usize,
+        pace: f64,
+        slots: usize,
+        id: &str,
+    ) -> redis::RedisResult<Option<Duration>> {
         let mut conn = self.conn.clone();
         let wait_ms: u64 = TURN
-            .key(&self.key)
+            .key(&self.turn)
+            .key(&self.running)
             .arg(documents)
             .arg(pace)
+            .arg(slots)
+            .arg(LEASE.as_millis() as u64)
+            .arg(id)
             .invoke_async(&mut conn)
             .await?;
         Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms)))
+    }
+
+    /// Batch `id` has ended: its slot is free.
+    pub async fn release(&self, id: &str) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("ZREM")
+            .arg(&self.running)
+            .arg(id)
+            .query_async(&mut conn)
+            .await
     }
 }
