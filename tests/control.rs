@@ -230,9 +230,9 @@ async fn the_leader_reads_every_members_batches_on_redis_clock() {
 async fn a_queues_batches_take_turns_across_processes_at_its_current_pace() {
     let redis = connect(&common::redis_url()).await.expect("redis");
     let keys = BudgetKeys::new(&common::unique("turns"));
-    let a = Turns::new(redis.clone(), &keys, "q");
-    let b = Turns::new(redis.clone(), &keys, "q");
-    let other = Turns::new(redis, &keys, "r");
+    let a = Turns::new(redis.clone(), &keys, "q", "pa");
+    let b = Turns::new(redis.clone(), &keys, "q", "pb");
+    let other = Turns::new(redis, &keys, "r", "pc");
     assert_eq!(
         a.take(100, 10.0, 9, "a1").await.expect("turn"),
         None,
@@ -267,18 +267,46 @@ async fn a_queues_batches_take_turns_across_processes_at_its_current_pace() {
     );
 
     // Slots: at a pace whose turns are always free, two batches may run at once, whichever
-    // processes run them; a third waits for one of them to end.
+    // processes (members of the budget) run them; a third waits for one of them to end, or
+    // for its process's membership to lapse.
     let keys = BudgetKeys::new(&common::unique("slots"));
     let redis = connect(&common::redis_url()).await.expect("redis");
-    let (a, b) = (
-        Turns::new(redis.clone(), &keys, "q"),
-        Turns::new(redis, &keys, "q"),
+    let interval = Duration::from_millis(100);
+    let mut pa = Budget::new(redis.clone(), keys.clone(), "q", 1.0, interval);
+    let mut pb = Budget::new(redis.clone(), keys.clone(), "q", 1.0, interval);
+    pa.tick(&Report::default()).await.expect("tick");
+    pb.tick(&Report::default()).await.expect("tick");
+    let a = Turns::new(redis.clone(), &keys, "q", pa.id());
+    let b = Turns::new(redis, &keys, "q", pb.id());
+    let (a1, a2, b1) = (a.batch_id(1), a.batch_id(2), b.batch_id(1));
+    assert_eq!(a.take(1, 1e9, 2, &a1).await.expect("turn"), None);
+    assert_eq!(b.take(1, 1e9, 2, &b1).await.expect("turn"), None);
+    assert!(a.take(1, 1e9, 2, &a2).await.expect("turn").is_some());
+    b.release(&b1).await.expect("release");
+    assert_eq!(a.take(1, 1e9, 2, &a2).await.expect("turn"), None);
+    // a's first batch ends, b takes a slot again and dies: once b's membership lapses (3
+    // intervals), its slot frees.
+    a.release(&a1).await.expect("release");
+    assert_eq!(b.take(1, 1e9, 2, &b1).await.expect("turn"), None);
+    assert!(
+        a.take(1, 1e9, 2, &a.batch_id(3))
+            .await
+            .expect("turn")
+            .is_some()
     );
-    assert_eq!(a.take(1, 1e9, 2, "a1").await.expect("turn"), None);
-    assert_eq!(b.take(1, 1e9, 2, "b1").await.expect("turn"), None);
-    assert!(a.take(1, 1e9, 2, "a2").await.expect("turn").is_some());
-    b.release("b1").await.expect("release");
-    assert_eq!(a.take(1, 1e9, 2, "a2").await.expect("turn"), None);
+    let a3 = a.batch_id(3);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        pa.tick(&Report::default()).await.expect("tick");
+        if a.take(1, 1e9, 2, &a3).await.expect("turn").is_none() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "b's slot never lapsed with its membership"
+        );
+        tokio::time::sleep(interval).await;
+    }
 }
 
 #[tokio::test]

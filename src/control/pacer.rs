@@ -136,9 +136,15 @@ impl Pacer {
         }
         sources.push(Box::new(ServerStatusProbe::new(store.client(), timeout)));
         let keys = BudgetKeys::new(&options.budget);
-        let turns = Turns::new(redis.clone(), &keys, queue);
+        let budget = Budget::new(
+            redis.clone(),
+            keys.clone(),
+            queue,
+            options.weight,
+            options.interval,
+        );
+        let turns = Turns::new(redis, &keys, queue, budget.id());
         let throttle = Throttle::new(options.controller.floor, burst, Some(turns));
-        let budget = Budget::new(redis, keys, queue, options.weight, options.interval);
         let pacer = Self::new(
             options,
             budget,

@@ -52,8 +52,7 @@ struct Inner {
     total: AtomicU64,
     /// The part of a cell the last limiter had earned, owed to the next (f64 bits).
     fraction: AtomicU64,
-    /// This throttle's id and its batches so far, for their ids in the queue's slots.
-    id: u64,
+    /// Batches so far, for their ids in the queue's slots.
     batches: AtomicU64,
     turns: Option<Turns>,
 }
@@ -108,7 +107,6 @@ impl Throttle {
                 clock,
                 total: AtomicU64::new(rate.to_bits()),
                 fraction: AtomicU64::new(0),
-                id: rand::random(),
                 batches: AtomicU64::new(0),
                 turns,
             }),
@@ -330,11 +328,7 @@ impl Throttle {
     /// this process's share still paces it, and the pacer drops to the floor when the budget
     /// cannot be reached.
     async fn take_turn(&self, turns: &Turns, documents: usize) -> Option<String> {
-        let id = format!(
-            "{}:{}",
-            self.inner.id,
-            self.inner.batches.fetch_add(1, Ordering::Relaxed)
-        );
+        let id = turns.batch_id(self.inner.batches.fetch_add(1, Ordering::Relaxed));
         loop {
             let swapped = self.inner.swapped.notified();
             tokio::pin!(swapped);

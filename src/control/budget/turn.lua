@@ -2,10 +2,11 @@
 start once the last has held the queue's pace for its documents (documents / pace), at the pace
 the asking process has now, so a pace raised or cut applies at once to the turn in wait; and
 only while fewer of the queue's batches are running than the pace needs (slots), whichever
-processes run them. A running batch holds its slot until released or its lease lapses (a
-process that died mid-batch).
+processes run them. A running batch holds its slot until released, its lease lapses, or its
+process's membership of the budget lapses (a process that died mid-batch, within a few intervals).
 KEYS: 1 the queue's turn ("<start ms>:<documents>" of the last batch to start), 2 its running
-      batches (ZSET, score = when the lease lapses, ms)
+      batches (ZSET of "<process>:<seq>", score = when the lease lapses, ms), 3 the budget's
+      members
 ARGV: 1 documents of this batch, 2 the queue's pace (documents/s), 3 slots, 4 lease (ms),
       5 the batch's id
 Returns 0 when this batch takes the turn and a slot, else the ms to wait before asking again. ]]
@@ -13,6 +14,12 @@ local rcall = redis.call
 local t = rcall('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 rcall('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+for _, batch in ipairs(rcall('ZRANGE', KEYS[2], 0, -1)) do
+  local lapses = tonumber(rcall('ZSCORE', KEYS[3], string.match(batch, '^([^:]*)')) or '0')
+  if lapses < now then
+    rcall('ZREM', KEYS[2], batch)
+  end
+end
 if rcall('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
   -- Slots free when batches end, which this script does not see: ask again soon.
   return 250

@@ -18,8 +18,9 @@ use crate::queue::keys::BudgetKeys;
 
 static TURN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("turn.lua")));
 
-/// A running batch holds its slot this long at most, if its process dies before releasing it:
-/// longer than a batch may run (TIDEGATE_BATCH_TIMEOUT's default, a minute, with a margin).
+/// A running batch holds its slot this long at most: longer than a batch may run
+/// (TIDEGATE_BATCH_TIMEOUT's default, a minute, with a margin). A process that dies
+/// mid-batch frees its slots sooner, when its membership of the budget lapses.
 const LEASE: Duration = Duration::from_secs(90);
 
 /// One queue's turns on its budget.
@@ -28,15 +29,26 @@ pub struct Turns {
     conn: Redis,
     turn: String,
     running: String,
+    members: String,
+    /// The process's id in the budget ([`super::Budget::id`]).
+    process: String,
 }
 
 impl Turns {
-    pub fn new(conn: Redis, keys: &BudgetKeys, queue: &str) -> Self {
+    /// The turns of `queue` for the budget member `process`.
+    pub fn new(conn: Redis, keys: &BudgetKeys, queue: &str, process: &str) -> Self {
         Self {
             conn,
             turn: keys.turn(queue),
             running: keys.running(queue),
+            members: keys.members(),
+            process: process.to_owned(),
         }
+    }
+
+    /// The id of this process's batch number `seq` in the queue's slots.
+    pub fn batch_id(&self, seq: u64) -> String {
+        format!("{}:{seq}", self.process)
     }
 
     /// Takes the turn and a slot for batch `id` of `documents` if both are free at `pace` (the
@@ -53,6 +65,7 @@ impl Turns {
         let wait_ms: u64 = TURN
             .key(&self.turn)
             .key(&self.running)
+            .key(&self.members)
             .arg(documents)
             .arg(pace)
             .arg(slots)
