@@ -238,13 +238,13 @@ async fn a_queues_batches_take_turns_across_processes_at_its_current_pace() {
     let b = Turns::new(redis.clone(), &keys, "q", "pb");
     let other = Turns::new(redis, &keys, "r", "pc");
     assert_eq!(
-        a.take(100, 10.0, 9, "a1").await.expect("turn"),
+        a.take(100, 10.0, "a1").await.expect("turn"),
         None,
         "a free turn"
     );
     // 100 documents at 10/s hold the queue's turn for 10 s, whichever process asks next.
     let wait = b
-        .take(100, 10.0, 9, "b1")
+        .take(100, 10.0, "b1")
         .await
         .expect("turn")
         .expect("b waits");
@@ -253,26 +253,28 @@ async fn a_queues_batches_take_turns_across_processes_at_its_current_pace() {
         "{wait:?}"
     );
     assert_eq!(
-        other.take(100, 10.0, 9, "r1").await.expect("turn"),
+        other.take(100, 10.0, "r1").await.expect("turn"),
         None,
         "another queue's turns are its own"
     );
     // The pace raised tenfold, the batch holds the turn a tenth as long: the wait shrinks now.
-    let wait = b.take(100, 100.0, 9, "b1").await.expect("turn");
+    let wait = b.take(100, 100.0, "b1").await.expect("turn");
     assert!(wait.is_none_or(|w| w <= Duration::from_secs(1)), "{wait:?}");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while let Some(wait) = b.take(100, 100.0, 9, "b1").await.expect("turn") {
+    while let Some(wait) = b.take(100, 100.0, "b1").await.expect("turn") {
         assert!(Instant::now() < deadline, "b never got its turn");
         tokio::time::sleep(wait).await;
     }
     assert!(
-        a.take(100, 100.0, 9, "a2").await.expect("turn").is_some(),
+        a.take(100, 100.0, "a2").await.expect("turn").is_some(),
         "a now waits for b's batch"
     );
 
-    // Slots: at a pace whose turns are always free, two batches may run at once, whichever
-    // processes (members of the budget) run them; a third waits for one of them to end, or
-    // for its process's membership to lapse.
+    // Slots: at 100 documents/s a batch of one holds the turn for 10 ms, and the queue's
+    // batches may run at once as many as its pace needs, whichever processes (members of the
+    // budget) run them: one until a batch has been timed; then, at 10 ms a batch, two (1.5 ×
+    // 100/s × 10 ms, rounded up). A batch beyond them waits for one to end, or for its
+    // process's membership to lapse.
     let keys = BudgetKeys::new(&common::unique("slots"));
     let redis = connect(&common::redis_url()).await.expect("redis");
     let interval = Duration::from_millis(100);
@@ -281,28 +283,59 @@ async fn a_queues_batches_take_turns_across_processes_at_its_current_pace() {
     pa.tick(&Report::default()).await.expect("tick");
     pb.tick(&Report::default()).await.expect("tick");
     let a = Turns::new(redis.clone(), &keys, "q", pa.id());
-    let b = Turns::new(redis, &keys, "q", pb.id());
-    let (a1, a2, b1) = (a.batch_id(1), a.batch_id(2), b.batch_id(1));
-    assert_eq!(a.take(1, 1e9, 2, &a1).await.expect("turn"), None);
-    assert_eq!(b.take(1, 1e9, 2, &b1).await.expect("turn"), None);
-    assert!(a.take(1, 1e9, 2, &a2).await.expect("turn").is_some());
-    b.release(&b1).await.expect("release");
-    assert_eq!(a.take(1, 1e9, 2, &a2).await.expect("turn"), None);
-    // a's first batch ends, b takes a slot again and dies: once b's membership lapses (3
-    // intervals), its slot frees.
-    a.release(&a1).await.expect("release");
-    assert_eq!(b.take(1, 1e9, 2, &b1).await.expect("turn"), None);
+    let b = Turns::new(redis.clone(), &keys, "q", pb.id());
+    // The queue's batches' mean run time, ms, as turn.lua reads it; pinned to 10 ms after each
+    // release below, as the test's own batches run for however long the test takes.
+    let turn = keys.turn("q");
+    let took = || {
+        let (mut redis, turn) = (redis.clone(), turn.clone());
+        async move {
+            let took: Option<f64> = redis::cmd("HGET")
+                .arg(&turn)
+                .arg("took")
+                .query_async(&mut redis)
+                .await
+                .expect("took");
+            took
+        }
+    };
+    let pin = || {
+        let (mut redis, turn) = (redis.clone(), turn.clone());
+        async move {
+            let _: () = redis::cmd("HSET")
+                .arg(&turn)
+                .arg("took")
+                .arg(10)
+                .query_async(&mut redis)
+                .await
+                .expect("pin took");
+        }
+    };
+    assert!(starts(&a, &a.batch_id(1)).await);
     assert!(
-        a.take(1, 1e9, 2, &a.batch_id(3))
-            .await
-            .expect("turn")
-            .is_some()
+        !starts(&b, &b.batch_id(1)).await,
+        "one slot until a batch is timed"
     );
-    let a3 = a.batch_id(3);
+    a.release(&a.batch_id(1)).await.expect("release");
+    let timed = took().await.expect("a's batch was timed");
+    assert!(timed > 0.0 && timed < 10_000.0, "{timed} ms");
+    pin().await;
+    assert!(starts(&a, &a.batch_id(2)).await);
+    assert!(starts(&b, &b.batch_id(1)).await, "two slots at 10 ms");
+    assert!(!starts(&a, &a.batch_id(3)).await, "but no third");
+    b.release(&b.batch_id(1)).await.expect("release");
+    pin().await;
+    assert!(starts(&a, &a.batch_id(3)).await, "b's batch ended");
+    // a's second batch ends, b takes a slot again and dies: once b's membership lapses (3
+    // intervals), its slot frees.
+    a.release(&a.batch_id(2)).await.expect("release");
+    pin().await;
+    assert!(starts(&b, &b.batch_id(2)).await);
+    assert!(!starts(&a, &a.batch_id(4)).await);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         pa.tick(&Report::default()).await.expect("tick");
-        if a.take(1, 1e9, 2, &a3).await.expect("turn").is_none() {
+        if starts(&a, &a.batch_id(4)).await {
             break;
         }
         assert!(
@@ -310,6 +343,18 @@ async fn a_queues_batches_take_turns_across_processes_at_its_current_pace() {
             "b's slot never lapsed with its membership"
         );
         tokio::time::sleep(interval).await;
+    }
+}
+
+/// Whether batch `id` (one document at 100/s) starts once its turn comes (10 ms at most): a
+/// wait longer than a turn is a wait for a slot.
+async fn starts(turns: &Turns, id: &str) -> bool {
+    loop {
+        match turns.take(1, 100.0, id).await.expect("turn") {
+            None => return true,
+            Some(wait) if wait <= Duration::from_millis(10) => tokio::time::sleep(wait).await,
+            Some(_) => return false,
+        }
     }
 }
 

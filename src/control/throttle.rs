@@ -178,15 +178,11 @@ impl Throttle {
         }
     }
 
-    /// Batches this process may have in flight at its pace.
+    /// Batches this process may have in flight at its pace: batches per second times how long
+    /// one takes (here), with half again to spare; at least one. (The queue's slots across
+    /// processes are counted in Redis, by the same rule: turn.lua.)
     pub(crate) fn slots(&self) -> usize {
-        self.slots_at(self.rate())
-    }
-
-    /// Batches in flight a pace of `rate` needs: batches per second times how long one takes
-    /// (here), with half again to spare; at least one.
-    fn slots_at(&self, rate: f64) -> usize {
-        let per_second = rate / self.batch_hint() as f64;
+        let per_second = self.rate() / self.batch_hint() as f64;
         let took = self.inner.duration_us.load(Ordering::Relaxed) as f64 / 1e6;
         ((1.5 * per_second * took).ceil() as usize).max(1)
     }
@@ -334,10 +330,7 @@ impl Throttle {
             tokio::pin!(swapped);
             swapped.as_mut().enable();
             let total = f64::from_bits(self.inner.total.load(Ordering::Relaxed));
-            match turns
-                .take(documents, total, self.slots_at(total), &id)
-                .await
-            {
+            match turns.take(documents, total, &id).await {
                 Ok(None) => return Some(id),
                 Ok(Some(wait)) => tokio::select! {
                     () = tokio::time::sleep(wait) => {}

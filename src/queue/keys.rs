@@ -166,8 +166,9 @@ impl BudgetKeys {
     pub(crate) fn finished_batches(&self) -> String {
         self.key("finished")
     }
-    /// STRING `<start ms>:<documents>`: the last batch of `queue` to take its turn.
-    pub(crate) fn turn(&self, queue: &str) -> String {
+    /// HASH: `start` (ms) and `documents` of the last batch of `queue` to take its turn, and
+    /// `took`, its batches' mean run time (ms).
+    pub fn turn(&self, queue: &str) -> String {
         self.key(&format!("turn:{queue}"))
     }
     /// ZSET of `queue`'s batches running, by any process; score = when the lease lapses (ms).

@@ -6,7 +6,9 @@
 //! the queue's whole pace (a batch of n documents holds the turn for n / pace seconds), and the
 //! queue's running batches are counted there against the slots its pace needs: each process
 //! alone would allow itself at least one, and 12 processes on a database slowed by their own
-//! batches ran 7 at once, each slower for the others.
+//! batches ran 7 at once, each slower for the others. The slots follow from the pace and the
+//! queue's batches' mean run time, timed in Redis across the fleet: timed by each process, a
+//! process that had just joined knew none and allowed one while the others allowed three.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use crate::queue::Redis;
 use crate::queue::keys::BudgetKeys;
 
 static TURN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("turn.lua")));
+static DONE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("done.lua")));
 
 /// A running batch holds its slot this long at most: longer than a batch may run
 /// (TIDEGATE_BATCH_TIMEOUT's default, a minute, with a margin). A process that dies
@@ -52,13 +55,11 @@ impl Turns {
     }
 
     /// Takes the turn and a slot for batch `id` of `documents` if both are free at `pace` (the
-    /// queue's documents per second) and `slots` (the queue's batches the pace needs at once);
-    /// otherwise how long to wait before asking again.
+    /// queue's documents per second); otherwise how long to wait before asking again.
     pub async fn take(
         &self,
         documents: usize,
         pace: f64,
-        slots: usize,
         id: &str,
     ) -> redis::RedisResult<Option<Duration>> {
         let mut conn = self.conn.clone();
@@ -68,7 +69,6 @@ impl Turns {
             .key(&self.members)
             .arg(documents)
             .arg(pace)
-            .arg(slots)
             .arg(LEASE.as_millis() as u64)
             .arg(id)
             .invoke_async(&mut conn)
@@ -76,13 +76,16 @@ impl Turns {
         Ok((wait_ms > 0).then(|| Duration::from_millis(wait_ms)))
     }
 
-    /// Batch `id` has ended: its slot is free.
+    /// Batch `id` has ended: its slot is free, and its run time is counted.
     pub async fn release(&self, id: &str) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
-        redis::cmd("ZREM")
-            .arg(&self.running)
+        let _: u8 = DONE
+            .key(&self.turn)
+            .key(&self.running)
             .arg(id)
-            .query_async(&mut conn)
-            .await
+            .arg(LEASE.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
     }
 }
