@@ -9,9 +9,13 @@
 //! earned before it is published, so a rate change never lets a fresh burst through, and never
 //! throws away what waiters have waited for. Waiters wake on a swap and go on at the new rate.
 //!
-//! Paid for, a batch also waits for its queue's turn and slot (see [`Turns`]) when it has
-//! them: the bucket paces this process at its share, the turn spaces the queue's batches across
-//! all its processes, and the slots bound how many run at once.
+//! A batch that can take its queue's turn and slot (see [`Turns`]) is paced by them alone: the
+//! turn spaces the queue's batches across all its processes at the queue's whole pace, and the
+//! slots bound how many run at once. The bucket, at this process's share, paces it only when
+//! Redis cannot be asked. Both at once paced twice: a process had to save its share of a batch
+//! (50 s for 100 documents at 2/s, with 16 processes) before it could ask for a turn, and
+//! saving stopped while it waited, so 16 processes ran at 41% for a 70% target with idle
+//! seconds between batches and a backlog waiting.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -277,20 +281,24 @@ impl Throttle {
         self.inner.swapped.notify_waiters();
     }
 
-    /// Waits until `documents` may be written, and for the queue's turn and one of its slots
-    /// (held by `slot` until it is dropped); returns how long it waited.
+    /// Waits until `documents` may be written: for the queue's turn and one of its slots (held
+    /// by `slot` until it is dropped), or, without them, at this process's share; returns how
+    /// long it waited.
     pub(crate) async fn acquire(&self, documents: usize, slot: &mut Slot) -> Duration {
         let started = Instant::now();
-        let mut left = documents;
-        while left > 0 {
-            let chunk = left.min(self.inner.burst.get() as usize);
-            self.acquire_chunk(chunk).await;
-            left -= chunk;
-        }
-        if let Some(turns) = &self.inner.turns
-            && let Some(id) = self.take_turn(turns, documents).await
-        {
+        let turn = match &self.inner.turns {
+            Some(turns) => self.take_turn(turns, documents).await.map(|id| (turns, id)),
+            None => None,
+        };
+        if let Some((turns, id)) = turn {
             slot.lease = Some((turns.clone(), id));
+        } else {
+            let mut left = documents;
+            while left > 0 {
+                let chunk = left.min(self.inner.burst.get() as usize);
+                self.acquire_chunk(chunk).await;
+                left -= chunk;
+            }
         }
         let waited = started.elapsed();
         metrics::histogram!(names::THROTTLE_WAIT).record(waited.as_secs_f64());
