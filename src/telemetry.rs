@@ -356,7 +356,7 @@ pub const CATALOGUE: &[Metric] = &[
         Gauge,
         None,
         &["scope"],
-        "Write pace in documents/second: scope=total for all processes of this queue, scope=local for this process",
+        "Write pace in documents/second: scope=total for all processes of this queue, scope=local for this process's own bucket (the queue's pace when its batches take turns in Redis)",
     ),
     metric(
         names::CPU_BUDGET,

@@ -570,7 +570,7 @@ impl Paced {
 /// CPU samples taken once the controller has had time to settle, while work was left.
 struct Held {
     steady: Vec<f64>,
-    /// Per sample, the sum of the queue's processes' local rates and the pace its leader
+    /// Per sample, the mean of the queue's processes' local rates and the pace its leader
     /// published for the queue.
     paces: Vec<(f64, f64)>,
 }
@@ -614,10 +614,11 @@ async fn hold(app: &App, paced: &Paced, processes: usize, gauge: &mut CpuGauge) 
             && let Some(cpu) = cpu
         {
             held.steady.push(cpu);
-            let local: f64 = paced.throttles[..processes]
+            let local = paced.throttles[..processes]
                 .iter()
                 .map(Throttle::rate)
-                .sum();
+                .sum::<f64>()
+                / processes as f64;
             let (_, published) = reader.published(&queues).await.expect("published pace");
             let pace = published.first().map_or(0.0, |p| p.rate);
             held.paces.push((local, pace));
@@ -663,14 +664,15 @@ async fn holds_the_target(processes: usize, users: u64) {
         (paced_mean - TARGET_CPU).abs() <= 0.3 * TARGET_CPU,
         "paced mean {paced_mean:.0}% is not near the target {TARGET_CPU}%: {steady:?}"
     );
-    // Every process paces at its share of its queue's one pace: the local rates add up to
-    // that pace, not to N of it. Compared over the run, as the processes tick at different
-    // moments of an interval and some are still on the last pace at any one sample.
+    // Every process's bucket earns at its queue's one published pace, and the queue's turns
+    // space the batches of all its processes by it (so N processes hold one target, above,
+    // not N of it). Compared over the run, as the processes tick at different moments of an
+    // interval and some are still on the last pace at any one sample.
     let local = mean(&held.paces.iter().map(|p| p.0).collect::<Vec<_>>());
     let pace = mean(&held.paces.iter().map(|p| p.1).collect::<Vec<_>>());
     assert!(
         (local - pace).abs() <= 0.2 * pace,
-        "the processes' rates ({local:.1}/s on average) should add up to the queue's pace ({pace:.1}/s): {:?}",
+        "the processes' rates ({local:.1}/s on average) should be the queue's pace ({pace:.1}/s): {:?}",
         held.paces
     );
     w.store.database().drop().await.expect("drop");

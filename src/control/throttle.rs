@@ -9,13 +9,15 @@
 //! earned before it is published, so a rate change never lets a fresh burst through, and never
 //! throws away what waiters have waited for. Waiters wake on a swap and go on at the new rate.
 //!
-//! A batch that can take its queue's turn and slot (see [`Turns`]) is paced by them alone: the
-//! turn spaces the queue's batches across all its processes at the queue's whole pace, and the
-//! slots bound how many run at once. The bucket, at this process's share, paces it only when
-//! Redis cannot be asked. Both at once paced twice: a process had to save its share of a batch
-//! (50 s for 100 documents at 2/s, with 16 processes) before it could ask for a turn, and
-//! saving stopped while it waited, so 16 processes ran at 41% for a 70% target with idle
-//! seconds between batches and a backlog waiting.
+//! Paid for, a batch also waits for its queue's turn and slot (see [`Turns`]) when it has
+//! them: the turn spaces the queue's batches across all its processes at the queue's whole
+//! pace, the slots bound how many run at once, and the bucket, earning at that same whole pace
+//! in each process, keeps the pace's history, which the turn does not: credit is earned only
+//! while the pace allows it (none while the budget is zero), where a turn counts the time since
+//! the last batch at whatever the pace is now. Earning at a process's share instead paced the
+//! fleet twice: with 16 processes each had to save 50 s of its share for a batch of 100, and
+//! the fleet idled with a backlog (42% for a 70% target). Without turns (no budget in Redis)
+//! the bucket earns at the process's share.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -134,12 +136,19 @@ impl Throttle {
         self.inner.batch.store(documents, Ordering::Relaxed);
     }
 
-    /// Paces at `total / members`: this process's share of its queue's pace `total`.
+    /// Sets the queue's pace `total`, shared by `members` processes: the bucket earns at the
+    /// whole pace when the queue's batches take turns (the turn spaces them across processes),
+    /// at this process's share otherwise.
     pub(crate) fn set_share(&self, total: f64, members: u64) {
         self.inner
             .total
             .store(total.max(MIN_RATE).to_bits(), Ordering::Relaxed);
-        self.set_rate(total / members.max(1) as f64);
+        let members = if self.inner.turns.is_some() {
+            1
+        } else {
+            members.max(1)
+        };
+        self.set_rate(total / members as f64);
     }
 
     pub fn set_backlog(&self, jobs: u64) {
@@ -281,24 +290,20 @@ impl Throttle {
         self.inner.swapped.notify_waiters();
     }
 
-    /// Waits until `documents` may be written: for the queue's turn and one of its slots (held
-    /// by `slot` until it is dropped), or, without them, at this process's share; returns how
-    /// long it waited.
+    /// Waits until `documents` may be written, and for the queue's turn and one of its slots
+    /// (held by `slot` until it is dropped); returns how long it waited.
     pub(crate) async fn acquire(&self, documents: usize, slot: &mut Slot) -> Duration {
         let started = Instant::now();
-        let turn = match &self.inner.turns {
-            Some(turns) => self.take_turn(turns, documents).await.map(|id| (turns, id)),
-            None => None,
-        };
-        if let Some((turns, id)) = turn {
+        let mut left = documents;
+        while left > 0 {
+            let chunk = left.min(self.inner.burst.get() as usize);
+            self.acquire_chunk(chunk).await;
+            left -= chunk;
+        }
+        if let Some(turns) = &self.inner.turns
+            && let Some(id) = self.take_turn(turns, documents).await
+        {
             slot.lease = Some((turns.clone(), id));
-        } else {
-            let mut left = documents;
-            while left > 0 {
-                let chunk = left.min(self.inner.burst.get() as usize);
-                self.acquire_chunk(chunk).await;
-                left -= chunk;
-            }
         }
         let waited = started.elapsed();
         metrics::histogram!(names::THROTTLE_WAIT).record(waited.as_secs_f64());
