@@ -334,8 +334,8 @@ impl Throttle {
 impl Throttle {
     /// Waits for the queue's turn and a slot at its current pace, asking again when the pace
     /// changes; returns the batch's id in the queue's slots. Without Redis the turn is skipped:
-    /// this process's share still paces it, and the pacer drops to the floor when the budget
-    /// cannot be reached.
+    /// the bucket still paces the batch, the pacer drops to the floor when the budget cannot be
+    /// reached, and no job can be taken from Redis anyway.
     async fn take_turn(&self, turns: &Turns, documents: usize) -> Option<String> {
         let id = turns.batch_id(self.inner.batches.fetch_add(1, Ordering::Relaxed));
         loop {
@@ -350,7 +350,7 @@ impl Throttle {
                     () = &mut swapped => {}
                 },
                 Err(e) => {
-                    tracing::debug!(error = %e, "cannot take the queue's turn; going on without");
+                    tracing::warn!(error = %e, "cannot take the queue's turn; going on without");
                     return None;
                 }
             }
