@@ -242,7 +242,9 @@ async fn a_queues_batches_take_turns_across_processes_at_its_current_pace() {
         None,
         "a free turn"
     );
-    // 100 documents at 10/s hold the queue's turn for 10 s, whichever process asks next.
+    // 100 documents at 10/s hold the queue's turn for 10 s, whichever process asks next. (These
+    // processes are no members of a budget, so their batches' slots lapse at once: only the
+    // turn is at play until the slots below.)
     let wait = b
         .take(100, 10.0, "b1")
         .await
