@@ -309,6 +309,7 @@ impl Pacer {
         }
         let mine = decision.pace(self.budget.queue());
         let lag = self.controller.as_ref().map(|c| c.cost().lag());
+        let cost = mine.and_then(|p| p.cost);
         tracing::info!(
             limiter = decision.limiter.name(),
             changed = self.last_limiter != Some(decision.limiter),
@@ -316,12 +317,8 @@ impl Pacer {
             batch = mine.map(|p| p.batch),
             budget = decision.budget.map(|b| format!("{b:.1}")),
             live = decision.live.map(|l| format!("{l:.1}")),
-            cost_per_batch = mine
-                .and_then(|p| p.cost)
-                .map(|c| format!("{:.1}", c.per_batch)),
-            cost_per_document = mine
-                .and_then(|p| p.cost)
-                .map(|c| format!("{:.3}", c.per_document)),
+            cost_per_batch = cost.map(|c| format!("{:.1}", c.per_batch)),
+            cost_per_document = cost.map(|c| format!("{:.3}", c.per_document)),
             lag = lag.map(|l| format!("{l:.1}")),
             cpu = sample.db_cpu.map(|c| format!("{c:.0}")),
             write_latency_ms = sample.write_latency.map(|l| format!("{:.1}", l * 1e3)),

@@ -54,8 +54,6 @@ struct Inner {
     burst: NonZeroU32,
     swapped: Notify,
     clock: DefaultClock,
-    /// The queue's pace across all its processes (documents/s), for its turns.
-    total: AtomicU64,
     /// The part of a cell the last limiter had earned, owed to the next (f64 bits).
     fraction: AtomicU64,
     /// Batches so far, for their ids in the queue's slots.
@@ -111,7 +109,6 @@ impl Throttle {
                 burst,
                 swapped: Notify::new(),
                 clock,
-                total: AtomicU64::new(rate.to_bits()),
                 fraction: AtomicU64::new(0),
                 batches: AtomicU64::new(0),
                 turns,
@@ -140,9 +137,6 @@ impl Throttle {
     /// whole pace when the queue's batches take turns (the turn spaces them across processes),
     /// at this process's share otherwise.
     pub(crate) fn set_share(&self, total: f64, members: u64) {
-        self.inner
-            .total
-            .store(total.max(MIN_RATE).to_bits(), Ordering::Relaxed);
         let members = if self.inner.turns.is_some() {
             1
         } else {
@@ -342,8 +336,8 @@ impl Throttle {
             let swapped = self.inner.swapped.notified();
             tokio::pin!(swapped);
             swapped.as_mut().enable();
-            let total = f64::from_bits(self.inner.total.load(Ordering::Relaxed));
-            match turns.take(documents, total, &id).await {
+            // With turns the bucket earns at the queue's whole pace: the turn's pace too.
+            match turns.take(documents, self.rate(), &id).await {
                 Ok(None) => return Some(id),
                 Ok(Some(wait)) => tokio::select! {
                     () = tokio::time::sleep(wait) => {}
