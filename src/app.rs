@@ -1,6 +1,8 @@
-//! Process life cycle: connect to the dependencies once ([`App`]), then either serve (`tidegate
-//! run`: HTTP, worker and schedule until SIGTERM/SIGINT) or process one day in this process and
-//! report it (`demo`, `rerun`).
+//! Process life cycle: connect to the dependencies once ([`App`]), then either serve ([`serve`]:
+//! HTTP, back-office, the paced worker and the schedule until SIGTERM/SIGINT; `tidegate run`
+//! serves the built-in applications `TIDEGATE_APPS` enables, a program of its own serves its own
+//! pipeline) or process one day in this process and report it (`demo`, `rerun`). Nothing of an
+//! application that is not enabled exists here: no pipeline, planner, schedule or index.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -12,7 +14,7 @@ use chrono_tz::Tz;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
+use crate::config::{Application, Settings};
 use crate::control::pacer::Pacer;
 use crate::control::probe::ProbeError;
 use crate::http::admin::AdminState;
@@ -23,9 +25,9 @@ use crate::pipeline::{Pipeline, Router};
 use crate::progress::Progress;
 use crate::queue::{self, Queue};
 use crate::runs::{RunError, RunRecord, Runs};
-use crate::schedule::{self, Daily, PlanError, Planner};
+use crate::schedule::{Daily, PlanError, Planner};
 use crate::score::{self, Score, ScorePipeline};
-use crate::store::Store;
+use crate::store::{Index, Store};
 use crate::telemetry;
 use crate::worker::Worker;
 
@@ -59,6 +61,16 @@ pub enum AppError {
     Notify(reqwest::Error),
     #[error("load control: {0}")]
     Probe(#[from] ProbeError),
+    #[error(
+        "no daily application is enabled: set TIDEGATE_APPS to one that plans days (such as `score`)"
+    )]
+    NoDaily,
+    #[error("{0}")]
+    UnknownJobs(#[from] crate::worker::UnknownNames),
+    #[error(
+        "TIDEGATE_APPS enables no pipeline (`none`): `tidegate run` would take no job; enable one (`upsert`, `score`)"
+    )]
+    NothingToRun,
     #[error("stopped by a signal before the run ended")]
     Interrupted,
     #[error("stopped by a signal during start-up")]
@@ -72,13 +84,22 @@ pub enum AppError {
     },
 }
 
-/// The pipelines this binary's workers run, by job name: the daily score and the generic upsert
-/// any producer can use. A new pipeline is registered here (and, if it plans days, as a
+/// The built-in pipelines `apps` enables, by job name: the generic upsert any producer can use
+/// and the daily score. A new built-in pipeline is registered here (and, if it plans days, as a
 /// [`Daily`] in [`App::connect`]).
-pub fn router(store: &Store, tz: Tz) -> Router {
-    Router::new()
-        .route(score::JOB_NAMES, ScorePipeline::new(store.clone(), tz))
-        .route(upsert::JOB_NAMES, UpsertPipeline::new(store.clone()))
+pub fn router(apps: &[Application], store: &Store, tz: Tz) -> Router {
+    let mut router = Router::new();
+    for app in apps {
+        router = match app {
+            Application::Upsert => {
+                router.route(upsert::JOB_NAMES, UpsertPipeline::new(store.clone()))
+            }
+            Application::Score => {
+                router.route(score::JOB_NAMES, ScorePipeline::new(store.clone(), tz))
+            }
+        };
+    }
+    router
 }
 
 /// The connected parts every command shares.
@@ -89,13 +110,15 @@ pub struct App {
     pub store: Store,
     pub queue: Queue,
     pub runs: Runs,
-    pub planner: Planner,
+    /// Plans the days of the enabled daily application, if one is.
+    pub planner: Option<Planner>,
 }
 
 impl App {
-    /// Connects to Redis and MongoDB (now, so a wrong URL stops start-up), and creates the
-    /// indexes the pipelines need. Says at once what it waits for, retries until
-    /// `TIDEGATE_START_TIMEOUT`, and gives up at SIGINT or SIGTERM.
+    /// Connects to Redis and MongoDB (now, so a wrong URL stops start-up), with a planner for
+    /// the daily application `TIDEGATE_APPS` enables, if any. Creates nothing. Says at once
+    /// what it waits for, retries until `TIDEGATE_START_TIMEOUT`, and gives up at SIGINT or
+    /// SIGTERM.
     pub async fn connect(settings: Settings) -> Result<Self, AppError> {
         let interrupted = shutdown_signal();
         tokio::select! {
@@ -131,32 +154,80 @@ impl App {
             || store.ping(),
         )
         .await?;
-        let daily: Arc<dyn Daily> = Arc::new(Score);
-        daily.ensure_indexes(&store).await?;
         let queue = Queue::new(redis.clone(), &settings.queue_prefix, &settings.queue);
         let mut runs = Runs::new(redis.clone(), store.clone(), &settings.queue_prefix);
         if let Some(url) = &settings.slack_webhook_url {
             runs = runs.with_notifier(Notifier::new(url.clone()).map_err(AppError::Notify)?);
         }
-        let planner = Planner {
-            daily,
-            queue: queue.clone(),
-            store: store.clone(),
-            runs: runs.clone(),
-            redis: redis.clone(),
-            tz: settings.timezone,
-            attempts: settings.job_attempts,
-            backoff: settings.job_backoff,
-            lease: settings.plan_lease,
-        };
-        Ok(Self {
+        let score = settings.apps.contains(&Application::Score);
+        let app = Self {
             settings,
             redis,
             store,
             queue,
             runs,
-            planner,
+            planner: None,
+        };
+        Ok(if score {
+            app.with_daily(Arc::new(Score))
+        } else {
+            app
         })
+    }
+
+    /// Plans the days of `daily` (the schedule, re-runs, the back-office's runs): how a
+    /// program of its own brings its own daily application.
+    pub fn with_daily(mut self, daily: Arc<dyn Daily>) -> Self {
+        let s = &self.settings;
+        self.planner = Some(Planner {
+            daily,
+            queue: self.queue.clone(),
+            store: self.store.clone(),
+            runs: self.runs.clone(),
+            redis: self.redis.clone(),
+            tz: s.timezone,
+            attempts: s.job_attempts,
+            backoff: s.job_backoff,
+            lease: s.plan_lease,
+        });
+        self
+    }
+
+    /// What the back-office serves, behind `token`.
+    pub fn admin_state(&self, token: String) -> AdminState {
+        AdminState {
+            token,
+            budget: self.settings.control.budget.clone(),
+            queue: self.queue.clone(),
+            runs: self.runs.clone(),
+            planner: self.planner.clone(),
+            schedule: self.settings.schedule.clone(),
+            timezone: self.settings.timezone,
+            catch_up: self.settings.schedule_catch_up,
+        }
+    }
+
+    /// The planner, or why there is none.
+    pub fn planner(&self) -> Result<&Planner, AppError> {
+        self.planner.as_ref().ok_or(AppError::NoDaily)
+    }
+
+    /// The built-in pipelines the settings enable.
+    pub fn builtin(&self) -> Router {
+        router(&self.settings.apps, &self.store, self.settings.timezone)
+    }
+
+    /// The indexes the enabled daily application needs, each with whether it exists.
+    pub async fn indexes(&self) -> Result<Vec<(Index, bool)>, AppError> {
+        let Some(planner) = &self.planner else {
+            return Ok(Vec::new());
+        };
+        let mut found = Vec::new();
+        for index in planner.daily.indexes() {
+            let exists = self.store.has_index(&index).await?;
+            found.push((index, exists));
+        }
+        Ok(found)
     }
 
     /// A worker of `pipeline` on the queue, counting its jobs in their runs, paced by a
@@ -188,9 +259,20 @@ impl App {
     }
 
     /// Starts what every long-lived command runs until `stop`: the metrics upkeep, the HTTP
-    /// server (/metrics, /healthz, /readyz; it finishes open requests on stop) and the paced
-    /// worker.
-    async fn start(&self, stop: &CancellationToken) -> Result<Running, AppError> {
+    /// server (/metrics, /healthz, /readyz; it finishes open requests on stop), the
+    /// back-office when asked for, and the paced worker of `pipeline`. Refuses first when the
+    /// queue holds jobs the pipeline would leave (`TIDEGATE_UNKNOWN_JOBS=refuse`).
+    async fn start<P: Pipeline>(
+        &self,
+        pipeline: P,
+        stop: &CancellationToken,
+    ) -> Result<Running, AppError> {
+        let (worker, control) = self.paced_worker(pipeline, stop)?;
+        if let Err(refused) = worker.check_names().await? {
+            stop.cancel();
+            let _ = control.await;
+            return Err(refused.into());
+        }
         let addr = self.settings.http_addr;
         let listener = TcpListener::bind(addr)
             .await
@@ -212,13 +294,7 @@ impl App {
                     .await
                     .map_err(|source| AppError::Listen { addr, source })?;
                 tracing::info!(%addr, "serving the back-office API at /api");
-                let router = http::admin::router(AdminState {
-                    token: token.clone(),
-                    budget: self.settings.control.budget.clone(),
-                    queue: self.queue.clone(),
-                    runs: self.runs.clone(),
-                    planner: self.planner.clone(),
-                });
+                let router = http::admin::router(self.admin_state(token.clone()));
                 let admin_stop = stop.clone();
                 Some(tokio::spawn(async move {
                     axum::serve(listener, router)
@@ -228,8 +304,6 @@ impl App {
             }
             None => None,
         };
-        let (worker, control) =
-            self.paced_worker(router(&self.store, self.settings.timezone), stop)?;
         Ok(Running {
             admin,
             control,
@@ -269,8 +343,28 @@ impl Running {
     }
 }
 
-/// `tidegate run`: HTTP, the worker and the schedule, until SIGTERM or SIGINT.
+/// `tidegate run`: the built-in applications `TIDEGATE_APPS` enables, served until SIGTERM or
+/// SIGINT.
 pub async fn run(settings: Settings) -> Result<(), AppError> {
+    if settings.apps.is_empty() {
+        return Err(AppError::NothingToRun);
+    }
+    let stop = CancellationToken::new();
+    let app = connect_until(settings, &stop).await?;
+    for (index, exists) in app.indexes().await? {
+        if !exists {
+            tracing::warn!(%index, "an index the application reads by is missing: its reads scan the collection; `tidegate setup` creates it");
+        }
+    }
+    let pipeline = app.builtin();
+    serve_until(app, pipeline, stop).await
+}
+
+/// Serves `pipeline` on the app's queue until SIGTERM or SIGINT: HTTP (/metrics, /healthz,
+/// /readyz), the back-office when its token is set, the paced worker in the database's write
+/// budget, run counts and reports, and, with a daily application and `TIDEGATE_SCHEDULE`, the
+/// schedule. What `tidegate run` does, for a program with a pipeline of its own.
+pub async fn serve<P: Pipeline>(app: App, pipeline: P) -> Result<(), AppError> {
     let stop = CancellationToken::new();
     tokio::spawn({
         let stop = stop.clone();
@@ -279,13 +373,38 @@ pub async fn run(settings: Settings) -> Result<(), AppError> {
             stop.cancel();
         }
     });
-    let app = App::connect(settings).await?;
-    let running = app.start(&stop).await?;
-    let scheduler = tokio::spawn(schedule::run_schedule(
-        app.planner.clone(),
-        app.settings.schedule.clone(),
-        stop.clone(),
-    ));
+    serve_until(app, pipeline, stop).await
+}
+
+/// Connects while listening for SIGTERM/SIGINT, which cancel `stop` from then on.
+async fn connect_until(settings: Settings, stop: &CancellationToken) -> Result<App, AppError> {
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            stop.cancel();
+        }
+    });
+    App::connect(settings).await
+}
+
+async fn serve_until<P: Pipeline>(
+    app: App,
+    pipeline: P,
+    stop: CancellationToken,
+) -> Result<(), AppError> {
+    let running = app.start(pipeline, &stop).await?;
+    let scheduler = match (&app.planner, &app.settings.schedule) {
+        (Some(planner), Some(schedule)) => {
+            Some(tokio::spawn(crate::schedule::firings::run_schedule(
+                planner.clone(),
+                schedule.clone(),
+                app.settings.schedule_catch_up,
+                stop.clone(),
+            )))
+        }
+        _ => None,
+    };
     let watchdog = tokio::spawn(watch_for_stalls(
         app.runs.clone(),
         app.settings.run_stall_after,
@@ -293,7 +412,12 @@ pub async fn run(settings: Settings) -> Result<(), AppError> {
     ));
     tracing::info!(
         queue = %app.settings.queue,
-        schedule = %app.settings.schedule.source(),
+        applications = %app.settings.apps.iter().map(|a| a.name()).collect::<Vec<_>>().join(","),
+        schedule = %match (&app.planner, &app.settings.schedule) {
+            (Some(_), Some(schedule)) => schedule.source().to_owned(),
+            (None, Some(_)) => "off (no daily application enabled)".to_owned(),
+            _ => "off".to_owned(),
+        },
         timezone = %app.settings.timezone,
         metrics = %format!("http://{}/metrics", app.settings.http_addr),
         prometheus = app.settings.control.prometheus_url.as_deref().map_or_else(
@@ -307,7 +431,9 @@ pub async fn run(settings: Settings) -> Result<(), AppError> {
     // The worker itself gives in-flight batches the shutdown timeout; this bounds the rest.
     let grace = app.settings.worker.shutdown_timeout;
     tokio::time::timeout(grace + Duration::from_secs(5), async {
-        let _ = scheduler.await;
+        if let Some(scheduler) = scheduler {
+            let _ = scheduler.await;
+        }
         let _ = watchdog.await;
         running.join().await
     })
@@ -392,16 +518,18 @@ impl std::fmt::Display for DayReport {
     }
 }
 
-/// Plans `date` and processes it in this process (other replicas may help) until the run
-/// ends, serving metrics meanwhile. SIGTERM/SIGINT stops it early.
-pub async fn process_day(
+/// Plans `date` and processes it in this process with `pipeline` (other replicas may help)
+/// until the run ends, serving metrics meanwhile. SIGTERM/SIGINT stops it early.
+pub async fn process_day<P: Pipeline>(
     app: &App,
+    pipeline: P,
     date: NaiveDate,
     trigger: &str,
     purge: bool,
 ) -> Result<DayReport, AppError> {
+    let planner = app.planner()?;
     let stop = CancellationToken::new();
-    let running = app.start(&stop).await?;
+    let running = app.start(pipeline, &stop).await?;
     let started = Instant::now();
     let traffic = app.store.traffic();
     let before = (
@@ -411,7 +539,7 @@ pub async fn process_day(
         traffic.write_rtt_us.load(Ordering::Relaxed),
     );
     let outcome = async {
-        let run = app.planner.plan(date, trigger, purge).await?;
+        let run = planner.plan(date, trigger, purge).await?;
         let planned = u64::try_from(run.planned.unwrap_or(0)).unwrap_or(0);
         let mut progress = Progress::new(&format!("run {}", run.id), planned);
         let mut every = tokio::time::interval(Duration::from_millis(500));
@@ -441,7 +569,7 @@ pub async fn process_day(
     let stopped = running.join().await;
     let run = outcome?;
     stopped?;
-    let daily = &app.planner.daily;
+    let daily = &planner.daily;
     let documents = daily.results(&app.store, date).await?;
     Ok(DayReport {
         run,

@@ -7,7 +7,7 @@ use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 use futures::TryStreamExt;
 use tidegate::app::{self, App};
-use tidegate::config::{self, Settings};
+use tidegate::config::{self, Application, Settings};
 use tidegate::control::{controller, simulate};
 use tidegate::progress::Progress;
 use tidegate::score;
@@ -27,7 +27,16 @@ enum Command {
     /// Serve /metrics, /healthz and /readyz, work the queue, and plan runs on the schedule, until
     /// SIGTERM or SIGINT.
     Run,
-    /// Print the effective settings (secrets redacted) and where each value came from.
+    /// Create the indexes the enabled applications (TIDEGATE_APPS) read by, printing each and
+    /// its collection first. Nothing else ever creates one: an index build scans its
+    /// collection at a pace nothing controls, so run it when the database can take that.
+    Setup {
+        /// Print what would be created, and create nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the effective settings (secrets redacted), where each value came from, and the
+    /// schedule's next three firings.
     Config {
         /// Print the settings table in Markdown, as the README shows it.
         #[arg(long)]
@@ -123,6 +132,21 @@ fn main() -> ExitCode {
             };
             println!("{:<28} {:<40} ({source})", var.name, value);
         }
+        let tz = settings.timezone;
+        match &settings.schedule {
+            Some(schedule) => {
+                let next: Vec<String> = schedule
+                    .upcoming(chrono::Utc::now(), tz, 3)
+                    .iter()
+                    .map(|t| t.format("%a %Y-%m-%d %H:%M %Z").to_string())
+                    .collect();
+                println!("next firings ({tz}): {}", next.join(", "));
+                if !settings.apps.contains(&Application::Score) {
+                    println!("(no enabled application plans days: the schedule fires nothing)");
+                }
+            }
+            None => println!("next firings: none (TIDEGATE_SCHEDULE is off)"),
+        }
         return ExitCode::SUCCESS;
     }
     // A day that cannot be a run's stops the command before it connects to anything.
@@ -158,7 +182,11 @@ fn given_date(command: &Command) -> Option<NaiveDate> {
             *date
         }
         Command::Rerun { date, .. } => Some(*date),
-        Command::Run | Command::Config { .. } | Command::Metrics | Command::Simulate { .. } => None,
+        Command::Run
+        | Command::Setup { .. }
+        | Command::Config { .. }
+        | Command::Metrics
+        | Command::Simulate { .. } => None,
     }
 }
 
@@ -208,6 +236,40 @@ async fn seed_events(
     report
 }
 
+/// The settings with the score application enabled, for the commands that are the score's own
+/// (`demo`, `seed-data`).
+fn with_score(mut settings: Settings) -> Settings {
+    if !settings.apps.contains(&Application::Score) {
+        settings.apps.push(Application::Score);
+    }
+    settings
+}
+
+/// `tidegate setup`: the enabled applications' indexes, each printed with its collection and
+/// whether it exists, then the missing ones created (unless `dry_run`).
+async fn setup(settings: Settings, dry_run: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let database = settings.database.clone();
+    let app = App::connect(settings).await?;
+    let indexes = app.indexes().await?;
+    if indexes.is_empty() {
+        println!("no enabled application (TIDEGATE_APPS) needs an index: nothing to create");
+        return Ok(());
+    }
+    for (index, exists) in &indexes {
+        let state = match (exists, dry_run) {
+            (true, _) => "exists",
+            (false, true) => "would create",
+            (false, false) => "creating",
+        };
+        println!("{state:<13} database {database}, collection {index}");
+        if !exists && !dry_run {
+            app.store.create_index(index).await?;
+            println!("created       {index}");
+        }
+    }
+    Ok(())
+}
+
 fn yesterday(settings: &Settings) -> NaiveDate {
     tidegate::schedule::day_for(chrono::Utc::now().with_timezone(&settings.timezone))
 }
@@ -217,9 +279,10 @@ async fn execute(command: Command, settings: Settings) -> Result<(), Box<dyn std
         // Handled before settings are read.
         Command::Config { .. } | Command::Metrics | Command::Simulate { .. } => Ok(()),
         Command::Run => Ok(app::run(settings).await?),
+        Command::Setup { dry_run } => setup(settings, dry_run).await,
         Command::SeedData { users, date, seed } => {
             let date = date.unwrap_or_else(|| yesterday(&settings));
-            let app = App::connect(settings).await?;
+            let app = App::connect(with_score(settings)).await?;
             let report = seed_events(&app, date, users, seed).await?;
             println!(
                 "seeded {date}: {} users, {} events ({} earlier events of that day replaced)",
@@ -229,19 +292,26 @@ async fn execute(command: Command, settings: Settings) -> Result<(), Box<dyn std
         }
         Command::Demo { users, date } => {
             let date = date.unwrap_or_else(|| yesterday(&settings));
-            let app = App::connect(settings).await?;
+            // The demo is the score's: it writes its own events, so it brings their indexes.
+            let app = App::connect(with_score(settings)).await?;
+            for (index, exists) in app.indexes().await? {
+                if !exists {
+                    app.store.create_index(&index).await?;
+                    println!("index      created {index}");
+                }
+            }
             let seeded = seed_events(&app, date, users, 7).await?;
             println!(
                 "seeded     {date}: {} users, {} events",
                 seeded.users, seeded.events
             );
-            let report = app::process_day(&app, date, "demo", true).await?;
+            let report = app::process_day(&app, app.builtin(), date, "demo", true).await?;
             println!("{report}");
             Ok(())
         }
         Command::Rerun { date, purge } => {
             let app = App::connect(settings).await?;
-            let report = app::process_day(&app, date, "rerun", purge).await?;
+            let report = app::process_day(&app, app.builtin(), date, "rerun", purge).await?;
             println!("{report}");
             Ok(())
         }

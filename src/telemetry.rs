@@ -25,6 +25,10 @@ pub mod names {
     pub(crate) const JOB_LATENCY: &str = "tidegate_job_latency_seconds";
     pub(crate) const RUNS_ENDED: &str = "tidegate_runs_ended_total";
     pub(crate) const RUNS_PLANNED: &str = "tidegate_runs_planned_total";
+    pub(crate) const SCHEDULE_MISSED: &str = "tidegate_schedule_missed_total";
+    pub(crate) const SCHEDULE_LAST_FIRING: &str = "tidegate_schedule_last_firing_timestamp_seconds";
+    pub(crate) const SCHEDULE_LAST_SUCCESS: &str =
+        "tidegate_schedule_last_success_timestamp_seconds";
     pub(crate) const DB_ROUND_TRIPS: &str = "tidegate_db_round_trips_total";
     pub(crate) const WRITE_STATEMENTS: &str = "tidegate_write_statements";
     pub(crate) const WRITE_RTT: &str = "tidegate_db_write_rtt_seconds";
@@ -266,6 +270,27 @@ pub const CATALOGUE: &[Metric] = &[
         None,
         &["outcome"],
         "Runs whose every job finished, by outcome (succeeded, failed)",
+    ),
+    metric(
+        names::SCHEDULE_MISSED,
+        Counter,
+        None,
+        &["application"],
+        "Scheduled firings missed while no process was up, longer ago than TIDEGATE_SCHEDULE_CATCH_UP: not run (re-run their days)",
+    ),
+    metric(
+        names::SCHEDULE_LAST_FIRING,
+        Gauge,
+        Some(Unit::Seconds),
+        &["application"],
+        "When the application's schedule last fired (Unix time; every replica with the schedule reports the same)",
+    ),
+    metric(
+        names::SCHEDULE_LAST_SUCCESS,
+        Gauge,
+        Some(Unit::Seconds),
+        &["application"],
+        "When a run of the application last succeeded (Unix time, any trigger), or when its schedule first started if none has; reported where the schedule runs",
     ),
     metric(
         names::DB_ROUND_TRIPS,

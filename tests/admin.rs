@@ -11,7 +11,7 @@ use std::time::Duration;
 use fantoccini::Locator;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tidegate::control::pacer::{ControlOptions, Pacer};
-use tidegate::http::admin::{AdminState, router};
+use tidegate::http::admin::router;
 use tidegate::score;
 use tokio_util::sync::CancellationToken;
 
@@ -75,6 +75,7 @@ async fn start() -> Admin {
             ("TIDEGATE_TIMEZONE", "Asia/Seoul"),
             ("TIDEGATE_PLAN_LEASE", "10m"),
             ("TIDEGATE_BUDGET", &budget),
+            ("TIDEGATE_APPS", "upsert,score"),
         ],
     )
     .await;
@@ -82,14 +83,10 @@ async fn start() -> Admin {
     score::sample_day(&app.store, day, TZ, 10, 3, |_| {})
         .await
         .expect("sample day");
-    let (queue, runs, planner, store) = (app.queue, app.runs, app.planner, app.store);
-    let app = router(AdminState {
-        token: TOKEN.into(),
-        budget: budget.clone(),
-        queue: queue.clone(),
-        runs: runs.clone(),
-        planner: planner.clone(),
-    });
+    let state = app.admin_state(TOKEN.into());
+    let (queue, runs, store) = (app.queue, app.runs, app.store);
+    let planner = app.planner.expect("score plans days");
+    let app = router(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

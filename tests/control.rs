@@ -440,6 +440,7 @@ async fn world(users: u64) -> Option<App> {
 fn settings(budget: &str, database: Option<&str>) -> Vec<(&'static str, String)> {
     let mut vars = vec![
         ("TIDEGATE_TIMEZONE", TZ.name().to_owned()),
+        ("TIDEGATE_APPS", "upsert,score".to_owned()),
         ("TIDEGATE_ATTEMPTS", "3".to_owned()),
         ("TIDEGATE_BACKOFF", "fixed:10ms".to_owned()),
         ("TIDEGATE_BATCH_DOCS", BATCH.to_string()),
@@ -540,7 +541,7 @@ impl Paced {
             let worker = Worker::new(
                 app.queue.clone(),
                 &app.settings.redis_url,
-                tidegate::app::router(&app.store, app.settings.timezone),
+                app.builtin(),
                 WorkerOptions {
                     // Not variables: a quick end to the test once the queue is empty.
                     idle_block: Duration::from_millis(200),
@@ -641,7 +642,11 @@ async fn holds_the_target(processes: usize, users: u64) {
         "the naive mode should exceed the target clearly: median {naive_median:.0}% {naive:?}"
     );
 
-    w.planner.plan(day(), "test", false).await.expect("plan");
+    w.planner()
+        .expect("score plans days")
+        .plan(day(), "test", false)
+        .await
+        .expect("plan");
     let mut paced = Paced::default();
     paced.start(&w, processes);
     let held = hold(&w, &paced, processes, &mut gauge).await;
@@ -716,7 +721,11 @@ async fn two_queues_on_one_database_hold_one_target() {
         })
         .collect();
     upserts.queue.add_bulk(&jobs).await.expect("add upserts");
-    w.planner.plan(day(), "test", false).await.expect("plan");
+    w.planner()
+        .expect("score plans days")
+        .plan(day(), "test", false)
+        .await
+        .expect("plan");
     let mut paced = Paced::default();
     paced.start(&w, 1);
     paced.start(&upserts, 1);

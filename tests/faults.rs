@@ -520,7 +520,9 @@ async fn chaos() {
         tidegate::store::Store::connect(&common::mongodb_uri(), &database, Default::default())
             .await
             .expect("mongo");
-    score::ensure_indexes(&store).await.expect("indexes");
+    for index in score::indexes() {
+        store.create_index(&index).await.expect("index");
+    }
     score::sample_day(&store, day, tz, users, 7, |_| {})
         .await
         .expect("seed");

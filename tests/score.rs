@@ -11,6 +11,7 @@ use mongodb::bson::{Document, doc};
 use serde_json::json;
 use tidegate::app::App;
 use tidegate::queue::{NewJob, Retention, Settlement, connect};
+use tidegate::schedule::{Fired, Planner};
 use tidegate::score::{self, DAILY_SCORES};
 use tidegate::store::Store;
 use tidegate::worker::{Worker, WorkerOptions};
@@ -31,6 +32,7 @@ async fn world(users: u64) -> App {
             ("TIDEGATE_ATTEMPTS", "3"),
             ("TIDEGATE_BACKOFF", "fixed:10ms"),
             ("TIDEGATE_TIMEZONE", "Asia/Seoul"),
+            ("TIDEGATE_APPS", "upsert,score"),
         ],
     )
     .await;
@@ -40,8 +42,12 @@ async fn world(users: u64) -> App {
     app
 }
 
+fn planner(w: &App) -> &Planner {
+    w.planner().expect("score plans days")
+}
+
 fn start_worker(w: &App) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-    let pipelines = tidegate::app::router(&w.store, TZ);
+    let pipelines = w.builtin();
     let options = WorkerOptions {
         batch_docs: 50,
         idle_block: Duration::from_millis(200),
@@ -119,7 +125,7 @@ async fn independent_scores(store: &Store) -> std::collections::HashMap<String, 
 async fn a_day_runs_through_the_queue_into_daily_scores() {
     let w = world(120).await;
     let (stop, worker) = start_worker(&w);
-    let run = w.planner.plan(day(), "test", false).await.expect("plan");
+    let run = planner(&w).plan(day(), "test", false).await.expect("plan");
     assert_eq!((run.planned, run.skipped), (Some(120), 0));
     let run = w
         .runs
@@ -149,7 +155,7 @@ async fn a_day_runs_through_the_queue_into_daily_scores() {
     }
 
     // A re-run under a new id really runs again, even with the first run's jobs retained.
-    let again = w.planner.plan(day(), "rerun", true).await.expect("rerun");
+    let again = planner(&w).plan(day(), "rerun", true).await.expect("rerun");
     assert_ne!(again.id, run.id);
     assert_eq!(again.planned, Some(120));
     let again = w
@@ -195,24 +201,30 @@ async fn the_schedule_plans_a_day_once() {
         .with_ymd_and_hms(2026, 11, 25, 1, 0, 0)
         .single()
         .expect("time");
-    let first = w.planner.fire(fired).await.expect("fire").expect("planned");
+    let Fired::Planned(first) = planner(&w).fire(fired).await.expect("fire") else {
+        panic!("the first firing plans the day");
+    };
     assert_eq!(first.date, "2026-11-24");
     assert_eq!(first.planned, Some(20));
-    let second = w.planner.fire(fired).await.expect("fire again");
+    let second = planner(&w).fire(fired).await.expect("fire again");
     assert!(
-        second.is_none(),
-        "a second firing must not plan the day again"
+        matches!(second, Fired::Already),
+        "a second firing must not plan the day again: {second:?}"
     );
     assert_eq!(w.queue.counts().await.expect("counts").waiting, 20);
-    // Two replicas firing the next day at the same moment: exactly one plans it.
+    // Two replicas firing the next day at the same moment: exactly one plans it, the other
+    // finds it planned or being planned.
     let next = fired + chrono::Duration::days(1);
-    let other = w.planner.clone();
-    let (a, b) = tokio::join!(w.planner.fire(next), other.fire(next));
-    let planned = [a.expect("replica a"), b.expect("replica b")];
+    let other = planner(&w).clone();
+    let (a, b) = tokio::join!(planner(&w).fire(next), other.fire(next));
+    let fired = [a.expect("replica a"), b.expect("replica b")];
     assert_eq!(
-        planned.iter().filter(|r| r.is_some()).count(),
+        fired
+            .iter()
+            .filter(|r| matches!(r, Fired::Planned(_)))
+            .count(),
         1,
-        "{planned:?}"
+        "{fired:?}"
     );
     w.store.database().drop().await.expect("drop");
 }
@@ -273,7 +285,7 @@ async fn naive_mode_computes_the_same_scores() {
         .expect("purge");
 
     let (stop, worker) = start_worker(&w);
-    let run = w.planner.plan(day(), "test", false).await.expect("plan");
+    let run = planner(&w).plan(day(), "test", false).await.expect("plan");
     w.runs
         .wait_for_end(&run.id, Duration::from_secs(60))
         .await
@@ -328,7 +340,7 @@ async fn a_rerun_takes_an_unused_id_and_purges_only_once_planned() {
         .await
         .expect("results");
 
-    let run = w.planner.plan(day(), "rerun", true).await.expect("rerun");
+    let run = planner(&w).plan(day(), "rerun", true).await.expect("rerun");
     assert_eq!(
         run.id,
         format!("2026-11-24-r{}", last + 1),
@@ -354,7 +366,7 @@ async fn a_rerun_takes_an_unused_id_and_purges_only_once_planned() {
 #[tokio::test]
 async fn a_run_ends_when_its_jobs_fail_by_stalling() {
     let w = world(3).await;
-    let run = w.planner.plan(day(), "test", false).await.expect("plan");
+    let run = planner(&w).plan(day(), "test", false).await.expect("plan");
     let taken = w
         .queue
         .take(10, "a-worker-that-dies", Duration::from_millis(50))
@@ -397,7 +409,7 @@ async fn a_run_ends_when_its_jobs_fail_by_stalling() {
 #[tokio::test]
 async fn a_run_whose_last_finish_went_unseen_ends_at_the_next_stall_check() {
     let w = world(3).await;
-    let run = w.planner.plan(day(), "test", false).await.expect("plan");
+    let run = planner(&w).plan(day(), "test", false).await.expect("plan");
     let taken = w
         .queue
         .take(10, "a-worker-that-dies", Duration::from_secs(30))

@@ -16,10 +16,11 @@ use crate::control::controller;
 use crate::control::pacer::ControlOptions;
 use crate::queue::{Backoff, BackoffKind, Retention};
 use crate::redact::{redact_path, redact_url};
-use crate::schedule::cron_schedule;
+use crate::schedule::Schedule;
+use crate::schedule::cron::schedule_setting;
 use crate::store::StoreOptions;
 use crate::telemetry::LogFormat;
-use crate::worker::WorkerOptions;
+use crate::worker::{UnknownJobs, WorkerOptions};
 
 mod vars;
 
@@ -37,7 +38,11 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub ready_timeout: Duration,
     pub start_timeout: Duration,
-    pub schedule: cron::Schedule,
+    /// The built-in applications enabled (`TIDEGATE_APPS`), in the order given.
+    pub apps: Vec<Application>,
+    /// `None`: no scheduled planning (`off`).
+    pub schedule: Option<Schedule>,
+    pub schedule_catch_up: Duration,
     pub timezone: chrono_tz::Tz,
     pub control: ControlOptions,
     pub slack_webhook_url: Option<String>,
@@ -55,6 +60,26 @@ pub struct Settings {
     pub run_stall_after: Duration,
     /// Each variable's effective text, secrets redacted, for `tidegate config`.
     effective: Vec<(&'static Var, String)>,
+}
+
+/// A built-in application `TIDEGATE_APPS` can enable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Application {
+    /// The generic upsert pipeline: jobs named `upsert`.
+    Upsert,
+    /// The daily score: its pipeline, its indexes (`tidegate setup`), its planned days.
+    Score,
+}
+
+impl Application {
+    pub const ALL: [Application; 2] = [Application::Upsert, Application::Score];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Application::Upsert => "upsert",
+            Application::Score => "score",
+        }
+    }
 }
 
 /// One rejected variable.
@@ -124,7 +149,15 @@ impl Settings {
         let shutdown_timeout = r.read(&SHUTDOWN_TIMEOUT, duration);
         let ready_timeout = r.read(&READY_TIMEOUT, duration);
         let start_timeout = r.read(&START_TIMEOUT, |v| at_least(v, Duration::from_secs(1)));
-        let schedule = r.read(&SCHEDULE, cron_schedule);
+        let apps = r.read(&APPS, applications);
+        let unknown_jobs = r.read(&UNKNOWN_JOBS, |v| match v {
+            "refuse" => Ok(UnknownJobs::Refuse),
+            "leave" => Ok(UnknownJobs::Leave),
+            "fail" => Ok(UnknownJobs::Fail),
+            _ => Err("unknown choice".into()),
+        });
+        let schedule = r.read(&SCHEDULE, schedule_setting);
+        let schedule_catch_up = r.read(&SCHEDULE_CATCH_UP, duration);
         let timezone = r.read(&TIMEZONE, |v| {
             chrono_tz::Tz::from_str(v).map_err(|_| "unknown timezone".into())
         });
@@ -243,7 +276,9 @@ impl Settings {
                 log_format: log_format?,
                 ready_timeout: ready_timeout?,
                 start_timeout: start_timeout?,
+                apps: apps?,
                 schedule: schedule?,
+                schedule_catch_up: schedule_catch_up?,
                 timezone: timezone?,
                 control: ControlOptions {
                     interval: control_interval?,
@@ -280,6 +315,7 @@ impl Settings {
                     shutdown_timeout: shutdown_timeout?,
                     keep_completed: keep_completed?,
                     keep_failed: keep_failed?,
+                    unknown_jobs: unknown_jobs?,
                     ..WorkerOptions::default()
                 },
                 store: StoreOptions {
@@ -363,6 +399,24 @@ impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
             }
         }
     }
+}
+
+/// `none`, or applications by name, each once.
+fn applications(value: &str) -> Result<Vec<Application>, String> {
+    if value == "none" {
+        return Ok(Vec::new());
+    }
+    let mut apps = Vec::new();
+    for name in value.split(',').map(str::trim) {
+        let app = Application::ALL
+            .into_iter()
+            .find(|a| a.name() == name)
+            .ok_or_else(|| format!("no application {name:?}"))?;
+        if !apps.contains(&app) {
+            apps.push(app);
+        }
+    }
+    Ok(apps)
 }
 
 fn url_with_scheme(value: &str, schemes: &[&str]) -> Result<String, String> {

@@ -91,7 +91,7 @@ fn read(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
 #[test]
 fn defaults_are_valid() {
     let s = read(&[]).expect("defaults must validate");
-    assert_eq!(s.timezone, chrono_tz::Asia::Seoul);
+    assert_eq!(s.timezone, chrono_tz::UTC);
     assert_eq!(s.http_addr.port(), 9840);
     assert_eq!(s.log_format, LogFormat::Text);
 }
@@ -178,7 +178,49 @@ fn secrets_are_not_echoed_in_errors() {
 #[test]
 fn empty_means_default() {
     let s = read(&[("TIDEGATE_TIMEZONE", " ")]).expect("valid");
-    assert_eq!(s.timezone, chrono_tz::Asia::Seoul);
+    assert_eq!(s.timezone, chrono_tz::UTC);
+}
+
+#[test]
+fn by_default_no_application_plans_and_no_schedule_fires() {
+    let s = read(&[]).expect("defaults");
+    assert_eq!(s.apps, [Application::Upsert], "only the generic upsert");
+    assert!(s.schedule.is_none(), "the schedule is off unless asked for");
+    let s = read(&[
+        ("TIDEGATE_APPS", "score, upsert,score"),
+        ("TIDEGATE_SCHEDULE", "0 1 * * 0"),
+    ])
+    .expect("valid");
+    assert_eq!(s.apps, [Application::Score, Application::Upsert]);
+    assert_eq!(s.schedule.as_ref().map(|c| c.source()), Some("0 1 * * 0"));
+    assert!(
+        read(&[("TIDEGATE_APPS", "none")])
+            .expect("none")
+            .apps
+            .is_empty()
+    );
+    assert!(
+        read(&[("TIDEGATE_SCHEDULE", "off")])
+            .expect("off")
+            .schedule
+            .is_none()
+    );
+    let err = read(&[("TIDEGATE_APPS", "upsert,scores")]).expect_err("unknown");
+    assert!(
+        err.to_string().contains("no application \"scores\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_schedule_is_quoted_as_written() {
+    let err = read(&[("TIDEGATE_SCHEDULE", "0 1 * * 8")]).expect_err("weekday 8");
+    let text = err.to_string();
+    assert!(
+        text.contains("TIDEGATE_SCHEDULE: \"0 1 * * 8\" is invalid ("),
+        "{text}"
+    );
+    assert!(!text.contains("0 0 1"), "no rewritten expression: {text}");
 }
 
 #[test]

@@ -99,16 +99,34 @@ pub(crate) const START_TIMEOUT: Var = var(
     "a duration of at least 1s",
     "how long start-up waits for Redis and MongoDB to answer before it gives up (exit 1); each failed attempt is logged",
 );
+pub const APPS: Var = var(
+    "TIDEGATE_APPS",
+    "upsert",
+    "`none`, or a comma-separated list of `upsert` (the generic pipeline: jobs named `upsert`) and `score` (the daily score: jobs named `collect` or `score`; plans days)",
+    "the built-in applications `tidegate run` works and plans: no other's job, index, schedule or run exists",
+);
+pub(crate) const UNKNOWN_JOBS: Var = var(
+    "TIDEGATE_UNKNOWN_JOBS",
+    "refuse",
+    "`refuse` (start-up stops while such jobs wait, naming them; left alone afterwards), `leave` (never taken: other workers of the queue run them) or `fail` (taken and failed for good)",
+    "what becomes of jobs on the queue whose name no enabled pipeline handles (a queue shared with BullMQ workers)",
+);
 pub(crate) const SCHEDULE: Var = var(
     "TIDEGATE_SCHEDULE",
-    "0 1 * * *",
-    "a cron expression: 5 fields (minute hour day month weekday) or 6-7 with seconds first",
-    "when each day's run is planned",
+    "off",
+    "`off`, or a crontab expression: 5 fields (minute hour day-of-month month day-of-week; 0 and 7 are Sunday; names such as `MON-FRI`), or `@daily`, `@hourly`, `@weekly`, `@monthly`",
+    "when each enabled daily application (TIDEGATE_APPS) plans the day that just ended, in TIDEGATE_TIMEZONE; `tidegate config` shows the next three firings",
+);
+pub(crate) const SCHEDULE_CATCH_UP: Var = var(
+    "TIDEGATE_SCHEDULE_CATCH_UP",
+    "6h",
+    "a duration; `0s` runs no missed firing",
+    "how late a firing missed while no process was up (a deploy, an outage) may still run when one starts; older ones are reported as missed (metric, alert, log) and not run",
 );
 pub(crate) const TIMEZONE: Var = var(
     "TIDEGATE_TIMEZONE",
-    "Asia/Seoul",
-    "an IANA timezone name such as `Asia/Seoul` or `UTC`",
+    "UTC",
+    "an IANA timezone name such as `UTC` or `Asia/Seoul`",
     "timezone of the schedule and of a run's date",
 );
 pub(crate) const RATE_FLOOR: Var = var(
@@ -345,7 +363,10 @@ pub const VARS: &[&Var] = &[
     &SHUTDOWN_TIMEOUT,
     &READY_TIMEOUT,
     &START_TIMEOUT,
+    &APPS,
+    &UNKNOWN_JOBS,
     &SCHEDULE,
+    &SCHEDULE_CATCH_UP,
     &TIMEZONE,
     &RATE_FLOOR,
     &RATE_CEILING,

@@ -54,6 +54,13 @@ pub trait Pipeline: Send + Sync + 'static {
     fn name(&self) -> &str;
 
     fn process(&self, jobs: &[Job]) -> impl Future<Output = Vec<Outcome>> + Send;
+
+    /// The job names it handles; `None`: every job on the queue (the default). A worker
+    /// leaves jobs of other names to the queue's other workers (`TIDEGATE_UNKNOWN_JOBS`), so a
+    /// pipeline on a queue shared with BullMQ workers should say, or be put in a [`Router`].
+    fn job_names(&self) -> Option<Vec<String>> {
+        None
+    }
 }
 
 /// The object-safe face of a [`Pipeline`], so that a [`Router`] can hold pipelines of any type.
@@ -86,19 +93,21 @@ impl Router {
         self
     }
 
-    fn known(&self) -> String {
-        let names: Vec<&str> = self
-            .routes
+    fn names(&self) -> Vec<&'static str> {
+        self.routes
             .iter()
             .flat_map(|(n, _)| n.iter().copied())
-            .collect();
-        names.join(", ")
+            .collect()
     }
 }
 
 impl Pipeline for Router {
     fn name(&self) -> &str {
         "tidegate"
+    }
+
+    fn job_names(&self) -> Option<Vec<String>> {
+        Some(self.names().into_iter().map(str::to_owned).collect())
     }
 
     async fn process(&self, jobs: &[Job]) -> Vec<Outcome> {
@@ -119,7 +128,7 @@ impl Pipeline for Router {
                     outcomes[i] = Some(Outcome::permanent(format!(
                         "no pipeline for job name {:?} (known: {})",
                         job.name,
-                        self.known()
+                        self.names().join(", ")
                     )))
                 }
             }

@@ -61,6 +61,7 @@ macro_rules! queue_script {
 
 queue_script! { ADD, "add", [wait, paused, meta, id, delayed, prioritized, priority_counter, events, marker] }
 queue_script! { TAKE, "take", [wait, active, prioritized, delayed, paused, meta, marker, events, priority_counter] }
+queue_script! { NAMES, "names", [wait, paused, prioritized, delayed] }
 queue_script! { SETTLE, "settle", [active, completed, failed, delayed, wait, paused, meta, events, marker, stalled, prioritized, priority_counter] }
 queue_script! { EXTEND, "extend", [stalled] }
 queue_script! { STALLED, "stalled", [stalled_check, stalled, active, wait, paused, meta, marker, events] }
@@ -226,9 +227,10 @@ mod tests {
     #[test]
     fn every_script_gets_the_keys_its_header_numbers() {
         let keys = Keys::new("bull", "q");
-        let scripts: [(&str, &QueueScript); 10] = [
+        let scripts: [(&str, &QueueScript); 11] = [
             ("add", &ADD),
             ("take", &TAKE),
+            ("names", &NAMES),
             ("settle", &SETTLE),
             ("extend", &EXTEND),
             ("stalled", &STALLED),

@@ -7,8 +7,8 @@ use std::time::Duration;
 use redis::Value;
 
 use super::{
-    CHUNK, EXTEND, Job, JobOptions, Queue, QueueError, RELEASE, Redis, Result, Retention, SETTLE,
-    STALLED, TAKE, now_ms,
+    CHUNK, EXTEND, Job, JobOptions, NAMES, Queue, QueueError, RELEASE, Redis, Result, Retention,
+    SETTLE, STALLED, TAKE, now_ms,
 };
 use crate::telemetry::names;
 
@@ -23,6 +23,9 @@ pub struct Taken {
     pub malformed: Vec<(Job, String)>,
     /// When the earliest delayed job is due (ms since the epoch), if any.
     pub next_delayed: Option<u64>,
+    /// Jobs looked at and left in place for the queue's other workers: their names are not
+    /// among those the caller handles.
+    pub left: u64,
 }
 
 /// Counters a job's finish is added to in the same script call that settles it, so that a
@@ -123,18 +126,32 @@ impl Queue {
     /// Promotes due delayed jobs, then moves up to `max` jobs into active, each locked with
     /// `token` for `lock`.
     pub async fn take(&self, max: usize, token: &str, lock: Duration) -> Result<Taken> {
+        self.take_named(max, token, lock, &[]).await
+    }
+
+    /// [`Queue::take`] of only the jobs named one of `names` (every name when empty): the
+    /// others stay where they are, in order, for the queue's other workers.
+    pub async fn take_named(
+        &self,
+        max: usize,
+        token: &str,
+        lock: Duration,
+        job_names: &[String],
+    ) -> Result<Taken> {
         let k = &self.keys;
-        let (rows, next): (Vec<Vec<Option<String>>>, u64) = self
+        let (rows, next, left): (Vec<Vec<Option<String>>>, u64, u64) = self
             .invoke(&TAKE)
             .arg(k.base())
             .arg(token)
             .arg(lock.as_millis() as u64)
             .arg(max)
             .arg(now_ms())
+            .arg(job_names)
             .invoke_async(&mut self.conn.clone())
             .await?;
         let mut taken = Taken {
             next_delayed: (next > 0).then_some(next),
+            left,
             ..Taken::default()
         };
         for row in rows {
@@ -144,6 +161,25 @@ impl Queue {
             }
         }
         Ok(taken)
+    }
+
+    /// The names of the jobs waiting to run (in wait, paused, prioritized or delayed), with how
+    /// many of each, over the next `sample` of each state: what a worker that handles only
+    /// some names would leave alone.
+    pub async fn waiting_names(&self, sample: usize) -> Result<Vec<(String, u64)>> {
+        let flat: Vec<redis::Value> = self
+            .invoke(&NAMES)
+            .arg(self.keys.base())
+            .arg(sample.max(1))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let mut counted = Vec::with_capacity(flat.len() / 2);
+        for pair in flat.chunks_exact(2) {
+            let name: String = redis::from_redis_value(&pair[0])?;
+            let count: u64 = redis::from_redis_value(&pair[1])?;
+            counted.push((name, count));
+        }
+        Ok(counted)
     }
 
     /// Settles jobs this token holds, each by its own outcome, one round trip per [`CHUNK`];

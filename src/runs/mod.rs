@@ -261,16 +261,31 @@ impl Runs {
             .await?)
     }
 
-    /// Runs of `date` started by `trigger`.
-    pub async fn find(&self, date: &str, trigger: &str) -> Result<Vec<RunRecord>, RunError> {
+    /// Runs of `pipeline` for `date` started by `trigger`.
+    pub async fn find(
+        &self,
+        pipeline: &str,
+        date: &str,
+        trigger: &str,
+    ) -> Result<Vec<RunRecord>, RunError> {
         let runs = self.collection();
         let find = runs
-            .find(doc! { "date": date, "trigger": trigger })
+            .find(doc! { "pipeline": pipeline, "date": date, "trigger": trigger })
             .max_time(self.store.op_timeout());
         Ok(self
             .store
             .bounded(async { find.await?.try_collect().await })
             .await?)
+    }
+
+    /// The run of `pipeline` that succeeded last (by when it ended), whatever started it.
+    pub async fn last_success(&self, pipeline: &str) -> Result<Option<RunRecord>, RunError> {
+        let runs = self.collection();
+        let find = runs
+            .find_one(doc! { "pipeline": pipeline, "outcome": "succeeded" })
+            .sort(doc! { "endedAt": -1 })
+            .max_time(self.store.op_timeout());
+        Ok(self.store.bounded(find).await?)
     }
 
     /// The `limit` most recently started runs (of `date`, if given), newest first.

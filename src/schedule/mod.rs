@@ -1,9 +1,13 @@
-//! Planning runs: a cron schedule in a timezone fires, and the planner streams the day's targets
-//! of a [`Daily`] application into jobs with run-scoped ids (`<application>-<run>-<target>`), in
-//! chunks. Across replicas a scheduled
-//! day is planned once: a Redis lock with a lease serialises planners, and the run record in
-//! MongoDB says whether the schedule already planned that day. A re-run plans the day again
-//! under a new run id, so jobs still retained from an earlier run cannot swallow it.
+//! Planning runs: a [`Daily`] application's day becomes a run of jobs with run-scoped ids
+//! (`<application>-<run>-<target>`), streamed into the queue in chunks. Across replicas a
+//! scheduled day is planned once: a Redis lock with a lease serialises planners, and the run
+//! record in MongoDB says whether the schedule already planned that day. A re-run plans the day
+//! again under a new run id, so jobs still retained from an earlier run cannot swallow it.
+//! When the schedule fires is [`cron`]'s; its loop, with the catch-up of firings missed while
+//! no process was up, is [`firings`]'s.
+
+pub mod cron;
+pub(crate) mod firings;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -14,13 +18,14 @@ use chrono_tz::Tz;
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use tokio_util::sync::CancellationToken;
 
 use crate::queue::keys;
 use crate::queue::{Backoff, JobOptions, NewJob, Queue, QueueError};
 use crate::runs::{RunError, RunRecord, Runs};
-use crate::store::Store;
+use crate::store::{Index, Store};
 use crate::telemetry::names;
+
+pub use cron::{Due, Schedule};
 
 static RELEASE_LOCK: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(include_str!("unlock.lua")));
@@ -56,8 +61,9 @@ pub enum PlanError {
 pub trait Daily: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
-    /// Creates the indexes its jobs read and write by; safe to repeat.
-    fn ensure_indexes<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, mongodb::error::Result<()>>;
+    /// The indexes its jobs read and write by. Created only by `tidegate setup`, never at
+    /// start: an index build scans a collection at a pace nothing controls.
+    fn indexes(&self) -> Vec<Index>;
 
     /// Streams the day's targets (never the whole list at once). `limit` bounds the query that
     /// finds them; the planner bounds each further read.
@@ -226,9 +232,10 @@ impl Planner {
 
     /// A scheduled firing: plans the day that just ended unless the schedule already did,
     /// holding a lock with a lease so that replicas firing together plan it once.
-    pub async fn fire(&self, fired: DateTime<Tz>) -> Result<Option<RunRecord>, PlanError> {
+    pub async fn fire(&self, fired: DateTime<Tz>) -> Result<Fired, PlanError> {
         let date = day_for(fired);
-        let lock = keys::plan_lock(&date.to_string());
+        let name = self.daily.name();
+        let lock = keys::plan_lock(name, &date.to_string());
         let token = format!("{:016x}", rand::random::<u64>());
         let got: Option<String> = redis::cmd("SET")
             .arg(&lock)
@@ -240,14 +247,17 @@ impl Planner {
             .await?;
         if got.is_none() {
             tracing::info!(%date, "another replica is planning this day");
-            return Ok(None);
+            return Ok(Fired::Busy);
         }
         let result = async {
-            if !self.runs.find(&date.to_string(), "schedule").await?.is_empty() {
+            let date = date.to_string();
+            if !self.runs.find(name, &date, "schedule").await?.is_empty() {
                 tracing::info!(%date, "the schedule already planned this day; not planning it twice");
-                return Ok(None);
+                return Ok(Fired::Already);
             }
-            self.plan(date, "schedule", false).await.map(Some)
+            self.plan(day_for(fired), "schedule", false)
+                .await
+                .map(Fired::Planned)
         }
         .await;
         let _: Result<i64, _> = RELEASE_LOCK
@@ -259,53 +269,20 @@ impl Planner {
     }
 }
 
-/// Cron in the 5-field form people write, or the `cron` crate's own 6/7-field form.
-pub(crate) fn cron_schedule(value: &str) -> Result<cron::Schedule, String> {
-    let fields = value.split_whitespace().count();
-    let full = if fields == 5 {
-        format!("0 {value}")
-    } else {
-        value.to_owned()
-    };
-    full.parse::<cron::Schedule>().map_err(|e| e.to_string())
-}
-
-/// Fires the planner at each time of `schedule` in `tz` until `shutdown`.
-pub(crate) async fn run_schedule(
-    planner: Planner,
-    schedule: cron::Schedule,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let now = chrono::Utc::now().with_timezone(&planner.tz);
-        let Some(next) = schedule.after(&now).next() else {
-            tracing::warn!("the schedule has no future firing; the scheduler stops");
-            return;
-        };
-        let wait = (next - now).to_std().unwrap_or(Duration::ZERO);
-        tracing::info!(next = %next.to_rfc3339(), "next scheduled run");
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(wait) => {}
-        }
-        match planner.fire(next).await {
-            Ok(Some(run)) => tracing::info!(run = %run.id, "scheduled run planned"),
-            Ok(None) => {}
-            Err(e) => tracing::error!(error = %e, "scheduled run could not be planned"),
-        }
-    }
+/// What a scheduled firing did.
+#[derive(Debug)]
+pub enum Fired {
+    Planned(RunRecord),
+    /// The schedule had planned that day already.
+    Already,
+    /// Another replica holds the day's planning lock: ask again shortly, since it may fail.
+    Busy,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn cron_accepts_five_and_six_fields() {
-        assert!(cron_schedule("0 1 * * *").is_ok());
-        assert!(cron_schedule("30 0 1 * * *").is_ok());
-        assert!(cron_schedule("61 1 * * *").is_err());
-    }
     use chrono::TimeZone;
 
     #[test]
@@ -364,22 +341,6 @@ mod tests {
         );
         assert!(
             crate::queue::job::check_custom_id(&job_id("score", "2026-11-24-r1", "42")).is_ok()
-        );
-    }
-
-    #[test]
-    fn the_default_schedule_fires_at_one_in_seoul() {
-        let schedule = cron_schedule("0 1 * * *").expect("cron");
-        let now = chrono_tz::Asia::Seoul
-            .with_ymd_and_hms(2026, 11, 24, 13, 0, 0)
-            .single()
-            .expect("time");
-        let next = schedule.after(&now).next().expect("next");
-        assert_eq!(next.to_rfc3339(), "2026-11-25T01:00:00+09:00");
-        assert_eq!(
-            next.with_timezone(&chrono::Utc).to_rfc3339(),
-            "2026-11-24T16:00:00+00:00",
-            "01:00 in Seoul is 16:00 UTC the day before"
         );
     }
 }

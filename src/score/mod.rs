@@ -17,13 +17,12 @@ use chrono_tz::Tz;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use mongodb::IndexModel;
 use mongodb::bson::{self, Bson, Document, doc};
 use serde::{Deserialize, Serialize};
 
 use crate::queue::NewJob;
 use crate::schedule::Daily;
-use crate::store::{Store, Upsert};
+use crate::store::{Index, Store, Upsert};
 
 pub use naive::{NaiveReport, run_naive};
 pub use pipeline::ScorePipeline;
@@ -135,34 +134,23 @@ pub(crate) fn score_upsert(
     }
 }
 
-/// Creates the indexes the job reads and writes by; safe to repeat. One index per command:
-/// FerretDB 1.24 drops the connection on a `createIndexes` that names several.
-pub async fn ensure_indexes(store: &Store) -> mongodb::error::Result<()> {
-    let db = store.database();
-    let events = db.collection::<Document>(EVENTS);
-    store
-        .bounded(
-            events.create_index(
-                IndexModel::builder()
-                    .keys(doc! { "userId": 1, "ts": 1 })
-                    .build(),
-            ),
-        )
-        .await?;
-    store
-        .bounded(events.create_index(IndexModel::builder().keys(doc! { "ts": 1 }).build()))
-        .await?;
-    // `_id` is the (date, user) key; this index serves lookups by user.
-    store
-        .bounded(
-            db.collection::<Document>(DAILY_SCORES).create_index(
-                IndexModel::builder()
-                    .keys(doc! { "userId": 1, "date": 1 })
-                    .build(),
-            ),
-        )
-        .await?;
-    Ok(())
+/// The indexes the job reads and writes by: the day's events of a batch's users, the day's
+/// users for planning, and scores by user (`_id` is the (date, user) key).
+pub fn indexes() -> Vec<Index> {
+    vec![
+        Index {
+            collection: EVENTS,
+            keys: doc! { "userId": 1, "ts": 1 },
+        },
+        Index {
+            collection: EVENTS,
+            keys: doc! { "ts": 1 },
+        },
+        Index {
+            collection: DAILY_SCORES,
+            keys: doc! { "userId": 1, "date": 1 },
+        },
+    ]
 }
 
 /// Streams the users with events on `date`, with a cursor (never the whole list at once).
@@ -238,8 +226,8 @@ impl Daily for Score {
         "score"
     }
 
-    fn ensure_indexes<'a>(&'a self, store: &'a Store) -> BoxFuture<'a, mongodb::error::Result<()>> {
-        Box::pin(ensure_indexes(store))
+    fn indexes(&self) -> Vec<Index> {
+        indexes()
     }
 
     fn targets<'a>(

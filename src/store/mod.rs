@@ -15,8 +15,10 @@ use tokio::sync::OnceCell;
 
 use crate::telemetry::names;
 
+mod indexes;
 mod write;
 
+pub use indexes::Index;
 pub use write::{
     BulkSummary, ItemResults, Upsert, WriteFailure, classify, parse_update_reply, split,
 };

@@ -20,6 +20,8 @@ pub(super) struct BatchLoop<P> {
     pub(super) throttle: Option<Throttle>,
     pub(super) observer: Option<Arc<dyn Observer>>,
     pub(super) token_base: String,
+    /// The job names it takes; empty: every name.
+    pub(super) names: Arc<[String]>,
     /// Its own connection for blocking waits (see [`Queue::wait_for_work`]).
     pub(super) blocking: crate::queue::Redis,
     pub(super) shutdown: CancellationToken,
@@ -48,8 +50,12 @@ async fn pause_unless_stopped(shutdown: &CancellationToken, delay: Duration) -> 
     }
 }
 
+/// How soon a loop looks again when all it found was left for other workers.
+const LEFT_POLL: Duration = Duration::from_secs(1);
+
 pub(super) async fn batch_loop<P: Pipeline>(mut l: BatchLoop<P>) -> WorkerStats {
     let mut stats = WorkerStats::default();
+    let mut warned_left = false;
     let mut batch_no = 0u64;
     while !l.shutdown.is_cancelled() {
         batch_no += 1;
@@ -70,7 +76,11 @@ pub(super) async fn batch_loop<P: Pipeline>(mut l: BatchLoop<P>) -> WorkerStats 
             }
             slot = Some(claimed);
         }
-        let taken = match l.queue.take(want, &token, l.options.lock_duration).await {
+        let taken = match l
+            .queue
+            .take_named(want, &token, l.options.lock_duration, &l.names)
+            .await
+        {
             Ok(taken) => taken,
             Err(e) => {
                 tracing::warn!(queue = l.queue.name(), error = %e, "cannot take jobs; retrying in 1 s");
@@ -80,7 +90,20 @@ pub(super) async fn batch_loop<P: Pipeline>(mut l: BatchLoop<P>) -> WorkerStats 
                 continue;
             }
         };
+        if taken.left > 0 && !warned_left {
+            warned_left = true;
+            tracing::warn!(queue = l.queue.name(), left = taken.left, handled = %l.names.join(", "),
+                "jobs whose names no enabled pipeline handles wait on this queue; left for its other workers (TIDEGATE_UNKNOWN_JOBS)");
+        }
         if taken.jobs.is_empty() && taken.malformed.is_empty() {
+            if taken.left > 0 {
+                // Jobs left for other workers keep the queue's marker set: a blocking wait on
+                // it would return at once, so look again after a pause instead.
+                if !pause_unless_stopped(&l.shutdown, LEFT_POLL).await {
+                    break;
+                }
+                continue;
+            }
             let mut wait = l.options.idle_block;
             if let Some(due) = taken.next_delayed {
                 wait = wait.min(Duration::from_millis(due.saturating_sub(queue::now_ms())));
@@ -125,7 +148,7 @@ async fn fill<P: Pipeline>(
     }
     match l
         .queue
-        .take(want - have, token, l.options.lock_duration)
+        .take_named(want - have, token, l.options.lock_duration, &l.names)
         .await
     {
         Ok(more) => {

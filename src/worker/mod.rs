@@ -47,7 +47,45 @@ pub struct WorkerOptions {
     /// Retention for jobs whose options do not set `removeOnComplete` / `removeOnFail`.
     pub keep_completed: Retention,
     pub keep_failed: Retention,
+    /// What becomes of jobs whose name the pipeline does not handle.
+    pub unknown_jobs: UnknownJobs,
 }
+
+/// What a worker does with jobs whose name its pipeline does not handle, on a queue it shares
+/// with other workers (`TIDEGATE_UNKNOWN_JOBS`). A pipeline that handles every name
+/// ([`Pipeline::job_names`] is `None`) meets none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownJobs {
+    /// Refuse to start while such jobs wait ([`Worker::check_names`]); leave them afterwards.
+    Refuse,
+    /// Never take them: the queue's other workers run them.
+    Leave,
+    /// Take them and fail them for good, saying which names are handled.
+    Fail,
+}
+
+/// Jobs waiting on a queue whose names the worker's pipeline does not handle.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "queue {queue:?} holds jobs no enabled pipeline handles: {}; tidegate handles {handled}. \
+     If other workers (BullMQ's) run them, set TIDEGATE_UNKNOWN_JOBS=leave; to fail them, \
+     TIDEGATE_UNKNOWN_JOBS=fail; or enable the application that handles them (TIDEGATE_APPS)",
+    listed(.found)
+)]
+pub struct UnknownNames {
+    pub queue: String,
+    /// Each name found, with how many jobs of it were seen.
+    pub found: Vec<(String, u64)>,
+    pub handled: String,
+}
+
+fn listed(found: &[(String, u64)]) -> String {
+    let shown: Vec<String> = found.iter().map(|(n, c)| format!("{n:?} ({c})")).collect();
+    shown.join(", ")
+}
+
+/// Jobs of each state looked at by [`Worker::check_names`].
+const NAME_SAMPLE: usize = 1000;
 
 impl Default for WorkerOptions {
     fn default() -> Self {
@@ -64,6 +102,7 @@ impl Default for WorkerOptions {
             shutdown_timeout: Duration::from_secs(30),
             keep_completed: Retention::keep_last(50_000),
             keep_failed: Retention::KEEP_ALL,
+            unknown_jobs: UnknownJobs::Refuse,
         }
     }
 }
@@ -186,8 +225,44 @@ impl<P: Pipeline> Worker<P> {
         self
     }
 
+    /// The names this worker takes; empty: every name (its pipeline handles all, or unknown
+    /// jobs are taken to be failed).
+    fn taken_names(&self) -> Vec<String> {
+        match (self.options.unknown_jobs, self.pipeline.job_names()) {
+            (UnknownJobs::Fail, _) | (_, None) => Vec::new(),
+            (_, Some(names)) => names,
+        }
+    }
+
+    /// Under [`UnknownJobs::Refuse`], the jobs waiting on the queue that the pipeline would
+    /// never run, as an error that names them: a process that starts on a queue shared with
+    /// other workers says so before it leaves anything. `Ok` in the other modes.
+    pub async fn check_names(&self) -> Result<Result<(), UnknownNames>, QueueError> {
+        let (UnknownJobs::Refuse, Some(handled)) =
+            (self.options.unknown_jobs, self.pipeline.job_names())
+        else {
+            return Ok(Ok(()));
+        };
+        let found: Vec<(String, u64)> = self
+            .queue
+            .waiting_names(NAME_SAMPLE)
+            .await?
+            .into_iter()
+            .filter(|(name, _)| !handled.contains(name))
+            .collect();
+        if found.is_empty() {
+            return Ok(Ok(()));
+        }
+        Ok(Err(UnknownNames {
+            queue: self.queue.name().to_owned(),
+            found,
+            handled: handled.join(", "),
+        }))
+    }
+
     /// Runs until `shutdown` is cancelled and in-flight batches are settled or released.
     pub async fn run(self, shutdown: CancellationToken) -> Result<WorkerStats, QueueError> {
+        let names: Arc<[String]> = self.taken_names().into();
         let options = Arc::new(self.options);
         let worker_id = format!("{:016x}", rand::random::<u64>());
         let upkeep_stop = CancellationToken::new();
@@ -208,6 +283,7 @@ impl<P: Pipeline> Worker<P> {
                 throttle: self.throttle.clone(),
                 observer: self.observer.clone(),
                 token_base: format!("{worker_id}-{n}"),
+                names: names.clone(),
                 blocking,
                 shutdown: shutdown.clone(),
             }));

@@ -24,7 +24,7 @@ use utoipa_axum::routes;
 
 use crate::queue::Queue;
 use crate::runs::Runs;
-use crate::schedule::Planner;
+use crate::schedule::{Planner, Schedule};
 
 mod error;
 mod queues;
@@ -41,7 +41,12 @@ pub struct AdminState {
     pub budget: String,
     pub queue: Queue,
     pub runs: Runs,
-    pub planner: Planner,
+    /// The enabled daily application's planner; runs cannot be started without one.
+    pub planner: Option<Planner>,
+    /// `TIDEGATE_SCHEDULE` (`None`: off), its timezone and catch-up window.
+    pub schedule: Option<Schedule>,
+    pub timezone: chrono_tz::Tz,
+    pub catch_up: Duration,
 }
 
 #[derive(OpenApi)]

@@ -9,7 +9,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AdminState;
 use super::error::{
-    ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, bad_request, not_found, number_in, unavailable,
+    ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, bad_request, conflict, not_found, number_in,
+    unavailable,
 };
 use crate::runs::RunRecord;
 use crate::schedule::PlanError;
@@ -137,20 +138,25 @@ pub(super) struct StartRun {
 }
 
 /// Starts a run for a day: plans its jobs now (idempotent writes, so a day can be re-run),
-/// optionally purging the day's results first. The day must be from 2000-01-01 to the last
+/// optionally purging the day's results first; 409 when no daily application is enabled. The day must be from 2000-01-01 to the last
 /// day that has ended in TIDEGATE_TIMEZONE (400 otherwise); a body over 64 KiB is 413.
 #[utoipa::path(post, path = "/api/runs", request_body = StartRun,
     responses((status = 201, body = RunView, links(
         ("run" = (operation_id = "run", parameters(("id" = "$response.body#/id")))))),
     (status = 400, body = ErrorBody),
-    (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
+    (status = 401, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
     (status = 503, body = ErrorBody)))]
 pub(super) async fn start_run(
     State(state): State<AdminState>,
     ApiJson(body): ApiJson<StartRun>,
 ) -> Result<(StatusCode, Json<RunView>), ApiError> {
     let date = parse_date(&body.date)?;
-    let run = match state.planner.plan(date, "admin", body.purge).await {
+    let Some(planner) = &state.planner else {
+        return Err(conflict(
+            "no daily application is enabled (TIDEGATE_APPS), so there is no day to plan",
+        ));
+    };
+    let run = match planner.plan(date, "admin", body.purge).await {
         Ok(run) => run,
         Err(PlanError::Date(e)) => return Err(bad_request(e.to_string())),
         Err(e) => return Err(unavailable("planning the run", e)),

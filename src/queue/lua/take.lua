@@ -1,10 +1,19 @@
 --[[ tidegate: promote due delayed jobs, then move up to N jobs into active, each with a lock.
 KEYS: 1 wait, 2 active, 3 prioritized, 4 delayed, 5 paused, 6 meta, 7 marker, 8 events, 9 pc
-ARGV: 1 key base, 2 lock token, 3 lock ms, 4 max jobs, 5 now (ms)
-Returns {jobs, next delayed due ms (0 = none)}; each job is
+ARGV: 1 key base, 2 lock token, 3 lock ms, 4 max jobs, 5 now (ms), 6... the job names the
+caller handles (none: every name); jobs of other names stay where they are, in order, for the
+queue's other workers
+Returns {jobs, next delayed due ms (0 = none), jobs left for other workers}; each job is
 {id, name, data, opts, timestamp, attemptsMade, deferred failure} (missing fields are nil). ]]
 local base, token, lockMs, max, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local target, paused = readyList(KEYS[6], KEYS[1], KEYS[5])
+local handles = nil
+if #ARGV > 5 then
+  handles = {}
+  for i = 6, #ARGV do handles[ARGV[i]] = true end
+end
+-- Ids looked at beyond a batch when some are left: bounds the work of one call.
+local LOOK_AHEAD = 1000
 
 -- Due delayed jobs become waiting (at most 1000 per call, as BullMQ does).
 local due = rcall('ZRANGEBYSCORE', KEYS[4], 0, int((now + 1) * 4096 - 1), 'LIMIT', 0, 1000)
@@ -23,20 +32,63 @@ local function nextDue()
   return 0
 end
 
-if paused then return {{}, nextDue()} end
+if paused then return {{}, nextDue(), 0} end
+
+-- Whether the caller handles this job (a job whose hash is gone is taken, to be dropped below).
+local function handled(id)
+  if handles == nil then return true end
+  local name = rcall('HGET', base .. id, 'name')
+  return not name or handles[name] == true
+end
 
 -- Take the oldest waiting ids in one go: LRANGE + LTRIM + LPUSH leave wait and active exactly
 -- as one RPOPLPUSH per id would, in three calls instead of one per job.
 local ids = {}
-local fromWait = rcall('LRANGE', KEYS[1], -max, -1)
-if #fromWait > 0 then
-  rcall('LTRIM', KEYS[1], 0, -(#fromWait + 1))
-  for i = #fromWait, 1, -1 do ids[#ids + 1] = fromWait[i] end
+local left = 0
+if handles == nil then
+  local fromWait = rcall('LRANGE', KEYS[1], -max, -1)
+  if #fromWait > 0 then
+    rcall('LTRIM', KEYS[1], 0, -(#fromWait + 1))
+    for i = #fromWait, 1, -1 do ids[#ids + 1] = fromWait[i] end
+  end
+else
+  -- Oldest first, take what the caller handles; the rest goes back to the oldest end in the
+  -- order it had, so other workers still meet it first.
+  local looked = rcall('LRANGE', KEYS[1], -(max + LOOK_AHEAD), -1)
+  local taken, stay = {}, {}
+  for i = #looked, 1, -1 do
+    local id = looked[i]
+    if #ids < max and handled(id) then
+      ids[#ids + 1] = id
+      taken[id] = true
+    end
+  end
+  if #ids > 0 then
+    for i = 1, #looked do
+      if not taken[looked[i]] then stay[#stay + 1] = looked[i] end
+    end
+    rcall('LTRIM', KEYS[1], 0, -(#looked + 1))
+    inChunks('RPUSH', KEYS[1], stay)
+  end
+  left = #looked - #ids
 end
 -- Prioritized jobs run only when wait is empty, lowest score first.
 if #ids < max then
-  local popped = rcall('ZPOPMIN', KEYS[3], max - #ids)
-  for i = 1, #popped, 2 do ids[#ids + 1] = popped[i] end
+  if handles == nil then
+    local popped = rcall('ZPOPMIN', KEYS[3], max - #ids)
+    for i = 1, #popped, 2 do ids[#ids + 1] = popped[i] end
+  else
+    local looked = rcall('ZRANGE', KEYS[3], 0, max - #ids + LOOK_AHEAD - 1)
+    local chosen = {}
+    for _, id in ipairs(looked) do
+      if #ids < max and handled(id) then
+        ids[#ids + 1] = id
+        chosen[#chosen + 1] = id
+      end
+    end
+    if #chosen > 0 then inChunks('ZREM', KEYS[3], chosen) end
+    left = left + #looked - #chosen
+  end
 end
 inChunks('LPUSH', KEYS[2], ids)
 
@@ -55,8 +107,8 @@ for _, id in ipairs(ids) do
   end
 end
 
--- Wake other idle workers while work remains.
-if #jobs > 0 and (rcall('LLEN', KEYS[1]) > 0 or rcall('ZCARD', KEYS[3]) > 0) then
+-- Wake other idle workers while work remains (also the other workers of jobs left alone).
+if (#jobs > 0 or left > 0) and (rcall('LLEN', KEYS[1]) > 0 or rcall('ZCARD', KEYS[3]) > 0) then
   rcall('ZADD', KEYS[7], 0, '0')
 end
-return {jobs, nextDue()}
+return {jobs, nextDue(), left}
