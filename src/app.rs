@@ -267,18 +267,16 @@ impl App {
         pipeline: P,
         stop: &CancellationToken,
     ) -> Result<Running, AppError> {
+        // First, so that every part records into it from its start.
+        let metrics = telemetry::metrics();
+        let unknown = self.settings.worker.unknown_jobs;
+        crate::worker::check_names(&self.queue, pipeline.job_names(), unknown).await??;
         let (worker, control) = self.paced_worker(pipeline, stop)?;
-        if let Err(refused) = worker.check_names().await? {
-            stop.cancel();
-            let _ = control.await;
-            return Err(refused.into());
-        }
         let addr = self.settings.http_addr;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| AppError::Listen { addr, source })?;
         tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
-        let metrics = telemetry::metrics();
         let state = AppState {
             redis: self.redis.clone(),
             store: self.store.clone(),

@@ -1,7 +1,9 @@
 //! Every Grafana panel shows data after a real run: `tidegate demo` processes a small day on the
 //! local services (paced, with FerretDB's CPU through Prometheus when FerretDB is the database)
-//! while Prometheus scrapes it; then each panel's PromQL is evaluated on that Prometheus at a
-//! moment during the run, and each panel must return at least one series.
+//! while Prometheus scrapes it, beside a `tidegate run` whose schedule is on; then each panel's
+//! PromQL (its variables at "All") is evaluated on that Prometheus at a moment during the run,
+//! and each panel must return at least one series. And every dashboard can be imported into
+//! any Grafana: its data source and the scrape job are variables, not our names.
 
 mod common;
 
@@ -29,9 +31,91 @@ async fn series_at(prometheus: &str, expr: &str, at: f64) -> usize {
     body["data"]["result"].as_array().map_or(0, Vec::len)
 }
 
+/// Each dashboard file, parsed.
+fn dashboards() -> Vec<(std::path::PathBuf, serde_json::Value)> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("dashboards/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        found.push((path, serde_json::from_str(&text).expect("JSON")));
+    }
+    found
+}
+
+/// A panel's query as Grafana sends it with every variable at "All" (`.*`).
+fn at_all(expr: &str) -> String {
+    ["$job", "$instance", "$queue"]
+        .iter()
+        .fold(expr.to_owned(), |e, var| e.replace(var, ".*"))
+}
+
+#[test]
+fn dashboards_ask_for_their_data_source_and_filter_by_job_instance_and_queue() {
+    for (path, dashboard) in dashboards() {
+        let vars: Vec<&str> = dashboard["templating"]["list"]
+            .as_array()
+            .expect("templating")
+            .iter()
+            .filter_map(|v| v["name"].as_str())
+            .collect();
+        assert_eq!(vars, ["datasource", "job", "instance", "queue"], "{path:?}");
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            let title = panel["title"].as_str().expect("title");
+            assert_eq!(
+                panel["datasource"]["uid"], "${datasource}",
+                "{path:?}: panel {title:?} names a data source of ours"
+            );
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().expect("expr");
+                assert!(!expr.contains("job=\""), "{title:?} names a job: {expr}");
+                // Each selector of a metric of ours (or of `up`) filters by the job variable.
+                for (at, _) in expr
+                    .match_indices("tidegate_")
+                    .chain(expr.match_indices("up{"))
+                {
+                    let selector = &expr[at..];
+                    let open = selector
+                        .find(['{', '[', ')', ' '])
+                        .unwrap_or(selector.len());
+                    if selector[open..].starts_with('{') {
+                        let close = selector.find('}').expect("a closed selector");
+                        assert!(
+                            selector[open..close].contains("job=~\"$job\""),
+                            "{path:?}: {title:?}: {expr}"
+                        );
+                    } else {
+                        panic!("{path:?}: {title:?}: a selector without the job filter: {expr}");
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn every_panel_shows_data_after_a_real_run() {
     let prometheus = common::env("PROMETHEUS_URL");
+    // A process whose schedule is on (it fires nothing during the test), for the schedule's
+    // panels; scraped under the `workers` job.
+    let port = common::scenario::free_port();
+    let scheduled = common::scenario::start(
+        common::scenario::command(
+            &common::unique("dash_scheduled"),
+            &common::unique("tidegate_dash_scheduled"),
+            &common::redis_url(),
+            &common::mongodb_uri(),
+        )
+        .env("TIDEGATE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        // Its own budget: leading the demo's, it would see no CPU (no probe configured here).
+        .env("TIDEGATE_BUDGET", common::unique("dash_scheduled"))
+        .env("TIDEGATE_APPS", "score")
+        .env("TIDEGATE_SCHEDULE", "@yearly"),
+    );
+    let _scraped = common::Scraped::new("dash", &[format!("127.0.0.1:{port}")]);
     let mut demo = Command::new(env!("CARGO_BIN_EXE_tidegate"));
     demo.args(["demo", "--users", "1500", "--date", "2026-11-17"])
         .env("TIDEGATE_DATABASE", common::unique("tidegate_dash"))
@@ -63,25 +147,19 @@ async fn every_panel_shows_data_after_a_real_run() {
     // Two seconds before the end, the run was still being scraped.
     let during = unix_now() - 2.0;
 
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards");
     let mut checked = 0;
-    for entry in std::fs::read_dir(dir).expect("dashboards/") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_none_or(|e| e != "json") {
-            continue;
-        }
-        let dashboard: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("JSON");
+    for (path, dashboard) in dashboards() {
         for panel in dashboard["panels"].as_array().expect("panels") {
             let title = panel["title"].as_str().expect("title");
             let mut series = 0;
             for target in panel["targets"].as_array().into_iter().flatten() {
                 let expr = target["expr"].as_str().expect("expr");
-                series += series_at(&prometheus, expr, during).await;
+                series += series_at(&prometheus, &at_all(expr), during).await;
             }
             assert!(series > 0, "panel {title:?} of {path:?} shows no data");
             checked += 1;
         }
     }
     assert!(checked >= 10, "only {checked} panels found");
+    drop(scheduled);
 }

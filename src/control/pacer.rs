@@ -3,7 +3,8 @@
 //! the [`Probes`], steps the [`Controller`] and publishes a pace per queue; in every case it
 //! sets its [`Throttle`] to its share of its queue's pace and to the chosen batch size. It owns
 //! the loop's metrics and its warnings (each unreported signal once, probe failures once per
-//! streak, a router once).
+//! streak, a router once). What only the leader knows (the database's load, the budget, the
+//! limiter) it exports as held series, dropped the moment it stops leading.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -21,7 +22,7 @@ use crate::control::probe::{
 use crate::control::throttle::Throttle;
 use crate::queue::keys::BudgetKeys;
 use crate::store::Store;
-use crate::telemetry::names;
+use crate::telemetry::{held, names};
 
 /// The loop's settings (from the environment; see `config`).
 #[derive(Debug, Clone, PartialEq)]
@@ -165,9 +166,15 @@ impl Pacer {
                 _ = every.tick() => self.tick().await,
             }
         }
+        held::clear(self.holder());
         if let Err(e) = self.budget.leave().await {
             tracing::debug!(error = %e, "cannot leave the write budget; it lapses by itself");
         }
+    }
+
+    /// The name under which this process's leader-only series are held.
+    fn holder(&self) -> &str {
+        self.budget.id()
     }
 
     /// One interval.
@@ -186,8 +193,10 @@ impl Pacer {
         let tick = match ticked {
             Ok(tick) => tick,
             Err(e) => {
-                // Without the budget no process knows the others' pace: the floor is safe.
+                // Without the budget no process knows the others' pace: the floor is safe. Nor
+                // does it know whether it still leads: another may, so it exports nothing of it.
                 tracing::warn!(error = %e, "cannot reach the shared write budget; pacing at the floor");
+                held::clear(self.holder());
                 self.controller = None;
                 self.throttle.set_share(floor, self.queue_members);
                 return;
@@ -195,12 +204,19 @@ impl Pacer {
         };
         self.reported_errors = own_errors;
         self.queue_members = tick.queue_members.max(1);
-        metrics::gauge!(names::CONTROL_MEMBERS).set(tick.members as f64);
         metrics::gauge!(names::CONTROL_LEADER).set(if tick.leader { 1.0 } else { 0.0 });
+        self.throttle.set_reports_depth(tick.queue_reporter);
 
         let pace = if tick.leader {
+            held::set(
+                self.holder(),
+                names::CONTROL_MEMBERS,
+                &[],
+                tick.members as f64,
+            );
             self.lead(&tick, at).await
         } else {
+            held::clear(self.holder());
             self.controller = None;
             self.seen_errors = None;
             tick.pace
@@ -288,23 +304,38 @@ impl Pacer {
             } else {
                 0.0
             };
-            metrics::gauge!(names::LIMITER, "signal" => limiter.name()).set(on);
+            held::set(
+                self.holder(),
+                names::LIMITER,
+                &[("signal", limiter.name())],
+                on,
+            );
         }
         if let Some(budget) = decision.budget {
-            metrics::gauge!(names::CPU_BUDGET).set(budget);
+            held::set(self.holder(), names::CPU_BUDGET, &[], budget);
         }
         if let Some(controller) = &self.controller {
             let model = controller.cost();
-            metrics::gauge!(names::LIVE_LOAD).set(model.live());
-            metrics::gauge!(names::PROBE_LAG).set(model.lag());
+            held::set(self.holder(), names::LIVE_LOAD, &[], model.live());
+            held::set(self.holder(), names::PROBE_LAG, &[], model.lag());
         }
         for pace in &decision.paces {
             if let Some(cost) = pace.cost {
-                let queue = pace.queue.clone();
-                metrics::gauge!(names::BATCH_COST, "queue" => queue.clone(), "part" => "batch")
-                    .set(cost.per_batch / 100.0);
-                metrics::gauge!(names::BATCH_COST, "queue" => queue, "part" => "document")
-                    .set(cost.per_document / 100.0);
+                let queue = pace.queue.as_str();
+                let holder = self.holder();
+                let labels = |part| [("queue", queue), ("part", part)];
+                held::set(
+                    holder,
+                    names::BATCH_COST,
+                    &labels("batch"),
+                    cost.per_batch / 100.0,
+                );
+                held::set(
+                    holder,
+                    names::BATCH_COST,
+                    &labels("document"),
+                    cost.per_document / 100.0,
+                );
             }
         }
         let mine = decision.pace(self.budget.queue());
@@ -354,11 +385,13 @@ impl Pacer {
         };
         for signal in SIGNALS {
             let reported = !reading.unreported.contains(&signal);
-            metrics::gauge!(names::SIGNAL_AVAILABLE, "signal" => signal).set(if reported {
-                1.0
-            } else {
-                0.0
-            });
+            let available = if reported { 1.0 } else { 0.0 };
+            held::set(
+                self.holder(),
+                names::SIGNAL_AVAILABLE,
+                &[("signal", signal)],
+                available,
+            );
             if !reported && self.warned_unreported.insert(signal) {
                 tracing::warn!(
                     signal,
@@ -372,27 +405,29 @@ impl Pacer {
                 "the database is reached through a mongos: its CPU, lock queue and tickets are the router's, so the controller runs on latency only (README: Through a mongos)"
             );
         }
+        let holder = self.budget.id().to_owned();
+        let set = |name, value| held::set(&holder, name, &[], value);
         if let Some(cpu) = reading.cpu_percent {
-            metrics::gauge!(names::DB_CPU).set(cpu);
+            set(names::DB_CPU, cpu);
             let now = crate::queue::now_ms();
             if let Err(e) = budget::record_cpu(self.budget.connection(), now, cpu).await {
                 tracing::debug!(error = %e, "cannot record the database's CPU for run reports");
             }
         }
         if let Some(latency) = reading.write_latency {
-            metrics::gauge!(names::DB_WRITE_LATENCY).set(latency);
+            set(names::DB_WRITE_LATENCY, latency);
         }
         if let Some(latency) = reading.read_latency {
-            metrics::gauge!(names::DB_READ_LATENCY).set(latency);
+            set(names::DB_READ_LATENCY, latency);
         }
         if let Some(queued) = reading.queued_ops {
-            metrics::gauge!(names::DB_QUEUED_OPS).set(queued as f64);
+            set(names::DB_QUEUED_OPS, queued as f64);
         }
         if let Some(tickets) = reading.write_tickets {
-            metrics::gauge!(names::DB_WRITE_TICKETS).set(tickets as f64);
+            set(names::DB_WRITE_TICKETS, tickets as f64);
         }
         if let Some(pool) = reading.write_tickets_total {
-            metrics::gauge!(names::DB_WRITE_TICKETS_POOL).set(pool as f64);
+            set(names::DB_WRITE_TICKETS_POOL, pool as f64);
         }
         Sample {
             probe_ok: true,

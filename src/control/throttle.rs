@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,9 @@ struct Inner {
     batch: AtomicUsize,
     /// Jobs of the queue waiting to be taken, as the worker last counted.
     backlog: AtomicU64,
+    /// Whether this process exports its queue's depth (the pacer says, from the budget: one
+    /// process per queue does).
+    reports_depth: AtomicBool,
     ledger: Mutex<Ledger>,
     /// Batches this process has in flight (claimed slots), and the mean time one took (µs).
     in_flight: AtomicUsize,
@@ -102,6 +105,7 @@ impl Throttle {
                 // Until the controller chooses, a tenth of the largest: its cold start.
                 batch: AtomicUsize::new((burst.get() as usize / 10).max(1)),
                 backlog: AtomicU64::new(0),
+                reports_depth: AtomicBool::new(true),
                 ledger: Mutex::new(Ledger::default()),
                 in_flight: AtomicUsize::new(0),
                 duration_us: AtomicU64::new(0),
@@ -151,6 +155,15 @@ impl Throttle {
 
     pub fn backlog(&self) -> u64 {
         self.inner.backlog.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_reports_depth(&self, reports: bool) {
+        self.inner.reports_depth.store(reports, Ordering::Relaxed);
+    }
+
+    /// Whether this process exports its queue's depth (see [`crate::telemetry::held`]).
+    pub fn reports_depth(&self) -> bool {
+        self.inner.reports_depth.load(Ordering::Relaxed)
     }
 
     /// Notes that a batch of `documents` begins its work on the database; returns what

@@ -126,7 +126,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.dependencies.publish();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        crate::telemetry::render(state.metrics),
     )
 }
 

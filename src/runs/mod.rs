@@ -119,6 +119,12 @@ pub struct Runs {
 impl Runs {
     /// Runs of the jobs of queues under `prefix` (`TIDEGATE_QUEUE_PREFIX`).
     pub fn new(redis: Redis, store: Store, prefix: &str) -> Self {
+        // Both outcomes exist from the start at 0, so that the first failed run is an
+        // increase Prometheus can see (a counter born at 1 shows none).
+        for outcome in ["succeeded", "failed"] {
+            metrics::counter!(crate::telemetry::names::RUNS_ENDED, "outcome" => outcome)
+                .increment(0);
+        }
         Self {
             redis,
             store,

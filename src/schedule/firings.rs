@@ -75,6 +75,8 @@ pub(crate) async fn run_schedule(
     stop: CancellationToken,
 ) {
     let application = planner.daily.name();
+    // At 0 from the start, so that the first missed firing is an increase Prometheus sees.
+    metrics::counter!(names::SCHEDULE_MISSED, "application" => application).increment(0);
     let mut failures = 0u32;
     let mut announced = None;
     loop {

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::control::throttle::Throttle;
 use crate::pipeline::{Outcome, Pipeline};
 use crate::queue::{self, Job, Queue, QueueError, Retention, Settlement};
-use crate::telemetry::names;
+use crate::telemetry::{held, names};
 
 mod batch;
 
@@ -84,8 +84,36 @@ fn listed(found: &[(String, u64)]) -> String {
     shown.join(", ")
 }
 
-/// Jobs of each state looked at by [`Worker::check_names`].
+/// Jobs of each state looked at by [`check_names`].
 const NAME_SAMPLE: usize = 1000;
+
+/// Under [`UnknownJobs::Refuse`], the jobs waiting on `queue` that a pipeline handling
+/// `handled` (`None`: every name) would never run, as an error that names them: a process that
+/// starts on a queue shared with other workers says so before it leaves anything. `Ok` in the
+/// other modes.
+pub async fn check_names(
+    queue: &Queue,
+    handled: Option<Vec<String>>,
+    mode: UnknownJobs,
+) -> Result<Result<(), UnknownNames>, QueueError> {
+    let (UnknownJobs::Refuse, Some(handled)) = (mode, handled) else {
+        return Ok(Ok(()));
+    };
+    let found: Vec<(String, u64)> = queue
+        .waiting_names(NAME_SAMPLE)
+        .await?
+        .into_iter()
+        .filter(|(name, _)| !handled.contains(name))
+        .collect();
+    if found.is_empty() {
+        return Ok(Ok(()));
+    }
+    Ok(Err(UnknownNames {
+        queue: queue.name().to_owned(),
+        found,
+        handled: handled.join(", "),
+    }))
+}
 
 impl Default for WorkerOptions {
     fn default() -> Self {
@@ -234,32 +262,6 @@ impl<P: Pipeline> Worker<P> {
         }
     }
 
-    /// Under [`UnknownJobs::Refuse`], the jobs waiting on the queue that the pipeline would
-    /// never run, as an error that names them: a process that starts on a queue shared with
-    /// other workers says so before it leaves anything. `Ok` in the other modes.
-    pub async fn check_names(&self) -> Result<Result<(), UnknownNames>, QueueError> {
-        let (UnknownJobs::Refuse, Some(handled)) =
-            (self.options.unknown_jobs, self.pipeline.job_names())
-        else {
-            return Ok(Ok(()));
-        };
-        let found: Vec<(String, u64)> = self
-            .queue
-            .waiting_names(NAME_SAMPLE)
-            .await?
-            .into_iter()
-            .filter(|(name, _)| !handled.contains(name))
-            .collect();
-        if found.is_empty() {
-            return Ok(Ok(()));
-        }
-        Ok(Err(UnknownNames {
-            queue: self.queue.name().to_owned(),
-            found,
-            handled: handled.join(", "),
-        }))
-    }
-
     /// Runs until `shutdown` is cancelled and in-flight batches are settled or released.
     pub async fn run(self, shutdown: CancellationToken) -> Result<WorkerStats, QueueError> {
         let names: Arc<[String]> = self.taken_names().into();
@@ -270,6 +272,7 @@ impl<P: Pipeline> Worker<P> {
             self.queue.clone(),
             options.clone(),
             self.throttle.clone(),
+            format!("depth:{worker_id}"),
             upkeep_stop.clone(),
         ));
 
@@ -310,18 +313,24 @@ impl<P: Pipeline> Worker<P> {
 }
 
 /// Stalled-job recovery and queue depth sampling (told to the throttle, when paced, as the
-/// queue's backlog), until `stop`.
+/// queue's backlog), until `stop`. The depth is exported, as `holder`, only while the throttle
+/// says this process reports it (one process per queue does), so that N processes of a queue
+/// do not show N times its depth.
 async fn upkeep(
     queue: Queue,
     options: Arc<WorkerOptions>,
     throttle: Option<Throttle>,
+    holder: String,
     stop: CancellationToken,
 ) {
     let mut stalled = tokio::time::interval(options.stalled_interval);
     let mut depth = tokio::time::interval(options.depth_interval);
     loop {
         tokio::select! {
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => {
+                held::clear(&holder);
+                return;
+            }
             _ = stalled.tick() => match queue.recover_stalled(options.stalled_interval, options.max_stalled).await {
                 Ok(check) => {
                     for id in &check.requeued {
@@ -335,9 +344,13 @@ async fn upkeep(
                     if let Some(throttle) = &throttle {
                         throttle.set_backlog(counts.waiting + counts.prioritized);
                     }
-                    for (state, n) in counts.by_state() {
-                        metrics::gauge!(names::QUEUE_JOBS, "queue" => queue.name().to_owned(), "state" => state)
-                            .set(n as f64);
+                    if throttle.as_ref().is_none_or(Throttle::reports_depth) {
+                        for (state, n) in counts.by_state() {
+                            let labels = [("queue", queue.name()), ("state", state)];
+                            held::set(&holder, names::QUEUE_JOBS, &labels, n as f64);
+                        }
+                    } else {
+                        held::clear(&holder);
                     }
                 }
                 Err(e) => tracing::warn!(queue = queue.name(), error = %e, "cannot read queue depth"),

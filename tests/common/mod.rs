@@ -143,3 +143,54 @@ pub fn bullmq(args: &[&str], env: &[(&str, &str)], input: &str) -> serde_json::V
     );
     serde_json::from_slice(&out.stdout).expect("JSON from bullmq.mjs")
 }
+
+/// Processes a test has the local Prometheus scrape (a file of its own under
+/// `PROMETHEUS_TARGETS_DIR`, read by the `workers` job), labelled `test="<label>"`;
+/// unregistered when dropped.
+pub struct Scraped {
+    path: std::path::PathBuf,
+    pub label: String,
+}
+
+impl Scraped {
+    pub fn new(name: &str, targets: &[String]) -> Self {
+        let label = unique(name);
+        let dir = env("PROMETHEUS_TARGETS_DIR");
+        let path = std::path::Path::new(&dir).join(format!("{label}.json"));
+        let body = serde_json::json!([{ "targets": targets, "labels": { "test": label } }]);
+        // Written whole then renamed, so Prometheus never reads half a file.
+        let partial = path.with_extension("part");
+        std::fs::write(&partial, body.to_string()).expect("write the targets file");
+        std::fs::rename(&partial, &path).expect("publish the targets file");
+        Self { path, label }
+    }
+}
+
+impl Drop for Scraped {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// An instant PromQL query on the local Prometheus: each series' labels and value; empty when
+/// Prometheus does not answer.
+pub async fn promql(expr: &str) -> Vec<(serde_json::Map<String, serde_json::Value>, f64)> {
+    let answer = reqwest::Client::new()
+        .get(format!("{}/api/v1/query", env("PROMETHEUS_URL")))
+        .query(&[("query", expr)])
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    let Ok(body) = answer else { return Vec::new() };
+    let body: serde_json::Value = body.json().await.unwrap_or_default();
+    body["data"]["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|series| {
+            let labels = series["metric"].as_object()?.clone();
+            let value = series["value"][1].as_str()?.parse().ok()?;
+            Some((labels, value))
+        })
+        .collect()
+}

@@ -63,6 +63,9 @@ pub struct Tick {
     pub errors: u64,
     /// Redis' clock at the tick, ms.
     pub now_ms: u64,
+    /// This process reports its queue's depth: of the queue's members, the one with the lowest
+    /// id, so that each queue's depth is exported once whatever the number of processes.
+    pub queue_reporter: bool,
 }
 
 /// A member as the leader sees it.
@@ -323,13 +326,14 @@ impl Budget {
                 .arg(f.ended_ago_ms)
                 .arg(f.documents);
         }
-        let (leader, members, queue_members, pace, errors, now_ms): (
+        let (leader, members, queue_members, pace, errors, now_ms, reporter): (
             u8,
             u64,
             u64,
             String,
             u64,
             u64,
+            u8,
         ) = call.invoke_async(&mut self.conn).await?;
         Ok(Tick {
             leader: leader == 1,
@@ -338,6 +342,7 @@ impl Budget {
             pace: parse_pace(&self.queue, &pace).map(|p| (p.rate, p.batch)),
             errors,
             now_ms,
+            queue_reporter: reporter == 1,
         })
     }
 

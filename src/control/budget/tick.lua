@@ -9,7 +9,8 @@ ARGV: 1 process id, 2 lease/membership ttl (ms), 3 new write errors, 4 queue, 5 
       8 S = batches started, then S triples (seq, ms ago, documents),
       then E = batches finished, then E quadruples (seq, started ms ago, ended ms ago, documents)
 Returns {is_leader, members, members of this queue, pace of this queue ('' when none is
-current: "rate:batch:..."), errors (total), now (ms)}. ]]
+current: "rate:batch:..."), errors (total), now (ms), whether this process is the queue's member
+with the lowest id (the one that reports the queue's depth)}. ]]
 local rcall = redis.call
 local t = rcall('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -40,11 +41,13 @@ for n = 1, finished do
 end
 rcall('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - keep)
 
-local members, mine = 0, 0
-for _, info in ipairs(rcall('HVALS', KEYS[3])) do
+local members, mine, first = 0, 0, nil
+local infos = rcall('HGETALL', KEYS[3])
+for n = 1, #infos, 2 do
   members = members + 1
-  if string.match(info, '^[^:]*:[^:]*:(.*)$') == queue then
+  if string.match(infos[n + 1], '^[^:]*:[^:]*:(.*)$') == queue then
     mine = mine + 1
+    if not first or infos[n] < first then first = infos[n] end
   end
 end
 
@@ -64,4 +67,4 @@ local pace = ''
 if b[3] and tonumber(b[4] or '0') >= now then
   pace = b[3]
 end
-return {leader == id and 1 or 0, members, mine, pace, total, now}
+return {leader == id and 1 or 0, members, mine, pace, total, now, first == id and 1 or 0}

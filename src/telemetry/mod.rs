@@ -1,6 +1,9 @@
 //! Logs and metrics plumbing: the `tracing` subscriber, the process-wide Prometheus recorder, and
 //! the name, unit and help text of every metric tidegate exports (defined here once; code
-//! elsewhere refers to these constants, never to a string literal).
+//! elsewhere refers to these constants, never to a string literal). [`held`] keeps the few
+//! series a process exports only while it holds a shared responsibility.
+
+pub mod held;
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -122,6 +125,13 @@ pub fn metrics() -> &'static PrometheusHandle {
         metrics::gauge!(names::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         handle
     })
+}
+
+/// `/metrics`: the recorder's series, then the held ones.
+pub fn render(handle: &PrometheusHandle) -> String {
+    let mut out = handle.render();
+    held::render(&mut out);
+    out
 }
 
 /// Drains the recorder's histogram buffers now and then, as metrics-exporter-prometheus asks of
