@@ -13,8 +13,11 @@ use metrics_exporter_prometheus::formatting::{
     sanitize_label_key, sanitize_label_value, write_help_line, write_metric_line, write_type_line,
 };
 
-/// A series: its metric name and labels (in the order given).
-type Series = (&'static str, Vec<(&'static str, String)>);
+/// A series' labels, in the order given.
+type Labels = Vec<(&'static str, String)>;
+
+/// A series: its metric name and labels.
+type Series = (&'static str, Labels);
 
 /// Each holder's series.
 static HELD: Mutex<BTreeMap<String, BTreeMap<Series, f64>>> = Mutex::new(BTreeMap::new());
@@ -42,8 +45,7 @@ pub fn clear(holder: &str) {
 /// Appends the held series to `out` in the exposition format, each metric once with its help
 /// from the catalogue.
 pub(crate) fn render(out: &mut String) {
-    let mut by_name: BTreeMap<&'static str, BTreeMap<Vec<(&'static str, String)>, f64>> =
-        BTreeMap::new();
+    let mut by_name: BTreeMap<&'static str, BTreeMap<Labels, f64>> = BTreeMap::new();
     for series in held().values() {
         for ((name, labels), value) in series {
             by_name
