@@ -93,7 +93,7 @@ async fn shared_facts_are_exported_once_and_dropped_by_a_former_leader() {
     .await;
     assert_eq!(
         instances(&format!("tidegate_control_leader{{{test}}} == 1")).await,
-        [leader.clone()]
+        std::slice::from_ref(&leader)
     );
     let at = targets
         .iter()
