@@ -195,3 +195,55 @@ fn dates_that_cannot_be_runs_are_refused_with_the_accepted_range() {
         }
     }
 }
+
+/// `tidegate config`'s line of the schedule's next firings, with `schedule` in Seoul.
+fn next_firings(schedule: &str) -> String {
+    let out = tidegate()
+        .args(["config"])
+        .env("TIDEGATE_SCHEDULE", schedule)
+        .env("TIDEGATE_TIMEZONE", "Asia/Seoul")
+        .env("TIDEGATE_APPS", "score")
+        .output()
+        .expect("run tidegate");
+    assert!(out.status.success(), "{schedule}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("next firings"))
+        .expect("a next firings line")
+        .to_owned()
+}
+
+#[test]
+fn the_schedule_is_read_as_crontab_and_config_shows_its_next_three_firings() {
+    let weekdays = next_firings("0 1 * * 1-5");
+    let days: Vec<&str> = weekdays
+        .split_once(": ")
+        .expect("firings")
+        .1
+        .split(", ")
+        .map(|firing| &firing[..3])
+        .collect();
+    assert_eq!(days.len(), 3, "{weekdays}");
+    assert!(
+        days.iter()
+            .all(|d| ["Mon", "Tue", "Wed", "Thu", "Fri"].contains(d)),
+        "crontab's 1-5 is Monday to Friday: {weekdays}"
+    );
+    assert!(weekdays.contains("01:00 KST"), "{weekdays}");
+    for sunday in ["0 1 * * 0", "0 1 * * 7", "0 1 * * SUN"] {
+        let line = next_firings(sunday);
+        assert_eq!(line.matches("Sun ").count(), 3, "{sunday}: {line}");
+    }
+    assert!(next_firings("off").contains("none"));
+    let out = tidegate()
+        .args(["run"])
+        .env("TIDEGATE_SCHEDULE", "0 1 * * 8")
+        .output()
+        .expect("run tidegate");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("TIDEGATE_SCHEDULE: \"0 1 * * 8\" is invalid ("),
+        "{stderr}"
+    );
+}

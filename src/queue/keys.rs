@@ -228,16 +228,18 @@ pub(crate) fn run_sequence(date: &str) -> String {
     format!("tidegate:runs:{date}:seq")
 }
 
-/// Lock with a lease that lets one replica plan an application's scheduled day.
-pub(crate) fn plan_lock(application: &str, date: &str) -> String {
-    format!("tidegate:plan-lock:{application}:{date}")
+/// Lock with a lease that lets one replica plan an application's scheduled day into the queue
+/// whose keys start with `base` (`<prefix>:<queue>:`).
+pub(crate) fn plan_lock(base: &str, application: &str, date: &str) -> String {
+    format!("tidegate:plan-lock:{base}{application}:{date}")
 }
 
-/// HASH of an application's schedule, shared by its replicas: `since` (when a process first
-/// ran it), `through` (firings up to here are handled), `missed` and `last_missed` (firings
-/// older than the catch-up window when a process came to them), all in ms.
-pub(crate) fn schedule(application: &str) -> String {
-    format!("tidegate:schedule:{application}")
+/// HASH of an application's schedule on the queue whose keys start with `base`, shared by its
+/// replicas: `since` (when a process first ran it), `through` (firings up to here are
+/// handled), `missed` and `last_missed` (firings older than the catch-up window when a process
+/// came to them), all in ms. Outside the queue's own keys, which BullMQ's tools may delete.
+pub fn schedule(base: &str, application: &str) -> String {
+    format!("tidegate:schedule:{base}{application}")
 }
 
 /// ZSET of the database CPU the pacers' leaders saw, one member per control interval (score =

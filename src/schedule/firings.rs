@@ -42,20 +42,18 @@ fn instant(ms: Option<i64>) -> Option<DateTime<Utc>> {
     ms.and_then(DateTime::from_timestamp_millis)
 }
 
-/// Reads an application's schedule state (`None` fields where no process has run it).
-pub async fn state(
-    redis: &crate::queue::Redis,
-    application: &str,
-) -> Result<ScheduleState, redis::RedisError> {
+/// Reads the schedule state of the planner's application on its queue (`None` fields where no
+/// process has run it).
+pub async fn state(planner: &Planner) -> Result<ScheduleState, redis::RedisError> {
     let (since, through, missed, last_missed): (
         Option<i64>,
         Option<i64>,
         Option<u64>,
         Option<i64>,
     ) = redis::cmd("HMGET")
-        .arg(keys::schedule(application))
+        .arg(schedule_key(planner))
         .arg(&["since", "through", "missed", "last_missed"])
-        .query_async(&mut redis.clone())
+        .query_async(&mut planner.redis.clone())
         .await?;
     Ok(ScheduleState {
         since: instant(since),
@@ -63,6 +61,10 @@ pub async fn state(
         missed: missed.unwrap_or(0),
         last_missed: instant(last_missed),
     })
+}
+
+fn schedule_key(planner: &Planner) -> String {
+    keys::schedule(planner.queue.keys().base(), planner.daily.name())
 }
 
 /// Fires the planner at each firing of `schedule` until `stop`, catching up first. A failure
@@ -127,7 +129,7 @@ async fn look(
     catch_up: Duration,
 ) -> Result<Looked, PlanError> {
     let application = planner.daily.name();
-    let key = keys::schedule(application);
+    let key = schedule_key(planner);
     let mut redis = planner.redis.clone();
     let now = Utc::now();
     // A schedule met for the first time owes nothing before this moment.
@@ -144,7 +146,7 @@ async fn look(
         .ignore()
         .query_async(&mut redis)
         .await?;
-    let read = state(&planner.redis, application).await?;
+    let read = state(planner).await?;
     let (Some(since), Some(through)) = (read.since, read.through) else {
         return Ok(Looked::Busy);
     };

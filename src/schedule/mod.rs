@@ -7,7 +7,7 @@
 //! no process was up, is [`firings`]'s.
 
 pub mod cron;
-pub(crate) mod firings;
+pub mod firings;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -235,7 +235,7 @@ impl Planner {
     pub async fn fire(&self, fired: DateTime<Tz>) -> Result<Fired, PlanError> {
         let date = day_for(fired);
         let name = self.daily.name();
-        let lock = keys::plan_lock(name, &date.to_string());
+        let lock = keys::plan_lock(self.queue.keys().base(), name, &date.to_string());
         let token = format!("{:016x}", rand::random::<u64>());
         let got: Option<String> = redis::cmd("SET")
             .arg(&lock)

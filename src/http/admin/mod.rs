@@ -29,6 +29,7 @@ use crate::schedule::{Planner, Schedule};
 mod error;
 mod queues;
 mod runs;
+mod schedule;
 
 pub use error::ApiError;
 use error::{ErrorBody, bad_request};
@@ -88,6 +89,7 @@ fn api() -> OpenApiRouter<AdminState> {
         .routes(routes!(queues::retry_failed))
         .routes(routes!(runs::runs, runs::start_run))
         .routes(routes!(runs::run))
+        .routes(routes!(schedule::schedule))
 }
 
 /// The OpenAPI document `/api/openapi.json` serves.
