@@ -126,10 +126,7 @@ fn main() -> ExitCode {
     };
     if let Command::Config { .. } = cli.command {
         for (var, value) in settings.effective() {
-            let source = match std::env::var(var.name) {
-                Ok(v) if !v.trim().is_empty() => "env",
-                _ => "default",
-            };
+            let source = settings.source(var.name);
             println!("{:<28} {:<40} ({source})", var.name, value);
         }
         let tz = settings.timezone;

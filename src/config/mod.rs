@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use mongodb::options::WriteConcern;
+use mongodb::options::{ConnectionString, WriteConcern};
 
 use crate::control::controller;
 use crate::control::pacer::ControlOptions;
@@ -60,6 +60,9 @@ pub struct Settings {
     pub run_stall_after: Duration,
     /// Each variable's effective text, secrets redacted, for `tidegate config`.
     effective: Vec<(&'static Var, String)>,
+    /// Where each effective value came from: `env`, `default`, or `MONGODB_URI` (the
+    /// connection string said it, and it wins).
+    sources: Vec<(&'static str, &'static str)>,
 }
 
 /// A built-in application `TIDEGATE_APPS` can enable.
@@ -118,6 +121,7 @@ impl Settings {
             lookup: &lookup,
             errors: Vec::new(),
             effective: Vec::new(),
+            sources: Vec::new(),
         };
         let redis_url = r.read(&REDIS_URL, |v| {
             if let Some(checked) = crate::queue::check_sentinel_url(v) {
@@ -130,9 +134,19 @@ impl Settings {
             Ok(v.to_owned())
         });
         let mongodb_uri = r.read(&MONGODB_URI, |v| {
-            url_with_scheme(v, &["mongodb", "mongodb+srv"])
+            url_with_scheme(v, &["mongodb", "mongodb+srv"])?;
+            ConnectionString::parse(v)
+                .map(|_| v.to_owned())
+                .map_err(|e| without_password(&e.to_string(), v))
         });
-        let database = r.read(&DATABASE, database_name);
+        let uri = mongodb_uri
+            .as_deref()
+            .and_then(|v| ConnectionString::parse(v).ok());
+        let mut database = r.read(&DATABASE, database_name);
+        if let Some(named) = uri.as_ref().and_then(|u| u.default_database.clone()) {
+            r.said_by_uri(&DATABASE, &named);
+            database = Some(named);
+        }
         let http_addr = r.read(&HTTP_ADDR, |v| {
             SocketAddr::from_str(v).map_err(|e| e.to_string())
         });
@@ -262,6 +276,44 @@ impl Settings {
         let plan_lease = r.read(&PLAN_LEASE, duration);
         let run_stall_after = r.read(&RUN_STALL_AFTER, |v| at_least(v, Duration::from_secs(1)));
 
+        // The connection string is authoritative: the settings fill what it does not say.
+        let store = (|| {
+            let options = StoreOptions {
+                pool_size: pool_size? as u32,
+                connect_timeout: mongodb_timeout?,
+                selection_timeout: mongodb_timeout?,
+                op_timeout: mongodb_op_timeout?,
+                write_concern: write_concern?,
+                batch_docs: batch_docs? as usize,
+                batch_bytes: batch_bytes?,
+                ..StoreOptions::default()
+            };
+            let Some(uri) = &uri else {
+                return Some(options);
+            };
+            let (options, said) = options.under(uri);
+            for option in said {
+                match option {
+                    "maxPoolSize" => {
+                        r.said_by_uri(&MONGODB_POOL_SIZE, &options.pool_size.to_string())
+                    }
+                    "connectTimeoutMS" | "serverSelectionTimeoutMS" => r.said_by_uri(
+                        &MONGODB_TIMEOUT,
+                        &format!(
+                            "connect {}, server selection {}",
+                            humantime::format_duration(options.connect_timeout),
+                            humantime::format_duration(options.selection_timeout)
+                        ),
+                    ),
+                    "w" => {
+                        let w = options.write_concern.as_ref().and_then(|c| c.w.as_ref());
+                        r.said_by_uri(&WRITE_CONCERN, &format!("w: {w:?}"));
+                    }
+                    _ => {}
+                }
+            }
+            Some(options)
+        })();
         let budget = budget.map(|name| {
             name.unwrap_or_else(|| database_hosts(mongodb_uri.as_deref().unwrap_or_default()))
         });
@@ -318,19 +370,13 @@ impl Settings {
                     unknown_jobs: unknown_jobs?,
                     ..WorkerOptions::default()
                 },
-                store: StoreOptions {
-                    pool_size: pool_size? as u32,
-                    connect_timeout: mongodb_timeout?,
-                    op_timeout: mongodb_op_timeout?,
-                    write_concern: write_concern?,
-                    batch_docs: batch_docs? as usize,
-                    batch_bytes: batch_bytes?,
-                },
+                store: store?,
                 job_attempts: attempts? as u32,
                 job_backoff: backoff?,
                 plan_lease: plan_lease?,
                 run_stall_after: run_stall_after?,
                 effective: std::mem::take(&mut r.effective),
+                sources: std::mem::take(&mut r.sources),
             })
         })();
         match settings {
@@ -342,6 +388,15 @@ impl Settings {
     /// The effective value of each variable, as `tidegate config` prints it: secrets redacted.
     pub fn effective(&self) -> &[(&'static Var, String)] {
         &self.effective
+    }
+
+    /// Where the effective value of the variable `name` came from: `env`, `default`, or
+    /// `MONGODB_URI` (the connection string said it, and it wins over the variable).
+    pub fn source(&self, name: &str) -> &'static str {
+        self.sources
+            .iter()
+            .find(|(var, _)| *var == name)
+            .map_or("default", |(_, source)| source)
     }
 }
 
@@ -364,6 +419,7 @@ struct Reader<'a, F: Fn(&str) -> Option<String>> {
     lookup: &'a F,
     errors: Vec<Invalid>,
     effective: Vec<(&'static Var, String)>,
+    sources: Vec<(&'static str, &'static str)>,
 }
 
 impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
@@ -373,6 +429,8 @@ impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
         parse: impl Fn(&str) -> Result<T, String>,
     ) -> Option<T> {
         let value = (self.lookup)(var.name).filter(|v| !v.trim().is_empty());
+        let source = if value.is_some() { "env" } else { "default" };
+        self.sources.push((var.name, source));
         let text = value.as_deref().unwrap_or(var.default).trim();
         match parse(text) {
             Ok(parsed) => {
@@ -417,6 +475,39 @@ fn applications(value: &str) -> Result<Vec<Application>, String> {
         }
     }
     Ok(apps)
+}
+
+impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
+    /// Records that the connection string set what `var` would have: its value (`shown`) wins.
+    fn said_by_uri(&mut self, var: &'static Var, shown: &str) {
+        for (known, text) in &mut self.effective {
+            if known.name == var.name {
+                *text = shown.to_owned();
+            }
+        }
+        for (name, source) in &mut self.sources {
+            if *name == var.name {
+                *source = if *source == "env" {
+                    "MONGODB_URI; the variable is ignored"
+                } else {
+                    MONGODB_URI.name
+                };
+            }
+        }
+    }
+}
+
+/// `message` without the password of `uri`, should it quote it.
+fn without_password(message: &str, uri: &str) -> String {
+    let rest = uri.split_once("://").map_or(uri, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    match authority
+        .rsplit_once('@')
+        .and_then(|(user, _)| user.split_once(':'))
+    {
+        Some((_, password)) if !password.is_empty() => message.replace(password, "****"),
+        _ => message.to_owned(),
+    }
 }
 
 fn url_with_scheme(value: &str, schemes: &[&str]) -> Result<String, String> {

@@ -44,7 +44,7 @@ pub const REDIS_URL: Var = Var {
     ..var(
         "REDIS_URL",
         "redis://127.0.0.1:6379",
-        "a redis:// or rediss:// URL; for a Redis Cluster, any node's URL or several, comma-separated; for Sentinel, redis+sentinel://[:password@]host:port[,host:port...]/<master name>",
+        "a redis:// or rediss:// URL (TLS: the server's certificate is checked against the system's CAs, or the file SSL_CERT_FILE names); for a Redis Cluster, any node's URL or several, comma-separated; for Sentinel, redis+sentinel://[:password@]host:port[,host:port...]/<master name>",
         "Redis (a server or a cluster, which tidegate detects, or the master Sentinels name) that holds the job queues",
     )
 };
@@ -53,7 +53,7 @@ pub const MONGODB_URI: Var = Var {
     ..var(
         "MONGODB_URI",
         "mongodb://127.0.0.1:27017",
-        "a mongodb:// or mongodb+srv:// connection string",
+        "a mongodb:// or mongodb+srv:// connection string; what it says (its database, maxPoolSize, connectTimeoutMS, serverSelectionTimeoutMS, appName, w, readPreference, tls...) wins over the TIDEGATE_* settings, which fill only what it does not say",
         "MongoDB (or a wire-compatible server) that the pipelines write to",
     )
 };
@@ -61,7 +61,7 @@ pub(crate) const DATABASE: Var = var(
     "TIDEGATE_DATABASE",
     "tidegate",
     "a MongoDB database name: 1-63 characters, no slash, backslash, dot, space, quote or dollar",
-    "database the pipelines read and write",
+    "database the pipelines read and write, when MONGODB_URI names none",
 );
 pub(crate) const HTTP_ADDR: Var = var(
     "TIDEGATE_HTTP_ADDR",
@@ -319,13 +319,13 @@ pub(crate) const MONGODB_POOL_SIZE: Var = var(
     "TIDEGATE_MONGODB_POOL_SIZE",
     "50",
     "an integer 1-1000",
-    "most connections to MongoDB per process",
+    "most connections to MongoDB per process, unless MONGODB_URI says (maxPoolSize)",
 );
 pub(crate) const MONGODB_TIMEOUT: Var = var(
     "TIDEGATE_MONGODB_TIMEOUT",
     "10s",
     "a duration",
-    "connect and server-selection time limit",
+    "connect and server-selection time limit, unless MONGODB_URI says (connectTimeoutMS, serverSelectionTimeoutMS)",
 );
 pub(crate) const MONGODB_OP_TIMEOUT: Var = var(
     "TIDEGATE_MONGODB_OP_TIMEOUT",
@@ -337,7 +337,7 @@ pub(crate) const WRITE_CONCERN: Var = var(
     "TIDEGATE_WRITE_CONCERN",
     "server",
     "`server` (the server's default), `majority`, or a number of nodes",
-    "write concern of the bulk writes",
+    "write concern of the bulk writes, unless MONGODB_URI says (w, journal, wtimeoutMS)",
 );
 pub(crate) const PLAN_LEASE: Var = var(
     "TIDEGATE_PLAN_LEASE",

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mongodb::bson::{Bson, doc};
 use mongodb::error::Error as MongoError;
-use mongodb::options::{ClientOptions, WriteConcern};
+use mongodb::options::{ClientOptions, ConnectionString, WriteConcern};
 use mongodb::{Client, Database};
 use tokio::sync::OnceCell;
 
@@ -23,11 +23,16 @@ pub use write::{
     BulkSummary, ItemResults, Upsert, WriteFailure, classify, parse_update_reply, split,
 };
 
-/// How to connect and write; from the `TIDEGATE_MONGODB_*` settings.
+/// How to connect and write: what the connection string says, and the `TIDEGATE_MONGODB_*`
+/// settings for what it does not ([`StoreOptions::under`]).
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     pub pool_size: u32,
+    /// Connect and server-selection time limits.
     pub connect_timeout: Duration,
+    pub selection_timeout: Duration,
+    /// The name the server's logs and `currentOp` show for this client.
+    pub app_name: String,
     /// Time limit of each operation: sent as `maxTimeMS` where the command takes one, and kept
     /// here too, for a server or a connection that never answers.
     pub op_timeout: Duration,
@@ -44,11 +49,44 @@ impl Default for StoreOptions {
         Self {
             pool_size: 50,
             connect_timeout: Duration::from_secs(10),
+            selection_timeout: Duration::from_secs(10),
+            app_name: "tidegate".to_owned(),
             op_timeout: Duration::from_secs(30),
             write_concern: None,
             batch_docs: 500,
             batch_bytes: 8 * 1024 * 1024,
         }
+    }
+}
+
+impl StoreOptions {
+    /// These options under a connection string: where it says (`maxPoolSize`,
+    /// `connectTimeoutMS`, `serverSelectionTimeoutMS`, `appName`, `w`/`journal`/`wtimeoutMS`),
+    /// it wins; the settings fill only what it does not say. Returns the options and the
+    /// names of the URI's options that won.
+    pub fn under(mut self, uri: &ConnectionString) -> (Self, Vec<&'static str>) {
+        let mut said = Vec::new();
+        if let Some(pool) = uri.max_pool_size {
+            self.pool_size = pool;
+            said.push("maxPoolSize");
+        }
+        if let Some(limit) = uri.connect_timeout {
+            self.connect_timeout = limit;
+            said.push("connectTimeoutMS");
+        }
+        if let Some(limit) = uri.server_selection_timeout {
+            self.selection_timeout = limit;
+            said.push("serverSelectionTimeoutMS");
+        }
+        if let Some(name) = &uri.app_name {
+            self.app_name = name.clone();
+            said.push("appName");
+        }
+        if let Some(concern) = &uri.write_concern {
+            self.write_concern = Some(concern.clone());
+            said.push("w");
+        }
+        (self, said)
     }
 }
 
@@ -116,18 +154,22 @@ impl std::fmt::Display for TimedOut {
 }
 
 impl Store {
-    /// Parses the connection string and builds the pool. No round trip happens here: the driver
-    /// connects on first use, so a database that is down shows up in [`Store::ping`].
+    /// Parses the connection string and builds the pool, the URI's own options first
+    /// ([`StoreOptions::under`]; its TLS, read preference and the rest are the driver's). No
+    /// round trip happens here: the driver connects on first use, so a database that is down
+    /// shows up in [`Store::ping`].
     pub async fn connect(
         uri: &str,
         database: &str,
         options: StoreOptions,
     ) -> mongodb::error::Result<Self> {
+        let (options, _) = options.under(&ConnectionString::parse(uri)?);
         let mut client_options = ClientOptions::parse(uri).await?;
-        client_options.app_name = Some("tidegate".to_owned());
+        client_options.app_name = Some(options.app_name.clone());
         client_options.max_pool_size = Some(options.pool_size.max(1));
         client_options.connect_timeout = Some(options.connect_timeout);
-        client_options.server_selection_timeout = Some(options.connect_timeout);
+        client_options.server_selection_timeout = Some(options.selection_timeout);
+        client_options.write_concern = options.write_concern.clone();
         let client = Client::with_options(client_options)?;
         let db = client.database(database);
         Ok(Self {

@@ -226,16 +226,10 @@ impl Store {
         (results, total)
     }
 
-    /// One `update` command. When the reply cannot say which statements failed (FerretDB 1.x
-    /// stops at the first error despite `ordered: false`, reports index 0 and omits `n`), each
-    /// statement is sent again on its own: upserts are idempotent, so this is safe, and each
-    /// then gets its exact result. Only the error path pays for it.
-    async fn update(
-        &self,
-        collection: &str,
-        statements: &[Document],
-    ) -> (ItemResults, BulkSummary) {
-        let count = statements.len();
+    /// The `update` command of `statements`: unordered, with the operation's time limit and
+    /// the write concern (the connection string's, else `TIDEGATE_WRITE_CONCERN`'s; none
+    /// leaves the server's default).
+    pub fn update_command(&self, collection: &str, statements: &[Document]) -> Document {
         let mut command = doc! {
             "update": collection,
             "updates": statements.to_vec(),
@@ -247,6 +241,20 @@ impl Store {
         {
             command.insert("writeConcern", wc);
         }
+        command
+    }
+
+    /// One `update` command. When the reply cannot say which statements failed (FerretDB 1.x
+    /// stops at the first error despite `ordered: false`, reports index 0 and omits `n`), each
+    /// statement is sent again on its own: upserts are idempotent, so this is safe, and each
+    /// then gets its exact result. Only the error path pays for it.
+    async fn update(
+        &self,
+        collection: &str,
+        statements: &[Document],
+    ) -> (ItemResults, BulkSummary) {
+        let count = statements.len();
+        let command = self.update_command(collection, statements);
         self.traffic.writes.fetch_add(1, Ordering::Relaxed);
         self.traffic
             .statements
