@@ -1,19 +1,25 @@
 //! Your own pipeline, worked by tidegate: jobs named `visit` (`{"page": "/pricing", "day":
 //! "2026-11-24", "hour": 13, "visits": 42}`), each storing a page's visits in one hour of a day
-//! in `page_days`, one document per (page, day) with a field per hour. A batch of any size becomes one bulk write, paced by the
-//! database's load like the built-in pipelines, and the jobs keep BullMQ's life cycle (retries,
-//! backoff, stalled recovery, runs when their data carries a `runId`).
+//! in `page_days`, one document per (page, day) with a field per hour. A batch of any size
+//! becomes one bulk write, paced by the database's load like the built-in pipelines, and the
+//! jobs keep BullMQ's life cycle (retries, backoff, stalled recovery, runs when their data
+//! carries a `runId`). The program gets everything `tidegate run` has: /metrics, /healthz,
+//! /readyz, the back-office, the shared write budget, graceful shutdown; every `TIDEGATE_*`
+//! setting applies.
 //!
 //! ```sh
 //! eval "$(scripts/services env)"       # local Redis and FerretDB (scripts/services start)
 //! TIDEGATE_QUEUE=visits cargo run --example own_pipeline
+//! docker build -t visits --build-arg EXAMPLE=own_pipeline .   # its image (see Dockerfile)
 //! ```
 //! and from any BullMQ producer:
 //! `new Queue("visits").add("visit", {page: "/", day: "2026-11-24", hour: 0, visits: 1})`.
 //!
 //! What makes a pipeline: a name, and `process`, which gets a batch of jobs and returns exactly
 //! one [`Outcome`] per job, in order. Write in bulk, keep every write idempotent (a job may run
-//! twice: delivery is at least once), and say for each failure whether a retry could help.
+//! twice: delivery is at least once), and say for each failure whether a retry could help. Put
+//! it in a [`Router`] under the job names it handles, so that on a queue shared with BullMQ
+//! workers it never takes theirs (`TIDEGATE_UNKNOWN_JOBS`).
 
 use std::process::ExitCode;
 
@@ -21,10 +27,9 @@ use mongodb::bson::doc;
 use serde::Deserialize;
 use tidegate::app::{self, App};
 use tidegate::config::Settings;
-use tidegate::pipeline::{Outcome, Pipeline};
+use tidegate::pipeline::{Outcome, Pipeline, Router};
 use tidegate::queue::Job;
 use tidegate::store::{Store, Upsert};
-use tokio_util::sync::CancellationToken;
 
 /// A job's data.
 #[derive(Deserialize)]
@@ -109,31 +114,12 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let stop = CancellationToken::new();
-    let pipeline = Visits {
+    let visits = Visits {
         store: app.store.clone(),
     };
-    let (worker, control) = match app.paced_worker(pipeline, &stop) {
-        Ok(started) => started,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let work = tokio::spawn(worker.run(stop.clone()));
-    app::shutdown_signal().await;
-    stop.cancel();
-    let stopped = work.await;
-    let _ = control.await;
-    match stopped {
-        Ok(Ok(stats)) => {
-            println!("stopped: {stats:?}");
-            ExitCode::SUCCESS
-        }
-        Ok(Err(e)) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
-        }
+    // Until SIGTERM or SIGINT, as `tidegate run`.
+    match app::serve(app, Router::new().route(&["visit"], visits)).await {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e}");
             ExitCode::FAILURE

@@ -35,6 +35,13 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Exit 0 when the tidegate process serving on TIDEGATE_HTTP_ADDR answers (its /healthz;
+    /// with --ready, its /readyz: Redis and MongoDB reachable), else 1: for a container's
+    /// HEALTHCHECK.
+    Health {
+        #[arg(long)]
+        ready: bool,
+    },
     /// Print the effective settings (secrets redacted), where each value came from, and the
     /// schedule's next three firings.
     Config {
@@ -181,6 +188,7 @@ fn given_date(command: &Command) -> Option<NaiveDate> {
         Command::Rerun { date, .. } => Some(*date),
         Command::Run
         | Command::Setup { .. }
+        | Command::Health { .. }
         | Command::Config { .. }
         | Command::Metrics
         | Command::Simulate { .. } => None,
@@ -233,6 +241,33 @@ async fn seed_events(
     report
 }
 
+/// `tidegate health`: one GET of the local process's /healthz (or /readyz), two seconds at most.
+async fn health(settings: &Settings, ready: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let mut addr = settings.http_addr;
+    // A process listening on every interface is asked on this machine's own.
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let url = format!("http://{addr}/{}", if ready { "readyz" } else { "healthz" });
+    let response = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()?
+        .get(&url)
+        .send()
+        .await?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    println!("{url}: {status} {}", body.trim());
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("{url} answered {status}").into())
+    }
+}
+
 /// The settings with the score application enabled, for the commands that are the score's own
 /// (`demo`, `seed-data`).
 fn with_score(mut settings: Settings) -> Settings {
@@ -277,6 +312,7 @@ async fn execute(command: Command, settings: Settings) -> Result<(), Box<dyn std
         Command::Config { .. } | Command::Metrics | Command::Simulate { .. } => Ok(()),
         Command::Run => Ok(app::run(settings).await?),
         Command::Setup { dry_run } => setup(settings, dry_run).await,
+        Command::Health { ready } => health(&settings, ready).await,
         Command::SeedData { users, date, seed } => {
             let date = date.unwrap_or_else(|| yesterday(&settings));
             let app = App::connect(with_score(settings)).await?;

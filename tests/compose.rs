@@ -169,3 +169,174 @@ fn compose_sets_only_settings_tidegate_has_and_the_ports_agree() {
         tidegate::config::QUEUE_PREFIX.default.into()
     )));
 }
+
+/// Whether the binary takes `args` (a subcommand and its flags): clap answers `--help` after
+/// them only when every one before it is known.
+fn the_binary_takes(args: &[String]) -> bool {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tidegate"))
+        .args(args)
+        .arg("--help")
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+fn strings(y: &Yaml) -> Vec<String> {
+    y.as_vec()
+        .map(|v| v.iter().map(text).collect())
+        .unwrap_or_default()
+}
+
+/// The Dockerfile's instruction `name`'s JSON array (`CMD ["run"]`), joined over continuation
+/// lines; for HEALTHCHECK, the array after its options' `CMD`.
+fn dockerfile_array(name: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(Path::new(ROOT).join("Dockerfile")).expect("Dockerfile");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in the Dockerfile"));
+    let array = &line[line.find('[').expect("an exec-form array")..];
+    serde_json::from_str(array).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn the_images_and_composes_commands_and_health_checks_are_the_binarys() {
+    let entrypoint = dockerfile_array("ENTRYPOINT");
+    assert_eq!(entrypoint, ["tidegate"]);
+    assert!(the_binary_takes(&dockerfile_array("CMD")));
+    let health = dockerfile_array("HEALTHCHECK");
+    assert_eq!(health[0], "tidegate");
+    assert!(the_binary_takes(&health[1..]), "{health:?}");
+
+    let compose = load("docker-compose.yml");
+    for name in ["tidegate", "demo"] {
+        let service = &compose["services"][name];
+        let command = strings(&service["command"]);
+        let command = if command.is_empty() {
+            dockerfile_array("CMD")
+        } else {
+            command
+        };
+        assert!(the_binary_takes(&command), "{name}: {command:?}");
+    }
+    let check = strings(&compose["services"]["tidegate"]["healthcheck"]["test"]);
+    assert_eq!(check[..2], ["CMD", "tidegate"], "{check:?}");
+    assert!(the_binary_takes(&check[2..]), "{check:?}");
+}
+
+#[test]
+fn the_kubernetes_example_is_the_binarys() {
+    let path = Path::new(ROOT).join("deploy/kubernetes/tidegate.yaml");
+    let source = std::fs::read_to_string(&path).expect("the Kubernetes example");
+    let docs = YamlLoader::load_from_str(&source).expect("YAML");
+    let kind = |k: &str| {
+        docs.iter()
+            .find(|d| d["kind"].as_str() == Some(k))
+            .unwrap_or_else(|| panic!("no {k}"))
+    };
+    let (secret, config, deployment, monitor) = (
+        kind("Secret"),
+        kind("ConfigMap"),
+        kind("Deployment"),
+        kind("PodMonitor"),
+    );
+    let known = |name: &str| {
+        tidegate::config::VARS.iter().any(|v| {
+            v.name == name
+                || (v.secret != tidegate::config::Secret::No && format!("{}_FILE", v.name) == name)
+        })
+    };
+    let settings: Vec<(String, String)> = config["data"]
+        .as_hash()
+        .expect("data")
+        .iter()
+        .map(|(k, v)| (text(k), text(v)))
+        .collect();
+    for (name, _) in &settings {
+        assert!(
+            known(name),
+            "the ConfigMap sets {name}, which tidegate does not read"
+        );
+    }
+    let setting = |name: &str| {
+        settings
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("the ConfigMap sets no {name}"))
+    };
+    let pod = &deployment["spec"]["template"];
+    let container = &pod["spec"]["containers"][0];
+    assert!(the_binary_takes(&strings(&container["args"])));
+    assert_eq!(
+        container["envFrom"][0]["configMapRef"]["name"].as_str(),
+        config["metadata"]["name"].as_str()
+    );
+
+    // Secrets come as files, from the Secret's keys, under the secret volume's mount.
+    let volume = pod["spec"]["volumes"]
+        .as_vec()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["secret"]["secretName"].as_str() == secret["metadata"]["name"].as_str())
+        .expect("a volume of the Secret");
+    let mount = container["volumeMounts"]
+        .as_vec()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["name"].as_str() == volume["name"].as_str())
+        .expect("the Secret's volume mounted");
+    let dir = text(&mount["mountPath"]);
+    let keys: Vec<String> = secret["stringData"]
+        .as_hash()
+        .expect("stringData")
+        .keys()
+        .map(text)
+        .collect();
+    for env in container["env"].as_vec().expect("env") {
+        let name = text(&env["name"]);
+        assert!(
+            known(&name),
+            "the container sets {name}, which tidegate does not read"
+        );
+        let file = text(&env["value"]);
+        let key = file
+            .strip_prefix(&format!("{dir}/"))
+            .unwrap_or_else(|| panic!("{name}={file} is not under {dir}"));
+        assert!(
+            keys.contains(&key.to_owned()),
+            "{name}: no key {key} in the Secret"
+        );
+    }
+
+    // Probes and scrapes on TIDEGATE_HTTP_ADDR's port, at paths it serves.
+    let port: i64 = setting("TIDEGATE_HTTP_ADDR")
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
+    let port_name = text(&container["ports"][0]["name"]);
+    assert_eq!(container["ports"][0]["containerPort"].as_i64(), Some(port));
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        assert_eq!(text(&container[probe]["httpGet"]["path"]), path);
+        assert_eq!(text(&container[probe]["httpGet"]["port"]), port_name);
+    }
+    let annotations = &pod["metadata"]["annotations"];
+    assert_eq!(text(&annotations["prometheus.io/port"]), port.to_string());
+    assert_eq!(text(&annotations["prometheus.io/path"]), "/metrics");
+    assert_eq!(
+        text(&monitor["spec"]["podMetricsEndpoints"][0]["port"]),
+        port_name
+    );
+    assert_eq!(
+        monitor["spec"]["selector"]["matchLabels"], pod["metadata"]["labels"],
+        "the PodMonitor selects the pods"
+    );
+
+    // The pod gets longer to stop than tidegate gives its in-flight batches.
+    let shutdown =
+        humantime::parse_duration(&setting("TIDEGATE_SHUTDOWN_TIMEOUT")).expect("a duration");
+    let grace = pod["spec"]["terminationGracePeriodSeconds"]
+        .as_i64()
+        .expect("a grace period");
+    assert!(grace as u64 > shutdown.as_secs() + 5, "{grace} s");
+}

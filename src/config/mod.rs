@@ -428,8 +428,21 @@ impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
         var: &'static Var,
         parse: impl Fn(&str) -> Result<T, String>,
     ) -> Option<T> {
-        let value = (self.lookup)(var.name).filter(|v| !v.trim().is_empty());
-        let source = if value.is_some() { "env" } else { "default" };
+        let (value, source) = match self.secret_file(var) {
+            Ok(Some(value)) => (Some(value), "file"),
+            Ok(None) => {
+                let value = (self.lookup)(var.name).filter(|v| !v.trim().is_empty());
+                let source = if value.is_some() { "env" } else { "default" };
+                (value, source)
+            }
+            Err(message) => {
+                self.errors.push(Invalid {
+                    var: var.name,
+                    message,
+                });
+                return None;
+            }
+        };
         self.sources.push((var.name, source));
         let text = value.as_deref().unwrap_or(var.default).trim();
         match parse(text) {
@@ -478,6 +491,32 @@ fn applications(value: &str) -> Result<Vec<Application>, String> {
 }
 
 impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
+    /// A secret given as a file (`<NAME>_FILE`, as Docker and Kubernetes mount secrets): its
+    /// contents without the trailing newline. Giving both the variable and its file is an
+    /// error: which one was meant cannot be guessed.
+    fn secret_file(&self, var: &'static Var) -> Result<Option<String>, String> {
+        if var.secret == Secret::No {
+            return Ok(None);
+        }
+        let file_var = format!("{}_FILE", var.name);
+        let Some(path) = (self.lookup)(&file_var).filter(|p| !p.trim().is_empty()) else {
+            return Ok(None);
+        };
+        if (self.lookup)(var.name).is_some_and(|v| !v.trim().is_empty()) {
+            return Err(format!(
+                "both {} and {file_var} are set; accepted: one of them",
+                var.name
+            ));
+        }
+        match std::fs::read_to_string(path.trim()) {
+            Ok(text) => Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned())),
+            Err(e) => Err(format!(
+                "{file_var}={:?} cannot be read ({e}); accepted: a readable file holding the value",
+                path.trim()
+            )),
+        }
+    }
+
     /// Records that the connection string set what `var` would have: its value (`shown`) wins.
     fn said_by_uri(&mut self, var: &'static Var, shown: &str) {
         for (known, text) in &mut self.effective {

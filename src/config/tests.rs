@@ -330,3 +330,40 @@ fn redis_url_takes_a_server_a_clusters_nodes_or_sentinels() {
         assert_eq!(err.0[0].var, "REDIS_URL", "{bad}");
     }
 }
+
+#[test]
+fn a_secret_can_be_a_file_but_not_both() {
+    let dir = std::env::temp_dir().join(format!("tidegate_config_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("mongodb_uri");
+    std::fs::write(&file, "mongodb://app:from-file@db1:27017/prod\n").expect("write");
+    let path = file.to_string_lossy().into_owned();
+    let s = read(&[("MONGODB_URI_FILE", &path)]).expect("valid");
+    assert_eq!(s.mongodb_uri, "mongodb://app:from-file@db1:27017/prod");
+    assert_eq!(s.source("MONGODB_URI"), "file");
+    assert_eq!(
+        s.database, "prod",
+        "the URI from the file names the database"
+    );
+    let err = read(&[
+        ("MONGODB_URI_FILE", &path),
+        ("MONGODB_URI", "mongodb://db2"),
+    ])
+    .expect_err("both");
+    assert!(
+        err.to_string()
+            .contains("both MONGODB_URI and MONGODB_URI_FILE"),
+        "{err}"
+    );
+    let err = read(&[("TIDEGATE_ADMIN_TOKEN_FILE", "/nonexistent/token")]).expect_err("missing");
+    assert_eq!(err.0[0].var, "TIDEGATE_ADMIN_TOKEN");
+    assert!(
+        err.to_string()
+            .contains("TIDEGATE_ADMIN_TOKEN_FILE=\"/nonexistent/token\""),
+        "{err}"
+    );
+    // Only secrets are read from files.
+    let s = read(&[("TIDEGATE_QUEUE_FILE", &path)]).expect("ignored");
+    assert_eq!(s.queue, "scoreCollect");
+    let _ = std::fs::remove_dir_all(&dir);
+}
