@@ -454,6 +454,7 @@ impl Bench {
         let log = std::fs::File::create(s.out.join(format!("{log}.log")))?;
         let mut cmd = tokio::process::Command::new(&s.tidegate);
         cmd.args(args)
+            .env("TIDEGATE_APPS", "upsert,score")
             .env("TIDEGATE_DATABASE", self.database(phase))
             .env("TIDEGATE_QUEUE", format!("live_{}_{phase}", s.run_id))
             .env("TIDEGATE_TARGET_CPU", s.target.to_string())

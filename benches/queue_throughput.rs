@@ -5,6 +5,7 @@
 //!     eval "$(scripts/services env)"
 //!     cargo bench --bench queue_throughput            # N=100000 jobs, 5 rounds
 //!     N=200000 ROUNDS=3 LOOPS=4 BATCH=500 cargo bench --bench queue_throughput
+//!     NAMED=1 cargo bench --bench queue_throughput    # takes by job name, as `tidegate run`
 //!
 //! Jobs carry `removeOnComplete: true`, as the BullMQ anchor's do. Prints the median of the
 //! rounds and each round, in jobs/second, and how soon an idle worker picks up a new job.
@@ -13,7 +14,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Noop;
+use common::{NamedNoop, Noop};
 use serde_json::json;
 use tidegate::pipeline::{Outcome, Pipeline};
 use tidegate::queue::{Job, JobOptions, Keep, NewJob, Queue, connect};
@@ -93,6 +94,7 @@ async fn main() {
     let rounds = env_or("ROUNDS", 5);
     let loops = env_or("LOOPS", 4);
     let batch = env_or("BATCH", 500);
+    let named = env_or("NAMED", 0) == 1;
     let conn = connect(&url).await.expect("connect to Redis");
     let opts = JobOptions {
         remove_on_complete: Some(Keep::Flag(true)),
@@ -125,8 +127,13 @@ async fn main() {
         };
         let stop = CancellationToken::new();
         let started = Instant::now();
-        let worker =
-            tokio::spawn(Worker::new(queue.clone(), &url, Noop, options).run(stop.clone()));
+        let worker = if named {
+            tokio::spawn(
+                Worker::new(queue.clone(), &url, NamedNoop("collect"), options).run(stop.clone()),
+            )
+        } else {
+            tokio::spawn(Worker::new(queue.clone(), &url, Noop, options).run(stop.clone()))
+        };
         loop {
             let c = queue.counts().await.expect("counts");
             if c.waiting == 0 && c.active == 0 {
@@ -160,8 +167,9 @@ async fn main() {
         "idle worker pick-up (add -> pipeline), 50 jobs: median {median_ms:.2} ms, max {max_ms:.2} ms"
     );
     println!(
-        "median of {rounds}: add {:.0} jobs/s, drain {:.0} jobs/s (N={n}, {loops} loops x batch {batch})",
+        "median of {rounds}: add {:.0} jobs/s, drain {:.0} jobs/s (N={n}, {loops} loops x batch {batch}{})",
         median(adds),
-        median(drains)
+        median(drains),
+        if named { ", taken by name" } else { "" }
     );
 }

@@ -122,6 +122,7 @@ async fn every_route_needs_the_token() {
         ("POST", format!("/api/queues/{q}/retry-failed")),
         ("GET", format!("/api/queues/{q}/control")),
         ("GET", "/api/runs".to_owned()),
+        ("GET", "/api/schedule".to_owned()),
     ];
     // Every route of the document is in the list above.
     let doc = tidegate::http::admin::openapi();

@@ -301,3 +301,46 @@ async fn bullmq_sees_the_back_office_moves() {
     names.sort_unstable();
     assert_eq!(names, ["fails", "later"]);
 }
+
+/// What a Node producer's types become: Extended JSON's `{"$date": …}` and `{"$oid": …}`
+/// arrive as a BSON date and an ObjectId, while a JavaScript `Date`, which BullMQ serialises to
+/// JSON, arrives as the string it became (the README says so to teams that add `upsert` jobs).
+#[tokio::test]
+async fn an_upsert_from_node_stores_extended_json_as_bson_types_and_a_js_date_as_a_string() {
+    let name = common::unique("interop_types");
+    let database = common::unique("tidegate_types");
+    let at = "2026-11-24T10:30:00.000Z";
+    bullmq(&["upsert-dates", &name, at]);
+    let app = common::app(
+        "interop_types",
+        &[("TIDEGATE_QUEUE", &name), ("TIDEGATE_DATABASE", &database)],
+    )
+    .await;
+    work_until(&app.queue, app.builtin(), "the upsert to complete", |c| {
+        c.completed == 1
+    })
+    .await;
+    let store = &app.store;
+    let stored = store
+        .database()
+        .collection::<mongodb::bson::Document>("typed")
+        .find_one(mongodb::bson::doc! { "ref": "d1" })
+        .await
+        .expect("find")
+        .expect("the document");
+    let when = stored.get_datetime("when").expect("a BSON date");
+    assert_eq!(
+        when.try_to_rfc3339_string().expect("rfc3339"),
+        "2026-11-24T10:30:00Z"
+    );
+    assert_eq!(
+        stored.get_object_id("owner").expect("an ObjectId").to_hex(),
+        "65a1b2c3d4e5f60718293a4b"
+    );
+    assert_eq!(
+        stored.get_str("jsDate"),
+        Ok(at),
+        "a JS Date arrives as its JSON string"
+    );
+    store.database().drop().await.expect("drop");
+}

@@ -59,11 +59,25 @@ fn the_uris_own_options_win_and_the_settings_fill_the_rest() {
 }
 
 #[tokio::test]
-async fn the_uris_write_concern_reaches_the_bulk_writes() {
-    let uri = with_database(&common::mongodb_uri(), "unused", "w=majority");
+async fn the_uris_write_concern_reaches_the_bulk_writes_and_its_read_preference_the_reads() {
+    let uri = with_database(
+        &common::mongodb_uri(),
+        "unused",
+        "w=majority&readPreference=secondaryPreferred",
+    );
     let store = Store::connect(&uri, "unused", StoreOptions::default())
         .await
         .expect("connect");
+    assert!(
+        matches!(
+            store.client().selection_criteria(),
+            Some(mongodb::options::SelectionCriteria::ReadPreference(
+                mongodb::options::ReadPreference::SecondaryPreferred { .. }
+            ))
+        ),
+        "{:?}",
+        store.client().selection_criteria()
+    );
     let command = store.update_command("c", &[doc! { "q": {}, "u": {} }]);
     assert_eq!(
         command

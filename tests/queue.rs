@@ -560,3 +560,84 @@ fn a_reason_is_clipped_at_a_character_boundary() {
     let reason = format!("{}€tail", "a".repeat(158));
     assert_eq!(clip_reason(&reason), "a".repeat(158));
 }
+
+/// The ids in wait, the next to be taken first.
+async fn waiting(q: &Queue, conn: &mut Redis) -> Vec<String> {
+    let mut ids: Vec<String> = redis::cmd("LRANGE")
+        .arg(q.keys().wait())
+        .arg(0)
+        .arg(-1)
+        .query_async(conn)
+        .await
+        .expect("wait");
+    ids.reverse();
+    ids
+}
+
+#[tokio::test]
+async fn a_take_by_name_leaves_other_names_in_place_in_order_and_finds_its_own_behind_them() {
+    let (q, mut conn) = queue().await;
+    let named = |name: &str, n: usize| -> Vec<NewJob> {
+        (0..n).map(|_| NewJob::new(name, json!({}))).collect()
+    };
+    // Five of another worker's jobs at the head, then ours and theirs interleaved.
+    let mut added = named("sendEmail", 5);
+    added.extend(named("upsert", 2));
+    added.extend(named("sendEmail", 1));
+    added.extend(named("upsert", 2));
+    q.add_bulk(&added).await.expect("add");
+    let ours = ["upsert".to_owned()];
+    // A batch of 3: the first look (3 ids) holds none of ours; the look reaches further.
+    let taken = q.take_named(3, "t1", LOCK, &ours).await.expect("take");
+    let ids: Vec<&str> = taken.jobs.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, ["6", "7", "9"], "ours, oldest first");
+    assert_eq!(taken.left, 6, "what it looked at and left");
+    assert_eq!(
+        waiting(&q, &mut conn).await,
+        ["1", "2", "3", "4", "5", "8", "10"],
+        "theirs where they were, the next to be taken"
+    );
+    let rest = q.take_named(10, "t2", LOCK, &ours).await.expect("take");
+    assert_eq!(rest.jobs.len(), 1);
+    assert_eq!(rest.left, 6);
+    // Nothing of ours left: nothing taken, the other worker's jobs untouched.
+    let none = q.take_named(10, "t3", LOCK, &ours).await.expect("take");
+    assert!(none.jobs.is_empty());
+    assert_eq!(waiting(&q, &mut conn).await, ["1", "2", "3", "4", "5", "8"]);
+    let counts = q.counts().await.expect("counts");
+    assert_eq!((counts.waiting, counts.active), (6, 4));
+    // Without names, every job is taken, in order.
+    assert_eq!(take_ids(&q, 10, "t4").await, ["1", "2", "3", "4", "5", "8"]);
+}
+
+#[tokio::test]
+async fn a_take_by_name_leaves_other_prioritized_jobs_and_counts_the_names_waiting() {
+    let (q, _conn) = queue().await;
+    let prioritized = |name: &str, priority: u32| {
+        NewJob::new(name, json!({})).with_opts(JobOptions {
+            priority,
+            ..JobOptions::default()
+        })
+    };
+    q.add_bulk(&[
+        prioritized("sendEmail", 1),
+        prioritized("upsert", 2),
+        prioritized("sendEmail", 3),
+    ])
+    .await
+    .expect("add");
+    let names = q.waiting_names(100).await.expect("names");
+    assert_eq!(
+        names,
+        [("sendEmail".to_owned(), 2), ("upsert".to_owned(), 1)],
+        "by first seen"
+    );
+    let taken = q
+        .take_named(1, "t", LOCK, &["upsert".to_owned()])
+        .await
+        .expect("take");
+    assert_eq!(taken.jobs.len(), 1);
+    assert_eq!(taken.jobs[0].name, "upsert");
+    let counts = q.counts().await.expect("counts");
+    assert_eq!((counts.prioritized, counts.active), (2, 1));
+}

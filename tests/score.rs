@@ -230,7 +230,7 @@ async fn the_schedule_plans_a_day_once() {
 }
 
 #[tokio::test]
-async fn a_malformed_job_fails_alone_and_the_generic_upsert_writes() {
+async fn a_malformed_job_fails_alone_the_generic_upsert_writes_and_an_unknown_name_is_left() {
     let w = world(0).await;
     let (stop, worker) = start_worker(&w);
     w.queue
@@ -250,12 +250,17 @@ async fn a_malformed_job_fails_alone_and_the_generic_upsert_writes() {
         ])
         .await
         .expect("add");
-    let counts = common::eventually("all three settled", Duration::from_secs(30), || async {
+    let counts = common::eventually("both of ours settled", Duration::from_secs(30), || async {
         let c = w.queue.counts().await.expect("counts");
-        (c.completed + c.failed == 3).then_some(c)
+        (c.completed + c.failed == 2).then_some(c)
     })
     .await;
-    assert_eq!((counts.completed, counts.failed), (1, 2));
+    assert_eq!((counts.completed, counts.failed), (1, 1));
+    assert_eq!(
+        (counts.waiting, counts.active),
+        (1, 0),
+        "a name no pipeline handles is left for other workers, not failed"
+    );
     let profile = w
         .store
         .database()

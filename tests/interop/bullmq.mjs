@@ -5,6 +5,8 @@
 //   node bullmq.mjs board <queue> <id>                      bull-board's adapter: counts, failed jobs,
 //                                                           and its retry button on job <id>
 //   node bullmq.mjs retry-all <queue>                       Queue.retryJobs of every failed job
+//   node bullmq.mjs upsert-dates <queue> <iso>              an upsert whose document holds a JS Date,
+//                                                           and Extended JSON's $date and $oid
 //
 // The jobs to add are read from standard input when not given. BULL_CLUSTER=1 connects to
 // REDIS_URL as a Redis Cluster (ioredis' Cluster, as BullMQ's docs say), BULL_PREFIX sets
@@ -62,6 +64,15 @@ if (cmd === 'add') {
   console.log(JSON.stringify({
     counts, failed: failed.map((j) => ({ id: j.id, failedReason: j.failedReason })), retried: target ? target.id : null,
   }));
+} else if (cmd === 'upsert-dates') {
+  // What a NestJS service would add: a JavaScript Date, which BullMQ stores as JSON (a
+  // string), and MongoDB Extended JSON for a date and an ObjectId.
+  const at = rest[0];
+  const job = await queue.add('upsert', {
+    collection: 'typed', key: ['ref'],
+    document: { ref: 'd1', jsDate: new Date(at), when: { $date: at }, owner: { $oid: '65a1b2c3d4e5f60718293a4b' } },
+  });
+  console.log(JSON.stringify([job.id]));
 } else if (cmd === 'retry-all') {
   await queue.retryJobs({ state: 'failed' });
   console.log(JSON.stringify(await queue.getJobCounts()));

@@ -53,24 +53,39 @@ if handles == nil then
   end
 else
   -- Oldest first, take what the caller handles; the rest goes back to the oldest end in the
-  -- order it had, so other workers still meet it first.
-  local looked = rcall('LRANGE', KEYS[1], -(max + LOOK_AHEAD), -1)
-  local taken, stay = {}, {}
-  for i = #looked, 1, -1 do
-    local id = looked[i]
-    if #ids < max and handled(id) then
-      ids[#ids + 1] = id
-      taken[id] = true
+  -- order it had, so other workers still meet it first. A batch's worth is looked at first;
+  -- only when some of it is left does the look reach further.
+  local function pick(window)
+    local looked = rcall('LRANGE', KEYS[1], -window, -1)
+    local picked, taken, others = {}, {}, 0
+    for i = #looked, 1, -1 do
+      if #picked == max then break end
+      local id = looked[i]
+      if handled(id) then
+        picked[#picked + 1] = id
+        taken[id] = true
+      else
+        others = others + 1
+      end
     end
+    return looked, picked, taken, others
   end
-  if #ids > 0 then
+  local looked, picked, taken, others = pick(max)
+  if #picked < max and #looked == max and others > 0 then
+    looked, picked, taken, others = pick(max + LOOK_AHEAD)
+  end
+  ids = picked
+  if #ids == #looked then
+    rcall('LTRIM', KEYS[1], 0, -(#looked + 1))
+  elseif #ids > 0 then
+    local stay = {}
     for i = 1, #looked do
       if not taken[looked[i]] then stay[#stay + 1] = looked[i] end
     end
     rcall('LTRIM', KEYS[1], 0, -(#looked + 1))
     inChunks('RPUSH', KEYS[1], stay)
   end
-  left = #looked - #ids
+  left = others
 end
 -- Prioritized jobs run only when wait is empty, lowest score first.
 if #ids < max then
@@ -78,16 +93,23 @@ if #ids < max then
     local popped = rcall('ZPOPMIN', KEYS[3], max - #ids)
     for i = 1, #popped, 2 do ids[#ids + 1] = popped[i] end
   else
-    local looked = rcall('ZRANGE', KEYS[3], 0, max - #ids + LOOK_AHEAD - 1)
-    local chosen = {}
-    for _, id in ipairs(looked) do
-      if #ids < max and handled(id) then
-        ids[#ids + 1] = id
-        chosen[#chosen + 1] = id
+    local want = max - #ids
+    local function pick(window)
+      local looked = rcall('ZRANGE', KEYS[3], 0, window - 1)
+      local chosen, others = {}, 0
+      for _, id in ipairs(looked) do
+        if #chosen == want then break end
+        if handled(id) then chosen[#chosen + 1] = id else others = others + 1 end
       end
+      return looked, chosen, others
     end
+    local looked, chosen, others = pick(want)
+    if #chosen < want and #looked == want and others > 0 then
+      looked, chosen, others = pick(want + LOOK_AHEAD)
+    end
+    for _, id in ipairs(chosen) do ids[#ids + 1] = id end
     if #chosen > 0 then inChunks('ZREM', KEYS[3], chosen) end
-    left = left + #looked - #chosen
+    left = left + others
   end
 end
 inChunks('LPUSH', KEYS[2], ids)
