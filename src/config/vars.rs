@@ -120,7 +120,7 @@ pub(crate) const SCHEDULE: Var = var(
 pub(crate) const SCHEDULE_CATCH_UP: Var = var(
     "TIDEGATE_SCHEDULE_CATCH_UP",
     "6h",
-    "a duration; `0s` runs no missed firing",
+    "a duration; `0s` runs no missed firing (one at most a minute late is on time)",
     "how late a firing missed while no process was up (a deploy, an outage) may still run when one starts; older ones are reported as missed (metric, alert, log) and not run",
 );
 pub(crate) const TIMEZONE: Var = var(

@@ -17,6 +17,10 @@ pub const OFF: &str = "off";
 /// this many, the rest are counted as missed without being listed.
 const MOST_FIRINGS: usize = 20_000;
 
+/// How late a firing may be handled and still be on time, whatever the catch-up window: the
+/// loop wakes a little after each firing, and a busy process a little later.
+pub const ON_TIME: Duration = Duration::from_secs(60);
+
 /// A crontab schedule as the user wrote it.
 #[derive(Debug, Clone)]
 pub struct Schedule {
@@ -84,9 +88,10 @@ impl Schedule {
 
     /// What the firings in (`after`, `now`] call for, the schedule having been handled through
     /// `after`: the days to plan (each day once, from its latest firing), for firings at most
-    /// `catch_up` old, and how many firings are older than that (missed, with the latest).
+    /// `catch_up` old (or [`ON_TIME`]), and how many firings are older than that (missed, with
+    /// the latest).
     pub fn due(&self, tz: Tz, after: DateTime<Utc>, now: DateTime<Utc>, catch_up: Duration) -> Due {
-        let oldest = chrono::Duration::from_std(catch_up)
+        let oldest = chrono::Duration::from_std(catch_up.max(ON_TIME))
             .ok()
             .and_then(|window| now.checked_sub_signed(window))
             .unwrap_or(DateTime::<Utc>::MIN_UTC);

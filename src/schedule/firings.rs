@@ -17,9 +17,6 @@ use crate::telemetry::names;
 static ADVANCE: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(include_str!("advance.lua")));
 
-/// How late a firing is before its planning is logged as a catch-up.
-const LATE: Duration = Duration::from_secs(60);
-
 /// Longest sleep between two looks at the schedule: the last success is refreshed this often.
 const REFRESH: Duration = Duration::from_secs(300);
 
@@ -155,7 +152,7 @@ async fn look(
         let late = (now - fired.with_timezone(&Utc))
             .to_std()
             .unwrap_or_default();
-        if late > LATE {
+        if late > super::cron::ON_TIME {
             tracing::info!(application, %date, fired = %fired.to_rfc3339(), late = %humantime::format_duration(Duration::from_secs(late.as_secs())),
                 "catching up a firing missed while no process was up");
         }
