@@ -254,7 +254,8 @@ impl App {
             self.settings.worker.clone(),
         )
         .observed_by(self.runs.clone())
-        .with_throttle(throttle);
+        .with_throttle(throttle)
+        .needs(self.store.circuit().clone());
         Ok((worker, control))
     }
 
@@ -568,7 +569,10 @@ pub async fn process_day<P: Pipeline>(
     let run = outcome?;
     stopped?;
     let daily = &planner.daily;
-    let documents = daily.results(&app.store, date).await?;
+    let documents = crate::retry::ride_through("counting the day's results", None, || {
+        daily.results(&app.store, date)
+    })
+    .await?;
     Ok(DayReport {
         run,
         documents,

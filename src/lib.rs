@@ -17,9 +17,10 @@
 //! Modules, in the order data moves: [`config`] (settings), [`queue`] (Redis), [`worker`],
 //! [`pipeline`], [`store`] (MongoDB), [`control`] (load control), [`runs`] and [`schedule`],
 //! [`notify`] (run reports), [`http`] (metrics and health), [`telemetry`] (logs and the metric
-//! catalogue), [`app`] (process life cycle).
+//! catalogue), [`circuit`] (whether a dependency can be reached), [`app`] (process life cycle).
 
 pub mod app;
+pub mod circuit;
 pub mod config;
 pub mod control;
 pub mod http;
@@ -28,6 +29,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod queue;
 pub mod redact;
+pub mod retry;
 pub mod runs;
 pub mod schedule;
 pub mod score;

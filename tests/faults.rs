@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::scenario::{
-    Scenario, Server, all_jobs_done, aof_redis, command, listening, patient, start, work_resumes,
+    Scenario, all_jobs_done, aof_redis, command, ferretdb, listening, patient, start, work_resumes,
 };
 use mongodb::bson::{Document, doc};
 use serde_json::{Value, json};
@@ -401,22 +401,10 @@ async fn redis_killed_and_restarted_on_its_aof_loses_no_job() {
 async fn the_database_killed_and_restarted_loses_no_job() {
     let _serial = SERIAL.lock().await;
     const JOBS: usize = 1000;
-    let Ok(ferretdb) = std::env::var("FERRETDB_BIN") else {
+    let Some(mut db) = ferretdb().await else {
         eprintln!("skipped: FERRETDB_BIN is not set (MONGODB_URI points at another server)");
         return;
     };
-    let mut db = Server::start(&ferretdb, |port, dir| {
-        vec![
-            "--handler=sqlite".into(),
-            format!("--sqlite-url=file:{}/", dir.to_string_lossy()),
-            format!("--state-dir={}", dir.to_string_lossy()),
-            format!("--listen-addr=127.0.0.1:{port}"),
-            "--debug-addr=-".into(),
-            "--telemetry=disable".into(),
-            "--log-level=error".into(),
-        ]
-    });
-    listening(db.port).await;
     let mongodb_uri = format!("mongodb://127.0.0.1:{}/", db.port);
     let s = Scenario::new("faults_db_kill", &common::redis_url(), &mongodb_uri, JOBS).await;
     let q = &s.q;

@@ -73,6 +73,8 @@ pub struct Pacer {
     warned_unreported: HashSet<&'static str>,
     warned_router: bool,
     blind_streak: bool,
+    /// The budget could not be reached at the last tick (said once per streak).
+    budget_lost: bool,
     last_limiter: Option<Limiter>,
 }
 
@@ -104,6 +106,7 @@ impl Pacer {
             warned_unreported: HashSet::new(),
             warned_router: false,
             blind_streak: false,
+            budget_lost: false,
             last_limiter: None,
         }
     }
@@ -135,7 +138,7 @@ impl Pacer {
                 timeout,
             )?));
         }
-        sources.push(Box::new(ServerStatusProbe::new(store.client(), timeout)));
+        sources.push(Box::new(ServerStatusProbe::new(&store, timeout)));
         let keys = BudgetKeys::new(&options.budget);
         let budget = Budget::new(
             redis.clone(),
@@ -195,13 +198,20 @@ impl Pacer {
             Err(e) => {
                 // Without the budget no process knows the others' pace: the floor is safe. Nor
                 // does it know whether it still leads: another may, so it exports nothing of it.
-                tracing::warn!(error = %e, "cannot reach the shared write budget; pacing at the floor");
+                if !self.budget_lost {
+                    self.budget_lost = true;
+                    tracing::warn!(error = %e, "cannot reach the shared write budget; pacing at the floor until it answers");
+                }
                 held::clear(self.holder());
                 self.controller = None;
                 self.throttle.set_share(floor, self.queue_members);
                 return;
             }
         };
+        if self.budget_lost {
+            self.budget_lost = false;
+            tracing::info!("the shared write budget answers again");
+        }
         self.reported_errors = own_errors;
         self.queue_members = tick.queue_members.max(1);
         metrics::gauge!(names::CONTROL_LEADER).set(if tick.leader { 1.0 } else { 0.0 });

@@ -307,9 +307,8 @@ impl Throttle {
             self.acquire_chunk(chunk).await;
             left -= chunk;
         }
-        if let Some(turns) = &self.inner.turns
-            && let Some(id) = self.take_turn(turns, documents).await
-        {
+        if let Some(turns) = &self.inner.turns {
+            let id = self.take_turn(turns, documents).await;
             slot.lease = Some((turns.clone(), id));
         }
         let waited = started.elapsed();
@@ -342,8 +341,10 @@ impl Throttle {
     /// Waits for the queue's turn and a slot at its current pace, asking again when the pace
     /// changes; returns the batch's id in the queue's slots. Without Redis the turn is skipped:
     /// the bucket still paces the batch, the pacer drops to the floor when the budget cannot be
-    /// reached, and no job can be taken from Redis anyway.
-    async fn take_turn(&self, turns: &Turns, documents: usize) -> Option<String> {
+    /// reached, and no job can be taken from Redis anyway. The id is returned then too: an
+    /// answer lost (Redis frozen, then back) may have taken a slot all the same, which the
+    /// batch's end must release rather than leave to its lease.
+    async fn take_turn(&self, turns: &Turns, documents: usize) -> String {
         let id = turns.batch_id(self.inner.batches.fetch_add(1, Ordering::Relaxed));
         loop {
             let swapped = self.inner.swapped.notified();
@@ -351,14 +352,14 @@ impl Throttle {
             swapped.as_mut().enable();
             // With turns the bucket earns at the queue's whole pace: the turn's pace too.
             match turns.take(documents, self.rate(), &id).await {
-                Ok(None) => return Some(id),
+                Ok(None) => return id,
                 Ok(Some(wait)) => tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     () = &mut swapped => {}
                 },
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot take the queue's turn; going on without");
-                    return None;
+                    tracing::debug!(error = %e, "cannot take the queue's turn; going on without");
+                    return id;
                 }
             }
         }
@@ -376,14 +377,28 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.inner.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.inner.freed.notify_waiters();
-        // Released in the background: a release lost (Redis gone, or no runtime left at
-        // shutdown) lapses with its lease.
+        // Released in the background, tried again while Redis is out of reach (a slot held
+        // through an outage would keep the queue's batches waiting for its lease); a release
+        // that cannot land within the lease, or with no runtime left at shutdown, lapses.
         if let Some((turns, id)) = self.lease.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             runtime.spawn(async move {
-                if let Err(e) = turns.release(&id).await {
-                    tracing::debug!(error = %e, "cannot release a batch's slot; it lapses");
+                let lapses = tokio::time::Instant::now() + super::budget::LEASE;
+                let mut wait = Duration::from_millis(500);
+                loop {
+                    match turns.release(&id).await {
+                        Ok(()) => return,
+                        Err(e) if tokio::time::Instant::now() + wait < lapses => {
+                            tracing::debug!(error = %e, "cannot release a batch's slot yet");
+                            tokio::time::sleep(wait).await;
+                            wait = (wait * 2).min(Duration::from_secs(5));
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "cannot release a batch's slot; it lapses");
+                            return;
+                        }
+                    }
                 }
             });
         }

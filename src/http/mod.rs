@@ -55,7 +55,9 @@ struct Known {
 }
 
 impl Dependencies {
-    fn record(&self, dependency: &'static str, up: bool) {
+    /// Records a check; returns whether the dependency was up at the check before (up when
+    /// never checked), so that only a change is logged.
+    fn record(&self, dependency: &'static str, up: bool) -> bool {
         let known = Known {
             dependency,
             up,
@@ -64,8 +66,11 @@ impl Dependencies {
         // A panic elsewhere while holding the lock leaves plain data behind: still usable.
         let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         match all.iter_mut().find(|k| k.dependency == dependency) {
-            Some(slot) => *slot = known,
-            None => all.push(known),
+            Some(slot) => std::mem::replace(slot, known).up,
+            None => {
+                all.push(known);
+                true
+            }
         }
     }
 
@@ -189,10 +194,13 @@ async fn check<E: std::fmt::Display>(
             humantime::format_duration(limit)
         )),
     };
-    if let Some(error) = &error {
-        tracing::warn!(dependency, %error, "dependency check failed");
+    // Said when the dependency goes down and when it is back, not at every check.
+    let was_up = known.record(dependency, error.is_none());
+    match (&error, was_up) {
+        (Some(error), true) => tracing::warn!(dependency, %error, "dependency check failed"),
+        (None, false) => tracing::info!(dependency, "dependency check passes again"),
+        _ => {}
     }
-    known.record(dependency, error.is_none());
     Check {
         ok: error.is_none(),
         error,

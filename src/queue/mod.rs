@@ -87,6 +87,47 @@ pub enum QueueError {
 
 pub type Result<T> = std::result::Result<T, QueueError>;
 
+/// Whether a Redis error says Redis cannot be reached now (down, silent, loading, or in a
+/// fail-over), rather than that this one command was wrong.
+pub fn unreachable(e: &redis::RedisError) -> bool {
+    use redis::ErrorKind::*;
+    e.is_io_error()
+        || e.is_unrecoverable_error()
+        || matches!(
+            e.kind(),
+            BusyLoadingError
+                | TryAgain
+                | ClusterDown
+                | MasterDown
+                | ReadOnly
+                | ClusterConnectionNotFound
+                | MasterNameNotFoundBySentinel
+                | NoValidReplicasFoundBySentinel
+        )
+}
+
+impl crate::retry::Transient for redis::RedisError {
+    fn transient(&self) -> bool {
+        unreachable(self)
+    }
+}
+
+impl QueueError {
+    /// Whether the error says Redis cannot be reached now: what opens its circuit.
+    pub fn unreachable(&self) -> bool {
+        match self {
+            QueueError::Redis(e) => unreachable(e),
+            QueueError::InvalidJob { .. } | QueueError::Reply(_) => false,
+        }
+    }
+}
+
+impl crate::retry::Transient for QueueError {
+    fn transient(&self) -> bool {
+        self.unreachable()
+    }
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

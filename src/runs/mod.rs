@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::notify::Notifier;
 use crate::queue::keys::{self, RunKeys};
+use crate::retry::ride_through;
 use crate::store::Store;
 
 mod ends;
@@ -66,6 +67,16 @@ pub enum RunError {
     Missing(String),
     #[error("run {0} did not end within {1:?}")]
     Timeout(String, Duration),
+}
+
+impl crate::retry::Transient for RunError {
+    fn transient(&self) -> bool {
+        match self {
+            RunError::Mongo(e) => e.transient(),
+            RunError::Redis(e) => e.transient(),
+            RunError::Missing(_) | RunError::Timeout(..) => false,
+        }
+    }
 }
 
 /// A run's id: the day it is of and its number among that day's runs, `<date>-r<n>`.
@@ -312,12 +323,12 @@ impl Runs {
             .await?)
     }
 
-    /// Waits until the run has ended, checking its record with a deadline.
+    /// Waits until the run has ended, checking its record with a deadline; a read that fails
+    /// while the database is out of reach is tried again until the deadline.
     pub async fn wait_for_end(&self, id: &str, limit: Duration) -> Result<RunRecord, RunError> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let run = self
-                .get(id)
+            let run = ride_through("reading the run's record", Some(deadline), || self.get(id))
                 .await?
                 .ok_or_else(|| RunError::Missing(id.to_owned()))?;
             if run.ended_at.is_some() {

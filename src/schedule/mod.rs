@@ -21,6 +21,7 @@ use futures::stream::BoxStream;
 
 use crate::queue::keys;
 use crate::queue::{Backoff, JobOptions, NewJob, Queue, QueueError};
+use crate::retry::ride_through;
 use crate::runs::{RunError, RunRecord, Runs};
 use crate::store::{Index, Store};
 use crate::telemetry::names;
@@ -52,6 +53,18 @@ pub enum PlanError {
         run: String,
         source: mongodb::error::Error,
     },
+}
+
+impl crate::retry::Transient for PlanError {
+    fn transient(&self) -> bool {
+        match self {
+            PlanError::Mongo(e) => e.transient(),
+            PlanError::Redis(e) => e.transient(),
+            PlanError::Queue(e) => e.transient(),
+            PlanError::Run(e) => e.transient(),
+            PlanError::Date(_) | PlanError::Purge { .. } => false,
+        }
+    }
 }
 
 /// An application that works a day at a time, as the planner and the process need it: its name
@@ -175,11 +188,52 @@ impl Planner {
     ) -> Result<RunRecord, PlanError> {
         check_run_date(date, self.tz, Utc::now())?;
         let daily = self.daily.as_ref();
-        let run = self
-            .runs
-            .start(daily.name(), &date.to_string(), trigger)
-            .await?;
+        let day = date.to_string();
+        // Every step rides through an outage of the database or Redis: a planning that fails
+        // half-way starts its pass again, which adds only what the last one did not (the job
+        // ids are the run's own).
+        let run = ride_through("starting a run", None, || {
+            self.runs.start(daily.name(), &day, trigger)
+        })
+        .await?;
         metrics::counter!(names::RUNS_PLANNED, "trigger" => trigger.to_owned()).increment(1);
+        let mut passes = 0;
+        let (planned, skipped, targeted) = ride_through("planning a run's jobs", None, || {
+            passes += 1;
+            self.enqueue(&run, date, purge, passes > 1)
+        })
+        .await?;
+        ride_through("recording a run's plan", None, || {
+            self.runs.planned(&run.id, planned, skipped)
+        })
+        .await?;
+        tracing::info!(run = %run.id, %date, trigger, planned, skipped, "run planned");
+        if purge {
+            let deleted = ride_through("purging a day's results", None, || {
+                daily.purge(&self.store, date, &targeted)
+            })
+            .await
+            .map_err(|source| PlanError::Purge {
+                run: run.id.clone(),
+                source,
+            })?;
+            tracing::info!(run = %run.id, %date, deleted, "purged the day's results of targets the new run does not rewrite");
+        }
+        let stored = ride_through("reading a run", None, || self.runs.get(&run.id)).await?;
+        Ok(stored.unwrap_or(run))
+    }
+
+    /// One pass over the day's targets, adding each one's job to `run`: how many were added
+    /// and how many were already queued, and the targets (kept only for a purge). In a pass
+    /// that starts again after a failed one, a job already queued is the last pass's: planned.
+    async fn enqueue(
+        &self,
+        run: &RunRecord,
+        date: NaiveDate,
+        purge: bool,
+        again: bool,
+    ) -> Result<(u64, u64, HashSet<String>), PlanError> {
+        let daily = self.daily.as_ref();
         let opts = JobOptions {
             attempts: Some(self.attempts),
             backoff: Some(self.backoff),
@@ -206,7 +260,7 @@ impl Planner {
             }
             if chunk.len() == PLAN_CHUNK || (next.is_none() && !chunk.is_empty()) {
                 let added = self.queue.add_bulk(&chunk).await?;
-                let new = added.iter().filter(|a| !a.duplicate).count() as u64;
+                let new = added.iter().filter(|a| again || !a.duplicate).count() as u64;
                 planned += new;
                 skipped += added.len() as u64 - new;
                 chunk.clear();
@@ -215,19 +269,7 @@ impl Planner {
                 break;
             }
         }
-        self.runs.planned(&run.id, planned, skipped).await?;
-        tracing::info!(run = %run.id, %date, trigger, planned, skipped, "run planned");
-        if purge {
-            let deleted = daily
-                .purge(&self.store, date, &targeted)
-                .await
-                .map_err(|source| PlanError::Purge {
-                    run: run.id.clone(),
-                    source,
-                })?;
-            tracing::info!(run = %run.id, %date, deleted, "purged the day's results of targets the new run does not rewrite");
-        }
-        Ok(self.runs.get(&run.id).await?.unwrap_or(run))
+        Ok((planned, skipped, targeted))
     }
 
     /// A scheduled firing: plans the day that just ended unless the schedule already did,

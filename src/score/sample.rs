@@ -7,6 +7,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use super::{EVENTS, day_bounds, day_filter};
+use crate::retry::ride_through;
 use crate::store::{Store, WriteFailure, classify};
 
 /// What `sample_day` wrote.
@@ -30,11 +31,14 @@ pub async fn sample_day(
     mut on_progress: impl FnMut(u64),
 ) -> Result<SampleReport, WriteFailure> {
     let events = store.database().collection::<Document>(EVENTS);
-    let replaced = store
-        .bounded(events.delete_many(doc! { "ts": day_filter(date, tz) }))
-        .await
-        .map_err(|e| classify(&e))?
-        .deleted_count;
+    let replaced = ride_through("deleting the day's earlier events", None, || async {
+        store
+            .bounded(events.delete_many(doc! { "ts": day_filter(date, tz) }))
+            .await
+            .map_err(|e| classify(&e))
+    })
+    .await?
+    .deleted_count;
     let (start, end) = day_bounds(date, tz);
     let span_ms = (end - start).num_milliseconds().max(1);
     let mut rng = StdRng::seed_from_u64(seed);
@@ -58,7 +62,10 @@ pub async fn sample_day(
                 ("purchase", rng.random_range(1..=100))
             };
             let at = start + chrono::Duration::milliseconds(rng.random_range(0..span_ms));
+            // An id of its own, so that writing the chunk again after an outage adds nothing
+            // twice (the ones already written fail as duplicates).
             chunk.push(doc! {
+                "_id": bson::oid::ObjectId::new(),
                 "userId": &user,
                 "ts": bson::DateTime::from_millis(at.timestamp_millis()),
                 "kind": kind,
@@ -76,10 +83,19 @@ pub async fn sample_day(
     Ok(report)
 }
 
+/// Inserts `docs`, riding through an outage: a chunk written again after one is written once
+/// (each document's `_id` is its own, and a duplicate is one the last try wrote).
 async fn insert_all(store: &Store, docs: Vec<Document>) -> Result<u64, WriteFailure> {
-    let results = store.insert_many(EVENTS, docs).await;
-    match results.iter().find_map(|r| r.as_ref().err()) {
-        Some(failure) => Err(failure.clone()),
-        None => Ok(results.len() as u64),
-    }
+    ride_through("seeding events", None, || async {
+        let results = store.insert_many(EVENTS, docs.clone()).await;
+        let failed = results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .find(|failure| !failure.duplicate_key());
+        match failed {
+            Some(failure) => Err(failure.clone()),
+            None => Ok(results.len() as u64),
+        }
+    })
+    .await
 }

@@ -21,7 +21,22 @@ mod write;
 pub use indexes::Index;
 pub use write::{
     BulkSummary, ItemResults, Upsert, WriteFailure, classify, parse_update_reply, split,
+    unreachable,
 };
+
+use crate::circuit::Circuit;
+
+impl crate::retry::Transient for MongoError {
+    fn transient(&self) -> bool {
+        classify(self).transient
+    }
+}
+
+impl crate::retry::Transient for WriteFailure {
+    fn transient(&self) -> bool {
+        self.transient
+    }
+}
 
 /// How to connect and write: what the connection string says, and the `TIDEGATE_MONGODB_*`
 /// settings for what it does not ([`StoreOptions::under`]).
@@ -114,6 +129,10 @@ impl Default for ServerLimits {
 /// How much longer than `maxTimeMS` tidegate waits for a reply before it gives up itself.
 const GRACE: Duration = Duration::from_secs(2);
 
+/// Time limit of a ping while the database's circuit is open (the bound adds [`GRACE`]): short,
+/// so that its return is seen within seconds.
+const PROBE_LIMIT: Duration = Duration::from_millis(500);
+
 /// Statements per write command on FerretDB, and in flight per process (see
 /// [`Store::limits`]).
 pub(crate) const FERRETDB_MAX_WRITE_BATCH: usize = 32;
@@ -129,6 +148,8 @@ pub struct Store {
     /// Update statements in flight, where the server needs a bound (`max_in_flight`).
     in_flight: Arc<tokio::sync::Semaphore>,
     traffic: Arc<Traffic>,
+    /// Open while the database is found down or silent.
+    circuit: Circuit,
 }
 
 /// Round trips this process made for the pipelines, for run reports and metrics.
@@ -179,6 +200,7 @@ impl Store {
             limits: Arc::new(OnceCell::new()),
             in_flight: Arc::new(tokio::sync::Semaphore::new(FERRETDB_MAX_WRITE_BATCH)),
             traffic: Arc::new(Traffic::default()),
+            circuit: Circuit::new("mongodb"),
         })
     }
 
@@ -192,6 +214,43 @@ impl Store {
 
     pub fn traffic(&self) -> &Traffic {
         &self.traffic
+    }
+
+    /// The database's circuit: open while this process finds it down or silent.
+    pub fn circuit(&self) -> &Circuit {
+        &self.circuit
+    }
+
+    /// Opens the database's circuit when `error` says it cannot be reached (see [`trip`]).
+    ///
+    /// [`trip`]: Store::trip
+    pub fn note_unreachable(&self, error: &MongoError) {
+        if unreachable(error) {
+            self.trip(&error.to_string());
+        }
+    }
+
+    /// Opens the database's circuit (`reason`: what said it is down), then pings the database
+    /// every second, each ping bounded by [`PROBE_LIMIT`], until it answers, which closes it.
+    pub fn trip(&self, reason: &str) {
+        if !self.circuit.open(reason) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let store = self.clone();
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let admin = store.client.database("admin");
+                let ping = admin.run_command(doc! { "ping": 1 });
+                if store.bounded_for(PROBE_LIMIT, ping).await.is_ok() {
+                    store.circuit.close();
+                    return;
+                }
+            }
+        });
     }
 
     /// The time limit of one operation (`TIDEGATE_MONGODB_OP_TIMEOUT`).
@@ -245,6 +304,7 @@ impl Store {
         if failure.transient {
             self.count_write_error();
         }
+        self.note_unreachable(error);
         failure
     }
 

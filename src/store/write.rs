@@ -26,6 +26,15 @@ pub struct WriteFailure {
     /// Retrying later may succeed (network, failover, timeout, write conflict).
     pub transient: bool,
     pub message: String,
+    /// The server's error code, when it gave one.
+    pub code: Option<i32>,
+}
+
+impl WriteFailure {
+    /// A document with this key exists already (E11000).
+    pub fn duplicate_key(&self) -> bool {
+        self.code == Some(11000)
+    }
 }
 
 /// Counts the server reported for one bulk upsert.
@@ -58,12 +67,34 @@ const TRANSIENT_CODES: &[i32] = &[
     6, 7, 24, 46, 50, 64, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
 ];
 
+/// Server error codes that say the database is down, shutting down or without a primary now:
+/// network (`HostUnreachable`, `HostNotFound`, `NetworkTimeout`, `SocketException`), shutdown
+/// and fail-over.
+const UNREACHABLE_CODES: &[i32] = &[6, 7, 89, 91, 189, 9001, 10107, 11600, 11602, 13435, 13436];
+
+/// Whether an error says the database cannot be reached (down, silent, or without a primary),
+/// rather than that it refused or could not do this one operation: what opens its circuit.
+pub fn unreachable(error: &MongoError) -> bool {
+    if error.get_custom::<TimedOut>().is_some() {
+        return true;
+    }
+    match error.kind.as_ref() {
+        ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. }
+        | ErrorKind::ServerSelection { .. }
+        | ErrorKind::DnsResolve { .. } => true,
+        ErrorKind::Command(e) => UNREACHABLE_CODES.contains(&e.code),
+        _ => false,
+    }
+}
+
 /// The single place errors are classified.
 pub fn classify(error: &MongoError) -> WriteFailure {
     if let Some(timed_out) = error.get_custom::<TimedOut>() {
         return WriteFailure {
             transient: true,
             message: timed_out.to_string(),
+            code: None,
         };
     }
     let transient = error.contains_label("RetryableWriteError")
@@ -76,9 +107,14 @@ pub fn classify(error: &MongoError) -> WriteFailure {
             ErrorKind::Command(e) => TRANSIENT_CODES.contains(&e.code),
             _ => false,
         };
+    let code = match error.kind.as_ref() {
+        ErrorKind::Command(e) => Some(e.code),
+        _ => None,
+    };
     WriteFailure {
         transient,
         message: error.to_string(),
+        code,
     }
 }
 
@@ -86,6 +122,7 @@ fn code_failure(code: i32, message: &str) -> WriteFailure {
     WriteFailure {
         transient: TRANSIENT_CODES.contains(&code),
         message: format!("{message} (code {code})"),
+        code: Some(code),
     }
 }
 
@@ -96,6 +133,7 @@ fn fail_unconfirmed(results: &mut ItemResults, code: i32, message: &str) {
         *slot = Err(WriteFailure {
             transient: true,
             message: format!("write concern: {message} (code {code})"),
+            code: Some(code),
         });
     }
 }
@@ -335,7 +373,7 @@ impl Store {
                     }
                     results
                 }
-                _ => vec![Err(classify(&e)); count],
+                _ => vec![Err(self.failed(&e)); count],
             },
         }
     }

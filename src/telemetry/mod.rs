@@ -17,6 +17,8 @@ pub mod names {
     pub(crate) const BUILD_INFO: &str = "tidegate_build_info";
     pub(crate) const DEPENDENCY_UP: &str = "tidegate_dependency_up";
     pub(crate) const DEPENDENCY_CHECK_AGE: &str = "tidegate_dependency_check_age_seconds";
+    pub(crate) const CIRCUIT_OPEN: &str = "tidegate_circuit_open";
+    pub(crate) const OUTAGES: &str = "tidegate_outages_total";
     pub(crate) const JOBS_ADDED: &str = "tidegate_jobs_added_total";
     pub(crate) const JOBS_COMPLETED: &str = "tidegate_jobs_completed_total";
     pub(crate) const JOBS_FAILED: &str = "tidegate_jobs_failed_total";
@@ -203,6 +205,20 @@ pub const CATALOGUE: &[Metric] = &[
         Some(Unit::Seconds),
         &["dependency"],
         "How long ago the check behind tidegate_dependency_up ended: above 5 s plus TIDEGATE_READY_TIMEOUT, the checks themselves are stuck",
+    ),
+    metric(
+        names::CIRCUIT_OPEN,
+        Gauge,
+        None,
+        &["dependency"],
+        "1 while this process finds the dependency (mongodb, redis) down or silent: it takes no jobs and releases what it holds, attempts untouched; 0 once it answers",
+    ),
+    metric(
+        names::OUTAGES,
+        Counter,
+        None,
+        &["dependency"],
+        "Times this process found the dependency down or silent (its circuit opened)",
     ),
     metric(
         names::JOBS_ADDED,

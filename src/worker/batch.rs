@@ -1,6 +1,8 @@
 //! One batch loop: pay the throttle, take, top up a short batch, run the pipeline while the
 //! locks are extended (within the batch timeout and shutdown's grace), and settle every job by
-//! its outcome, each finish counted where the observer says, in the same call.
+//! its outcome, each finish counted where the observer says, in the same call. While a
+//! dependency is down (its circuit open) it takes nothing, releases the batch it holds, and
+//! releases rather than retries a job that failed for it: an outage spends no attempt.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{Observer, WorkerOptions, WorkerStats, settlement_for};
+use crate::circuit::Circuit;
 use crate::control::throttle::Throttle;
 use crate::pipeline::{Outcome, Pipeline};
 use crate::queue::{self, Job, Queue, Settled, Settlement};
@@ -24,6 +27,10 @@ pub(super) struct BatchLoop<P> {
     pub(super) names: Arc<[String]>,
     /// Its own connection for blocking waits (see [`Queue::wait_for_work`]).
     pub(super) blocking: crate::queue::Redis,
+    /// What the pipeline needs (the database): while one is down, nothing is taken.
+    pub(super) needs: Arc<[Circuit]>,
+    /// Redis, as this worker's loops find it.
+    pub(super) redis: Circuit,
     pub(super) shutdown: CancellationToken,
 }
 
@@ -31,6 +38,21 @@ impl<P> BatchLoop<P> {
     /// Where `job`'s finish is counted, as the observer says.
     fn count_for(&self, job: &Job) -> Option<queue::FinishCount> {
         self.observer.as_ref().and_then(|o| o.count_for(job))
+    }
+
+    /// A dependency of the pipeline that is down now, if any.
+    fn down(&self) -> Option<&Circuit> {
+        self.needs.iter().find(|c| c.is_open())
+    }
+
+    /// Notes a failed Redis call: a Redis out of reach opens its circuit (said once), any other
+    /// error is logged as `what`.
+    fn redis_failed(&self, e: &queue::QueueError, what: &str) {
+        if e.unreachable() {
+            self.redis.open(&e.to_string());
+        } else {
+            tracing::warn!(queue = self.queue.name(), error = %e, "{what}; retrying in 1 s");
+        }
     }
 
     /// Jobs to take now: the batch size, or less when the controller chose smaller batches.
@@ -58,6 +80,13 @@ pub(super) async fn batch_loop<P: Pipeline>(mut l: BatchLoop<P>) -> WorkerStats 
     let mut warned_left = false;
     let mut batch_no = 0u64;
     while !l.shutdown.is_cancelled() {
+        // While the pipeline's database is down, jobs stay in wait, their attempts untouched.
+        if let Some(down) = l.down() {
+            tokio::select! {
+                () = l.shutdown.cancelled() => break,
+                () = down.closed() => continue,
+            }
+        }
         batch_no += 1;
         let token = format!("{}:{batch_no}", l.token_base);
         let want = l.batch_size();
@@ -76,14 +105,21 @@ pub(super) async fn batch_loop<P: Pipeline>(mut l: BatchLoop<P>) -> WorkerStats 
             }
             slot = Some(claimed);
         }
+        // The throttle's wait may have outlasted the database.
+        if l.down().is_some() {
+            continue;
+        }
         let taken = match l
             .queue
             .take_named(want, &token, l.options.lock_duration, &l.names)
             .await
         {
-            Ok(taken) => taken,
+            Ok(taken) => {
+                l.redis.close();
+                taken
+            }
             Err(e) => {
-                tracing::warn!(queue = l.queue.name(), error = %e, "cannot take jobs; retrying in 1 s");
+                l.redis_failed(&e, "cannot take jobs");
                 if !pause_unless_stopped(&l.shutdown, Duration::from_secs(1)).await {
                     break;
                 }
@@ -113,7 +149,7 @@ pub(super) async fn batch_loop<P: Pipeline>(mut l: BatchLoop<P>) -> WorkerStats 
                 () = l.shutdown.cancelled() => break,
                 woke = queue.wait_for_work(&mut l.blocking, wait) => {
                     if let Err(e) = woke {
-                        tracing::warn!(queue = l.queue.name(), error = %e, "cannot wait for jobs; retrying in 1 s");
+                        l.redis_failed(&e, "cannot wait for jobs");
                         if !pause_unless_stopped(&l.shutdown, Duration::from_secs(1)).await {
                             break;
                         }
@@ -192,23 +228,34 @@ async fn run_batch<P: Pipeline>(l: &BatchLoop<P>, token: &str, taken: queue::Tak
     if let Some((throttle, seq)) = noted {
         throttle.end_batch(seq);
     }
-    let Some(outcomes) = finished else {
-        let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
-        let released = l.queue.release(token, &ids).await.unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot release unfinished jobs; the stalled check will recover them");
-            0
-        });
-        tracing::warn!(
-            pipeline,
-            released,
-            "shutdown timeout: released unfinished jobs to wait"
-        );
-        let known: Vec<&Job> = cannot_run.iter().collect();
-        let mut stats = settle(l, token, &settlements, &known).await;
-        stats.released = released;
-        return stats;
+    let outcomes = match finished {
+        Finished::Done(outcomes) => outcomes,
+        Finished::Shutdown | Finished::Down(_) => {
+            let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+            let released = release(l, token, &ids).await;
+            match finished {
+                Finished::Down(dependency) => tracing::warn!(
+                    pipeline,
+                    released,
+                    "{dependency} is unreachable: released the batch's jobs to wait, attempts untouched"
+                ),
+                _ => tracing::warn!(
+                    pipeline,
+                    released,
+                    "shutdown timeout: released unfinished jobs to wait"
+                ),
+            }
+            let known: Vec<&Job> = cannot_run.iter().collect();
+            let mut stats = settle(l, token, &settlements, &known).await;
+            stats.released = released;
+            return stats;
+        }
     };
 
+    // A job that failed while the database was found down failed for the outage: it goes back
+    // to wait, its attempt not counted, instead of spending one of its retries.
+    let down = l.down().map(Circuit::dependency);
+    let mut outage = Vec::new();
     let mut outcomes = outcomes.into_iter();
     let processed = jobs.len();
     for job in &jobs {
@@ -225,12 +272,26 @@ async fn run_batch<P: Pipeline>(l: &BatchLoop<P>, token: &str, taken: queue::Tak
                 tracing::debug!(job = %job.id, pipeline, attempt = job.attempts_made + 1, %reason, retry, "failed attempt")
             }
         }
+        if down.is_some() && matches!(outcome, Outcome::Failed { retry: true, .. }) {
+            outage.push(job.id.clone());
+            continue;
+        }
         settlements.push(
             settlement_for(job, outcome, &l.options, rand::random()).counted_in(l.count_for(job)),
         );
     }
     let known: Vec<&Job> = jobs.iter().chain(&cannot_run).collect();
-    let stats = settle(l, token, &settlements, &known).await;
+    let mut stats = settle(l, token, &settlements, &known).await;
+    if let Some(dependency) = down
+        && !outage.is_empty()
+    {
+        stats.released = release(l, token, &outage).await;
+        tracing::warn!(
+            pipeline,
+            released = stats.released,
+            "{dependency} is unreachable: released the jobs that failed for it to wait, attempts untouched"
+        );
+    }
     tracing::info!(
         queue = %queue_name,
         pipeline,
@@ -245,18 +306,46 @@ async fn run_batch<P: Pipeline>(l: &BatchLoop<P>, token: &str, taken: queue::Tak
     stats
 }
 
-/// Runs the pipeline while extending the batch's locks. Returns `None` when shutdown's grace
-/// period ran out first (the pipeline's future is dropped). A batch that outlives the batch
-/// timeout is dropped too (its database calls with it), and each of its jobs fails this
-/// attempt transiently: they are retried with backoff rather than held, locks extended, by a
-/// database that stopped answering.
-async fn process_with_locks<P: Pipeline>(
-    l: &BatchLoop<P>,
-    token: &str,
-    jobs: &[Job],
-) -> Option<Vec<Outcome>> {
+/// How a batch left its pipeline.
+enum Finished {
+    Done(Vec<Outcome>),
+    /// Shutdown's grace period ran out first.
+    Shutdown,
+    /// A dependency of the pipeline went down (its circuit opened): the batch was dropped.
+    Down(&'static str),
+}
+
+/// Resolves with the first of `circuits` to open (at once if one is); never, for none.
+async fn any_opens(circuits: &[Circuit]) -> &'static str {
+    if circuits.is_empty() {
+        return std::future::pending().await;
+    }
+    let opens = circuits.iter().map(|c| {
+        Box::pin(async move {
+            c.opened().await;
+            c.dependency()
+        })
+    });
+    futures::future::select_all(opens).await.0
+}
+
+/// Releases `ids` (held under `token`) to the front of wait, their attempts untouched; how
+/// many. When Redis cannot be asked, the stalled check recovers them once their locks lapse.
+async fn release<P: Pipeline>(l: &BatchLoop<P>, token: &str, ids: &[String]) -> u64 {
+    l.queue.release(token, ids).await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot release unfinished jobs; the stalled check will recover them");
+        0
+    })
+}
+
+/// Runs the pipeline while extending the batch's locks. The pipeline's future is dropped
+/// (its database calls with it) when shutdown's grace period runs out, or when a dependency of
+/// the pipeline goes down: the caller then releases the jobs. A batch that outlives the batch
+/// timeout is dropped too, and each of its jobs fails this attempt transiently: they are
+/// retried with backoff rather than held, locks extended, by a pipeline that stopped moving.
+async fn process_with_locks<P: Pipeline>(l: &BatchLoop<P>, token: &str, jobs: &[Job]) -> Finished {
     if jobs.is_empty() {
-        return Some(Vec::new());
+        return Finished::Done(Vec::new());
     }
     let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
     let processing = l.pipeline.process(jobs);
@@ -268,12 +357,15 @@ async fn process_with_locks<P: Pipeline>(
     tokio::pin!(grace);
     let timeout = tokio::time::sleep(l.options.batch_timeout);
     tokio::pin!(timeout);
+    let down = any_opens(&l.needs);
+    tokio::pin!(down);
     let mut extend = tokio::time::interval(l.options.lock_duration / 2);
     extend.tick().await; // the first tick is immediate; the locks are fresh
     loop {
         tokio::select! {
-            outcomes = &mut processing => return Some(outcomes),
-            () = &mut grace => return None,
+            outcomes = &mut processing => return Finished::Done(outcomes),
+            () = &mut grace => return Finished::Shutdown,
+            dependency = &mut down => return Finished::Down(dependency),
             () = &mut timeout => {
                 let reason = format!(
                     "the batch did not finish within {} (TIDEGATE_BATCH_TIMEOUT); abandoned",
@@ -281,7 +373,7 @@ async fn process_with_locks<P: Pipeline>(
                 );
                 tracing::warn!(pipeline = l.pipeline.name(), jobs = jobs.len(), "{reason}");
                 metrics::counter!(names::BATCHES_ABANDONED).increment(1);
-                return Some(jobs.iter().map(|_| Outcome::transient(reason.clone())).collect());
+                return Finished::Done(jobs.iter().map(|_| Outcome::transient(reason.clone())).collect());
             }
             _ = extend.tick() => {
                 match l.queue.extend_locks(token, &ids, l.options.lock_duration).await {
@@ -290,7 +382,7 @@ async fn process_with_locks<P: Pipeline>(
                         "lost the lock of jobs in flight; they may run twice"
                     ),
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "cannot extend locks"),
+                    Err(e) => l.redis_failed(&e, "cannot extend locks"),
                 }
             }
         }
@@ -312,10 +404,24 @@ async fn settle<P: Pipeline>(
     if settlements.is_empty() {
         return stats;
     }
+    // Redis out of reach: tried again (quietly, its circuit says it once) until it answers,
+    // or until shutdown. A settle that comes after its locks lapsed still lands while nobody
+    // took the jobs since (see settle.lua). Any other error: a few tries.
     let mut delay = Duration::from_millis(200);
     let results = loop {
         match l.queue.settle(token, settlements).await {
-            Ok(results) => break results,
+            Ok(results) => {
+                l.redis.close();
+                break results;
+            }
+            Err(e) if e.unreachable() && !l.shutdown.is_cancelled() => {
+                l.redis.open(&e.to_string());
+                tokio::select! {
+                    () = l.shutdown.cancelled() => {}
+                    () = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
             Err(e) if delay <= Duration::from_secs(2) => {
                 tracing::warn!(error = %e, "cannot settle jobs; retrying");
                 tokio::time::sleep(delay).await;

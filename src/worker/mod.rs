@@ -12,6 +12,7 @@ use futures::future::BoxFuture;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::circuit::Circuit;
 use crate::control::throttle::Throttle;
 use crate::pipeline::{Outcome, Pipeline};
 use crate::queue::{self, Job, Queue, QueueError, Retention, Settlement};
@@ -201,6 +202,8 @@ pub struct Worker<P> {
     options: WorkerOptions,
     throttle: Option<Throttle>,
     observer: Option<Arc<dyn Observer>>,
+    /// What the pipeline needs (the database), each as a circuit.
+    needs: Vec<Circuit>,
 }
 
 /// Jobs settled by a worker over its life.
@@ -234,7 +237,17 @@ impl<P: Pipeline> Worker<P> {
             options,
             throttle: None,
             observer: None,
+            needs: Vec::new(),
         }
+    }
+
+    /// Takes no jobs while `circuit` (a dependency of the pipeline, such as the database) is
+    /// open, releases in-flight batches when it opens, and releases rather than retries a job
+    /// that failed while it was: the jobs wait, their attempts untouched, and work resumes when
+    /// it closes.
+    pub fn needs(mut self, circuit: Circuit) -> Self {
+        self.needs.push(circuit);
+        self
     }
 
     /// Tells `observer` of the jobs that finish, as BullMQ's `completed` and `failed` events
@@ -265,6 +278,8 @@ impl<P: Pipeline> Worker<P> {
     /// Runs until `shutdown` is cancelled and in-flight batches are settled or released.
     pub async fn run(self, shutdown: CancellationToken) -> Result<WorkerStats, QueueError> {
         let names: Arc<[String]> = self.taken_names().into();
+        let needs: Arc<[Circuit]> = self.needs.clone().into();
+        let redis = Circuit::new("redis");
         let options = Arc::new(self.options);
         let worker_id = format!("{:016x}", rand::random::<u64>());
         let upkeep_stop = CancellationToken::new();
@@ -273,6 +288,7 @@ impl<P: Pipeline> Worker<P> {
             options.clone(),
             self.throttle.clone(),
             format!("depth:{worker_id}"),
+            redis.clone(),
             upkeep_stop.clone(),
         ));
 
@@ -287,6 +303,8 @@ impl<P: Pipeline> Worker<P> {
                 observer: self.observer.clone(),
                 token_base: format!("{worker_id}-{n}"),
                 names: names.clone(),
+                needs: needs.clone(),
+                redis: redis.clone(),
                 blocking,
                 shutdown: shutdown.clone(),
             }));
@@ -321,6 +339,7 @@ async fn upkeep(
     options: Arc<WorkerOptions>,
     throttle: Option<Throttle>,
     holder: String,
+    redis: Circuit,
     stop: CancellationToken,
 ) {
     let mut stalled = tokio::time::interval(options.stalled_interval);
@@ -333,14 +352,18 @@ async fn upkeep(
             }
             _ = stalled.tick() => match queue.recover_stalled(options.stalled_interval, options.max_stalled).await {
                 Ok(check) => {
+                    redis.close();
                     for id in &check.requeued {
                         tracing::warn!(queue = queue.name(), job = %id, "stalled: lock expired, moved back to wait");
                     }
                 }
+                // Redis out of reach is said once, by its circuit.
+                Err(e) if e.unreachable() => { redis.open(&e.to_string()); }
                 Err(e) => tracing::warn!(queue = queue.name(), error = %e, "stalled check failed"),
             },
             _ = depth.tick() => match queue.counts().await {
                 Ok(counts) => {
+                    redis.close();
                     if let Some(throttle) = &throttle {
                         throttle.set_backlog(counts.waiting + counts.prioritized);
                     }
@@ -353,6 +376,7 @@ async fn upkeep(
                         held::clear(&holder);
                     }
                 }
+                Err(e) if e.unreachable() => { redis.open(&e.to_string()); }
                 Err(e) => tracing::warn!(queue = queue.name(), error = %e, "cannot read queue depth"),
             },
         }

@@ -264,6 +264,44 @@ impl Server {
             let _ = child.wait();
         }
     }
+
+    /// Freezes the server (SIGSTOP): connections stay open and nothing answers.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a frozen server (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("the server runs").id();
+        let sent = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill {signal} {pid}");
+    }
+}
+
+/// A FerretDB of the test's own (the binary `scripts/services` built), listening; `None` when
+/// FERRETDB_BIN is not set (MONGODB_URI points at another server).
+pub async fn ferretdb() -> Option<Server> {
+    let bin = std::env::var("FERRETDB_BIN").ok()?;
+    let server = Server::start(&bin, |port, dir| {
+        vec![
+            "--handler=sqlite".into(),
+            format!("--sqlite-url=file:{}/", dir.to_string_lossy()),
+            format!("--state-dir={}", dir.to_string_lossy()),
+            format!("--listen-addr=127.0.0.1:{port}"),
+            "--debug-addr=-".into(),
+            "--telemetry=disable".into(),
+            "--log-level=error".into(),
+        ]
+    });
+    listening(server.port).await;
+    Some(server)
 }
 
 impl Drop for Server {

@@ -486,6 +486,7 @@ impl Budget {
 }
 
 mod turns;
+pub(crate) use turns::LEASE;
 pub use turns::Turns;
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ static DONE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("done.
 /// A running batch holds its slot this long at most: longer than a batch may run
 /// (TIDEGATE_BATCH_TIMEOUT's default, a minute, with a margin). A process that dies
 /// mid-batch frees its slots sooner, when its membership of the budget lapses.
-const LEASE: Duration = Duration::from_secs(90);
+pub(crate) const LEASE: Duration = Duration::from_secs(90);
 
 /// One queue's turns on its budget.
 #[derive(Clone)]

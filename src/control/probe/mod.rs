@@ -63,6 +63,8 @@ pub trait Probe: Send {
 /// cumulative counters, so the first sample only primes them.
 pub struct ServerStatusProbe {
     admin: Database,
+    /// Told when the database does not answer (its circuit).
+    store: crate::store::Store,
     timeout: Duration,
     last: Option<(Instant, Counters)>,
     /// The server's major version as of its last reply, which decides the next command's
@@ -71,9 +73,10 @@ pub struct ServerStatusProbe {
 }
 
 impl ServerStatusProbe {
-    pub fn new(client: &mongodb::Client, timeout: Duration) -> Self {
+    pub fn new(store: &crate::store::Store, timeout: Duration) -> Self {
         Self {
-            admin: client.database("admin"),
+            admin: store.client().database("admin"),
+            store: store.clone(),
             timeout,
             last: None,
             major_version: None,
@@ -98,8 +101,15 @@ impl Probe for ServerStatusProbe {
                     .run_command(server_status::command(self.major_version)),
             )
             .await
-            .map_err(|_| error(format!("no reply within {:?}", self.timeout)))?
-            .map_err(|e| error(e.to_string()))?;
+            .map_err(|_| {
+                let message = format!("no reply within {:?}", self.timeout);
+                self.store.trip(&format!("serverStatus: {message}"));
+                error(message)
+            })?
+            .map_err(|e| {
+                self.store.note_unreachable(&e);
+                error(e.to_string())
+            })?;
             let now = Instant::now();
             self.major_version = server_status::major_version(&reply);
             let counters = server_status::parse(&reply);

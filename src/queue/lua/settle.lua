@@ -12,8 +12,12 @@ ARGV: 1 key base, 2 lock token, 3 now (ms), 4 job count, 5 reason bytes counted,
 A settled finish ('completed', 'failed', 'exhausted') adds one to its counter's `completed` or `failed` field and,
 failed, one to its reason (cut at a character boundary) in the reasons HASH: counted in the
 same call, a finish is counted once whatever happens to the reply.
-Returns one code per job: 1 settled, -2 lock missing, -6 lock held by another token (the job was
-recovered as stalled and may be running elsewhere: it is left alone). ]]
+A job whose lock lapsed (Redis was out of reach past it) but that is still active is settled
+all the same: nobody took it since, as a job leaves active only through a worker or the
+stalled check. BullMQ refuses it; settling it spares running it again.
+Returns one code per job: 1 settled, -2 lock missing and the job no longer active (the stalled
+check handed it out again), -6 lock held by another token (the job was recovered as stalled and
+may be running elsewhere: it is left alone). ]]
 local base, token, now, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local reasonBytes = tonumber(ARGV[5])
 local counters = (#KEYS - 12) / 2
@@ -95,7 +99,8 @@ for i = 0, n - 1 do
   local counter = tonumber(ARGV[a + 6])
   local key = base .. id
   local holder = holders[i + 1]
-  if holder ~= token then
+  local mine = holder == token or (not holder and rcall('LPOS', KEYS[1], id))
+  if not mine then
     codes[#codes + 1] = holder and -6 or -2
   else
     settledIds[#settledIds + 1] = id
