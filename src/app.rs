@@ -204,6 +204,7 @@ impl App {
             schedule: self.settings.schedule.clone(),
             timezone: self.settings.timezone,
             catch_up: self.settings.schedule_catch_up,
+            database: self.store.circuit().clone(),
         }
     }
 

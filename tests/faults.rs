@@ -449,8 +449,13 @@ enum Fault {
     DbLatency,
     /// One tidegate process killed with SIGKILL, a new one started.
     WorkerKill,
+    /// Redis' proxy disabled for 1-3 minutes: longer than every time limit.
+    RedisLongOutage,
+    /// The database's proxy answering nothing for 1-3 minutes: longer than every time limit.
+    DbLongSilence,
 }
 
+/// The faults of a few seconds, drawn most of the time.
 const FAULTS: [Fault; 7] = [
     Fault::RedisOutage,
     Fault::RedisKill,
@@ -460,6 +465,9 @@ const FAULTS: [Fault; 7] = [
     Fault::DbLatency,
     Fault::WorkerKill,
 ];
+
+/// The outages of minutes, drawn one time in eight.
+const LONG_FAULTS: [Fault; 2] = [Fault::RedisLongOutage, Fault::DbLongSilence];
 
 /// The chaos soak (`scripts/chaos`, not in CI): a real score day (`CHAOS_USERS`, default
 /// 5,000) worked by two `tidegate run` processes through Toxiproxy while faults of every kind
@@ -567,10 +575,18 @@ async fn chaos() {
             run = planner.plan(day, "chaos", false).await.expect("re-run");
             planned += u64::try_from(run.planned.unwrap_or(0)).expect("a count");
         }
-        let fault = FAULTS[rng.random_range(0..FAULTS.len())];
-        let lasting = Duration::from_millis(rng.random_range(1_000..6_000));
+        let (fault, lasting) = if rng.random_range(0..8) == 0 {
+            let fault = LONG_FAULTS[rng.random_range(0..LONG_FAULTS.len())];
+            (
+                fault,
+                Duration::from_millis(rng.random_range(60_000..180_000)),
+            )
+        } else {
+            let fault = FAULTS[rng.random_range(0..FAULTS.len())];
+            (fault, Duration::from_millis(rng.random_range(1_000..6_000)))
+        };
         match fault {
-            Fault::RedisOutage => {
+            Fault::RedisOutage | Fault::RedisLongOutage => {
                 toxi.set_enabled(&redis_proxy, false).await;
                 tokio::time::sleep(lasting).await;
                 toxi.set_enabled(&redis_proxy, true).await;
@@ -586,7 +602,7 @@ async fn chaos() {
                 tokio::time::sleep(lasting / 4).await;
                 toxi.remove(&redis_proxy, "reset").await;
             }
-            Fault::DbSilent => {
+            Fault::DbSilent | Fault::DbLongSilence => {
                 toxi.silence(&mongo_proxy).await;
                 tokio::time::sleep(lasting).await;
                 toxi.answer(&mongo_proxy).await;
@@ -679,7 +695,7 @@ async fn chaos() {
         runs_done.len()
     );
     println!("| fault | injected | recovered (median / worst) |\n|---|---|---|");
-    for kind in FAULTS {
+    for kind in FAULTS.into_iter().chain(LONG_FAULTS) {
         let mut took: Vec<Duration> = recoveries
             .iter()
             .filter(|(f, _)| *f == kind)
@@ -693,6 +709,23 @@ async fn chaos() {
         };
         println!("| {kind:?} | {} | {shown} |", took.len() + missed);
     }
+    // An outage is not a job's failure: how many jobs spent more than one attempt.
+    let ids: Vec<String> = redis::cmd("ZRANGE")
+        .arg(q.keys().completed())
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut q.connection())
+        .await
+        .expect("completed ids");
+    let mut pipe = redis::pipe();
+    for id in &ids {
+        pipe.cmd("HGET").arg(q.keys().job(id)).arg("atm");
+    }
+    let attempts: Vec<u64> = pipe
+        .query_async(&mut q.connection())
+        .await
+        .expect("attempts");
+    let retried = attempts.iter().filter(|&&a| a > 1).count();
     let runs_agree = open_runs.is_empty()
         && records.iter().all(|r| {
             r.failed == 0
@@ -700,7 +733,7 @@ async fn chaos() {
                 && r.outcome.as_deref() == Some("succeeded")
         });
     println!(
-        "\njobs: {} completed, {} failed, {} lost; runs: {} ended, every one succeeded with its planned count: {runs_agree}; still open: {open_runs:?}; scores: {scores} written by the last run for {users} users",
+        "\njobs: {} completed, {} failed, {} lost, {retried} on more than one attempt; runs: {} ended, every one succeeded with its planned count: {runs_agree}; still open: {open_runs:?}; scores: {scores} written by the last run for {users} users",
         finished.completed,
         finished.failed,
         planned.saturating_sub(finished.completed + finished.failed),

@@ -641,3 +641,92 @@ async fn a_take_by_name_leaves_other_prioritized_jobs_and_counts_the_names_waiti
     let counts = q.counts().await.expect("counts");
     assert_eq!((counts.prioritized, counts.active), (2, 1));
 }
+
+#[tokio::test]
+async fn jobs_a_lost_take_holds_are_released_by_their_token_alone() {
+    let (q, mut conn) = queue().await;
+    q.add_bulk(&jobs(5)).await.expect("add");
+    // Two takes whose answers the callers never read; only the first's token is released.
+    let lost = take_ids(&q, 2, "lost").await;
+    let kept = take_ids(&q, 1, "kept").await;
+    assert_eq!(q.release_all("lost").await.expect("release"), 2);
+    let counts = q.counts().await.expect("counts");
+    assert_eq!((counts.waiting, counts.active), (4, 1));
+    let next: Vec<String> = waiting(&q, &mut conn).await.into_iter().take(2).collect();
+    assert_eq!(next.len(), 2);
+    assert!(
+        lost.iter().all(|id| next.contains(id)),
+        "released to the front: {next:?}"
+    );
+    let job = hash(&mut conn, &q.keys().job(&lost[0])).await;
+    assert_eq!(
+        job.get("ats").map(String::as_str),
+        Some("0"),
+        "the attempt not counted"
+    );
+    assert_eq!(q.release_all("lost").await.expect("again"), 0);
+    let lock: Option<String> = redis::cmd("GET")
+        .arg(format!("{}:lock", q.keys().job(&kept[0])))
+        .query_async(&mut conn)
+        .await
+        .expect("lock");
+    assert_eq!(
+        lock.as_deref(),
+        Some("kept"),
+        "another token's job untouched"
+    );
+}
+
+#[tokio::test]
+async fn a_settle_after_its_lock_lapsed_lands_while_nobody_took_the_job_since() {
+    let (q, mut conn) = queue().await;
+    q.add_bulk(&jobs(2)).await.expect("add");
+    let ids: Vec<String> = q
+        .take(2, "t", Duration::from_millis(100))
+        .await
+        .expect("take")
+        .jobs
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    let lock = |id: &str| format!("{}:lock", q.keys().job(id));
+    let locks = [lock(&ids[0]), lock(&ids[1])];
+    common::eventually("the locks to lapse", Duration::from_secs(5), || {
+        let mut conn = conn.clone();
+        let locks = locks.clone();
+        async move {
+            let n: u64 = redis::cmd("EXISTS")
+                .arg(&locks)
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            (n == 0).then_some(())
+        }
+    })
+    .await;
+    // The first is still active: nobody took it since, so its settle lands.
+    let landed = q
+        .settle("t", &[complete(&ids[0], Retention::KEEP_ALL)])
+        .await
+        .expect("settle");
+    assert_eq!(landed, [Settled::Done]);
+    // The second the stalled check hands out again (two checks: mark, then move): then its
+    // settle is refused, as BullMQ refuses it.
+    for _ in 0..2 {
+        let _: () = redis::cmd("DEL")
+            .arg(format!("{}stalled-check", q.keys().base()))
+            .query_async(&mut conn)
+            .await
+            .expect("let the check run");
+        q.recover_stalled(Duration::from_millis(10), 5)
+            .await
+            .expect("stalled check");
+    }
+    let refused = q
+        .settle("t", &[complete(&ids[1], Retention::KEEP_ALL)])
+        .await
+        .expect("settle");
+    assert_eq!(refused, [Settled::LockMissing]);
+    let counts = q.counts().await.expect("counts");
+    assert_eq!((counts.completed, counts.waiting, counts.active), (1, 1, 0));
+}

@@ -337,6 +337,19 @@ impl Queue {
         Ok(released)
     }
 
+    /// Releases every active job `token` holds, as [`Queue::release`] does: after a take whose
+    /// answer was lost (Redis frozen, then back), the jobs it took are known only by their
+    /// lock. Scans the active list once.
+    pub async fn release_all(&self, token: &str) -> Result<u64> {
+        let released: u64 = self
+            .invoke(&RELEASE)
+            .arg(self.keys.base())
+            .arg(token)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(released)
+    }
+
     /// Runs the stalled check if no worker ran it within `interval`.
     pub async fn recover_stalled(
         &self,

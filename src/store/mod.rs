@@ -226,7 +226,7 @@ impl Store {
     /// [`trip`]: Store::trip
     pub fn note_unreachable(&self, error: &MongoError) {
         if unreachable(error) {
-            self.trip(&error.to_string());
+            self.trip(&classify(error).message);
         }
     }
 

@@ -75,9 +75,16 @@ async fn pause_unless_stopped(shutdown: &CancellationToken, delay: Duration) -> 
 /// How soon a loop looks again when all it found was left for other workers.
 const LEFT_POLL: Duration = Duration::from_secs(1);
 
+/// How long after Redis answers again the jobs of takes whose answers were lost are released:
+/// the takes themselves, queued in the server while it was frozen, run as soon as it thaws.
+const LOST_TAKES_SETTLE: Duration = Duration::from_secs(1);
+
 pub(super) async fn batch_loop<P: Pipeline>(mut l: BatchLoop<P>) -> WorkerStats {
     let mut stats = WorkerStats::default();
     let mut warned_left = false;
+    // Tokens of takes that failed with Redis out of reach: each may have taken jobs all the
+    // same, whose answer was lost; they are released once Redis answers.
+    let mut lost: Vec<String> = Vec::new();
     let mut batch_no = 0u64;
     while !l.shutdown.is_cancelled() {
         // While the pipeline's database is down, jobs stay in wait, their attempts untouched.
@@ -116,9 +123,13 @@ pub(super) async fn batch_loop<P: Pipeline>(mut l: BatchLoop<P>) -> WorkerStats 
         {
             Ok(taken) => {
                 l.redis.close();
+                release_lost(&l, std::mem::take(&mut lost));
                 taken
             }
             Err(e) => {
+                if e.unreachable() {
+                    lost.push(token);
+                }
                 l.redis_failed(&e, "cannot take jobs");
                 if !pause_unless_stopped(&l.shutdown, Duration::from_secs(1)).await {
                     break;
@@ -158,29 +169,58 @@ pub(super) async fn batch_loop<P: Pipeline>(mut l: BatchLoop<P>) -> WorkerStats 
             }
             continue;
         }
-        let taken = fill(&l, &token, taken, want).await;
+        let (taken, top_up_lost) = fill(&l, &token, taken, want).await;
         stats += run_batch(&l, &token, taken).await;
+        if top_up_lost {
+            lost.push(token);
+        }
         drop(slot);
     }
     stats
 }
 
+/// Releases, a moment after Redis answers again, whatever the takes of `tokens` took while
+/// their answers were lost.
+fn release_lost<P: Pipeline>(l: &BatchLoop<P>, tokens: Vec<String>) {
+    if tokens.is_empty() {
+        return;
+    }
+    let queue = l.queue.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(LOST_TAKES_SETTLE).await;
+        for token in tokens {
+            match queue.release_all(&token).await {
+                Ok(0) => {}
+                Ok(released) => tracing::info!(
+                    queue = queue.name(),
+                    released,
+                    "released to wait the jobs of a take whose answer was lost, attempts untouched"
+                ),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot release a lost take's jobs; the stalled check will")
+                }
+            }
+        }
+    });
+}
+
 /// Tops a short batch up once after `batch_wait`, so that a trickle of jobs still travels in
 /// few, large writes. A plain timer, not a blocking wait on the marker: Redis checks blocking
 /// timeouts only every ~100 ms, and an abandoned blocking pop could swallow another worker's
-/// wake-up. Jobs taken here share the batch's lock token.
+/// wake-up. Jobs taken here share the batch's lock token; whether the top-up's answer was
+/// lost with Redis out of reach (the jobs it may have taken are then released by token).
 async fn fill<P: Pipeline>(
     l: &BatchLoop<P>,
     token: &str,
     mut taken: queue::Taken,
     want: usize,
-) -> queue::Taken {
+) -> (queue::Taken, bool) {
     let have = taken.jobs.len() + taken.malformed.len();
     if have >= want
         || l.options.batch_wait.is_zero()
         || !pause_unless_stopped(&l.shutdown, l.options.batch_wait).await
     {
-        return taken;
+        return (taken, false);
     }
     match l
         .queue
@@ -190,10 +230,13 @@ async fn fill<P: Pipeline>(
         Ok(more) => {
             taken.jobs.extend(more.jobs);
             taken.malformed.extend(more.malformed);
+            (taken, false)
         }
-        Err(e) => tracing::warn!(queue = l.queue.name(), error = %e, "cannot top up a batch"),
+        Err(e) => {
+            l.redis_failed(&e, "cannot top up a batch");
+            (taken, e.unreachable())
+        }
     }
-    taken
 }
 
 async fn run_batch<P: Pipeline>(l: &BatchLoop<P>, token: &str, taken: queue::Taken) -> WorkerStats {

@@ -48,6 +48,8 @@ pub struct AdminState {
     pub schedule: Option<Schedule>,
     pub timezone: chrono_tz::Tz,
     pub catch_up: Duration,
+    /// The database's circuit, as this process finds it.
+    pub database: crate::circuit::Circuit,
 }
 
 #[derive(OpenApi)]

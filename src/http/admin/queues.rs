@@ -90,22 +90,43 @@ pub(super) async fn set_paused(
     Ok(Json(Paused { name, paused }))
 }
 
+/// The queue's load control as the database's leader last published it, and the database as
+/// this process finds it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ControlView {
+    #[serde(flatten)]
+    status: Status,
+    /// `false` while this process finds the database down or silent: it takes no jobs and
+    /// releases what it held, attempts untouched, until the database answers.
+    database_reachable: bool,
+    /// While it is not: for how long (seconds) and what said so.
+    database_outage_seconds: Option<u64>,
+    database_outage_reason: Option<String>,
+}
+
 /// The queue's load control as the database's leader last published it: the queue's pace and
 /// batch size, the CPU budget and live load, the database's CPU and latencies against their
-/// targets, and the signal that limits the pace.
+/// targets, the signal that limits the pace; and whether this process can reach the database.
 #[utoipa::path(get, path = "/api/queues/{name}/control", params(("name" = String, Path)),
-    responses((status = 200, body = Status), (status = 400, body = ErrorBody),
+    responses((status = 200, body = ControlView), (status = 400, body = ErrorBody),
     (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(super) async fn control(
     State(state): State<AdminState>,
     ApiPath(name): ApiPath<String>,
-) -> Result<Json<Status>, ApiError> {
+) -> Result<Json<ControlView>, ApiError> {
     known_queue(&state, &name)?;
     let keys = BudgetKeys::new(&state.budget);
     let status = budget::status(&mut state.queue.connection(), &keys, &state.budget, &name)
         .await
         .map_err(|e| unavailable("reading the load control", e))?;
-    Ok(Json(status))
+    let outage = state.database.outage();
+    Ok(Json(ControlView {
+        status,
+        database_reachable: outage.is_none(),
+        database_outage_seconds: outage.as_ref().map(|o| o.for_.as_secs()),
+        database_outage_reason: outage.map(|o| o.reason),
+    }))
 }
 
 /// Most jobs one page may hold.

@@ -1,13 +1,20 @@
---[[ tidegate: give unfinished jobs back on shutdown: out of active, to the front of wait, lock
-released, so another worker takes them next without waiting for the stalled check.
+--[[ tidegate: give unfinished jobs back (on shutdown, in an outage): out of active, to the
+front of wait, lock released, their attempt not counted, so another worker takes them next
+without waiting for the stalled check.
 KEYS: 1 active, 2 wait, 3 paused, 4 meta, 5 marker, 6 events
-ARGV: 1 key base, 2 lock token, 3.. job ids
+ARGV: 1 key base, 2 lock token, 3.. job ids; none: every active job the token holds (after a
+take whose answer was lost, so the caller never learnt which)
 Returns the number released. ]]
 local base, token = ARGV[1], ARGV[2]
 local target, paused = readyList(KEYS[4], KEYS[2], KEYS[3])
+local ids = {}
+if #ARGV > 2 then
+  for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
+else
+  ids = rcall('LRANGE', KEYS[1], 0, -1)
+end
 local released = 0
-for i = 3, #ARGV do
-  local id = ARGV[i]
+for _, id in ipairs(ids) do
   local key = base .. id
   if rcall('GET', key .. ':lock') == token then
     rcall('DEL', key .. ':lock')
