@@ -550,9 +550,14 @@ async fn chaos() {
     // CPU-second at 5,000 users), which the scenarios' 1-s operation limit would never allow.
     // Locks at their default (30 s): the scenarios' 2-s locks lapse in every outage, and a job
     // whose lock lapses twice fails for good (BullMQ's stall limit, TIDEGATE_MAX_STALLED).
+    // The soak SIGKILLs a worker every minute or so, at times four in half a minute: a job
+    // whose worker is killed twice stalls twice, which BullMQ's stall limit (one, tidegate's
+    // default too) fails for good as a job that may be killing its workers. Here the kills are
+    // the soak's, so the limit is set above what they can reach.
     let start_process = || {
         start(
             command(&queue_name, &database, &proxied_redis, &proxied_mongo)
+                .env("TIDEGATE_MAX_STALLED", "5")
                 .env("TIDEGATE_WORKERS", "2")
                 .env("TIDEGATE_BATCH_DOCS", "100")
                 .env("TIDEGATE_MONGODB_TIMEOUT", "5s")

@@ -61,11 +61,17 @@ pub trait Probe: Send {
 
 /// `serverStatus`, asking only for the sections it reads. CPU and the latencies are rates of
 /// cumulative counters, so the first sample only primes them.
+/// How long `serverStatus` goes unanswered before the probe says the database is silent (its
+/// circuit opens).
+const SILENT: Duration = Duration::from_secs(5);
+
 pub struct ServerStatusProbe {
     admin: Database,
     /// Told when the database does not answer (its circuit).
     store: crate::store::Store,
     timeout: Duration,
+    /// Since when every sample has gone unanswered, if the last did.
+    silent_since: Option<Instant>,
     last: Option<(Instant, Counters)>,
     /// The server's major version as of its last reply, which decides the next command's
     /// shape. Every reply carries `version`, so an upgrade is followed at the next sample.
@@ -78,6 +84,7 @@ impl ServerStatusProbe {
             admin: store.client().database("admin"),
             store: store.clone(),
             timeout,
+            silent_since: None,
             last: None,
             major_version: None,
         }
@@ -102,14 +109,23 @@ impl Probe for ServerStatusProbe {
             )
             .await
             .map_err(|_| {
+                // One slow reply is load, not an outage (the timeout is most of an interval,
+                // under a second at short intervals): silence for [`SILENT`] is.
+                let since = *self.silent_since.get_or_insert_with(Instant::now);
                 let message = format!("no reply within {:?}", self.timeout);
-                self.store.trip(&format!("serverStatus: {message}"));
+                if since.elapsed() >= SILENT {
+                    self.store.trip(&format!(
+                        "serverStatus: {message}, none for {:?}",
+                        since.elapsed()
+                    ));
+                }
                 error(message)
             })?
             .map_err(|e| {
                 self.store.note_unreachable(&e);
                 error(e.to_string())
             })?;
+            self.silent_since = None;
             let now = Instant::now();
             self.major_version = server_status::major_version(&reply);
             let counters = server_status::parse(&reply);

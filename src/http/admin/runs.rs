@@ -156,9 +156,25 @@ pub(super) async fn start_run(
             "no daily application is enabled (TIDEGATE_APPS), so there is no day to plan",
         ));
     };
-    let run = match planner.plan(date, "admin", body.purge).await {
-        Ok(run) => run,
-        Err(PlanError::Date(e)) => return Err(bad_request(e.to_string())),
+    // Not begun while the database is known to be down: planning rides through a blip, and
+    // a client should not wait out an outage.
+    if let Some(outage) = state.database.outage() {
+        return Err(unavailable(
+            "planning the run",
+            format!("the database is unreachable ({})", outage.reason),
+        ));
+    }
+    // Planned in a task of its own, so that a client that stops waiting cannot leave a run
+    // half planned: the planning goes on to its end whatever happens to the request.
+    let planning = tokio::spawn({
+        let planner = planner.clone();
+        let purge = body.purge;
+        async move { planner.plan(date, "admin", purge).await }
+    });
+    let run = match planning.await {
+        Ok(Ok(run)) => run,
+        Ok(Err(PlanError::Date(e))) => return Err(bad_request(e.to_string())),
+        Ok(Err(e)) => return Err(unavailable("planning the run", e)),
         Err(e) => return Err(unavailable("planning the run", e)),
     };
     tracing::info!(run = %run.id, %date, purge = body.purge, "back-office: run started");
