@@ -441,18 +441,27 @@ async fn serve_until<P: Pipeline>(
     .map_err(|_| AppError::ShutdownTimeout(grace))?
 }
 
-/// Looks for stalled runs a few times per stall period, until `stop`.
+/// Looks for stalled runs a few times per stall period, until `stop`. A check that fails (the
+/// database or Redis away) is said once, and once more when checks work again.
 async fn watch_for_stalls(runs: Runs, after: Duration, stop: CancellationToken) {
     let mut every =
         tokio::time::interval((after / 4).clamp(Duration::from_secs(1), Duration::from_secs(60)));
+    let mut failing = false;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = every.tick() => {
-                if let Err(e) = runs.check_stalled(after).await {
-                    tracing::warn!(error = %e, "cannot check runs for stalls");
+            _ = every.tick() => match runs.check_stalled(after).await {
+                Ok(_) if failing => {
+                    failing = false;
+                    tracing::info!("runs are checked for stalls again");
                 }
-            }
+                Ok(_) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "cannot check runs for stalls; trying again each interval");
+                }
+                Err(_) => {}
+            },
         }
     }
 }
