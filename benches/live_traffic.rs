@@ -4,8 +4,8 @@
 //! Poisson arrivals, every operation's latency measured from its scheduled start, so a stalled
 //! database cannot hide its queue) runs in this process while the real `tidegate` binary runs
 //! the batch as a child process, as a user would run it. The database's CPU is read once a
-//! second from `/proc/<pid>/stat` (FerretDB, the stand-in here) or from `serverStatus`
-//! (a real MongoDB), and tidegate's pace from its own `/metrics`. Phases:
+//! second from /proc by `scripts/services cpu` (FerretDB 2 and PostgreSQL, the stand-in here)
+//! or from `serverStatus` (a real MongoDB), and tidegate's pace from its own `/metrics`. Phases:
 //!
 //! - `alone`: the service alone (its latency is the reference);
 //! - `naive`: the service beside the original script (every user at once);
@@ -26,12 +26,11 @@
 //! day, 1500), `LIVE_TRACE_USERS` (25000), `LIVE_SERVICE_RATE` (operations/s, 8),
 //! `LIVE_HEAVY_RATE` (24), `LIVE_SERVICE_DOCS` (documents the service's lookups scan on
 //! FerretDB, 6000: about half a core at 8 operations/s), `LIVE_ALONE_SECS` (40), `LIVE_OUT`
-//! (benches/results/live), `LIVE_DB_PID` (default: `.services/ferretdb.pid`; unset and absent:
-//! serverStatus), `LIVE_READ_TARGET` (unset; e.g. `90ms`: tidegate holds the service's own
+//! (benches/results/live), `LIVE_READ_TARGET` (unset; e.g. `90ms`: tidegate holds the service's own
 //! mean latency under it, read through Prometheus from the histogram the service publishes on
 //! `LIVE_SERVICE_ADDR`, 127.0.0.1:9843). Any `TIDEGATE_*` setting exported is passed on to
 //! tidegate unchanged; the benchmark itself sets only the target, a 1 s control interval and,
-//! on FerretDB, the Prometheus CPU query.
+//! on FerretDB, the Prometheus CPU query (`DATABASE_CPU_QUERY` from `scripts/services env`).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -266,13 +265,11 @@ fn push(ops: &Mutex<Vec<Op>>, op: Op) {
     }
 }
 
-/// The database process's CPU, percent of one core, per call since the previous call.
+/// The database's CPU, percent of one core, per call since the previous call.
 enum CpuMeter {
-    Proc {
-        pid: u32,
-        ticks_per_s: f64,
-        last: Option<(Instant, f64)>,
-    },
+    /// `scripts/services cpu`: the local database's processes (PostgreSQL's and FerretDB's),
+    /// read from /proc, independently of the Prometheus series tidegate's controller reads.
+    Services { last: Option<(Instant, f64)> },
     ServerStatus {
         client: Client,
         last: Option<(Instant, f64)>,
@@ -283,19 +280,7 @@ impl CpuMeter {
     async fn read(&mut self) -> Option<f64> {
         let now = Instant::now();
         let (seconds, last) = match self {
-            CpuMeter::Proc {
-                pid,
-                ticks_per_s,
-                last,
-            } => {
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-                // Fields after the command name (which may hold spaces) start at ")".
-                let rest = stat.rsplit_once(')')?.1;
-                let fields: Vec<&str> = rest.split_whitespace().collect();
-                let utime: f64 = fields.get(11)?.parse().ok()?;
-                let stime: f64 = fields.get(12)?.parse().ok()?;
-                ((utime + stime) / *ticks_per_s, last)
-            }
+            CpuMeter::Services { last } => (services_cpu().await?, last),
             CpuMeter::ServerStatus { client, last } => {
                 let reply = client
                     .database("admin")
@@ -321,31 +306,25 @@ impl CpuMeter {
 }
 
 fn cpu_meter(settings: &Settings, client: &Client) -> CpuMeter {
-    let pid = std::env::var("LIVE_DB_PID").ok().or_else(|| {
-        settings
-            .ferretdb
-            .then(|| std::fs::read_to_string(".services/ferretdb.pid").ok())
-            .flatten()
-    });
-    match pid.and_then(|p| p.trim().parse().ok()) {
-        Some(pid) => {
-            let ticks_per_s = std::process::Command::new("getconf")
-                .arg("CLK_TCK")
-                .output()
-                .ok()
-                .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-                .unwrap_or(100.0);
-            CpuMeter::Proc {
-                pid,
-                ticks_per_s,
-                last: None,
-            }
-        }
-        None => CpuMeter::ServerStatus {
+    if settings.ferretdb {
+        CpuMeter::Services { last: None }
+    } else {
+        CpuMeter::ServerStatus {
             client: client.clone(),
             last: None,
-        },
+        }
     }
+}
+
+/// The local database's CPU time so far, in seconds (`scripts/services cpu`).
+async fn services_cpu() -> Option<f64> {
+    let out = tokio::process::Command::new("scripts/services")
+        .arg("cpu")
+        .stderr(Stdio::null())
+        .output()
+        .await
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
 /// What tidegate's `/metrics` says right now.
@@ -480,11 +459,10 @@ impl Bench {
             && let Some(url) = &s.prometheus_url
         {
             cmd.env("TIDEGATE_PROMETHEUS_URL", url);
-            if std::env::var("TIDEGATE_PROMETHEUS_CPU_QUERY").is_err() {
-                cmd.env(
-                    "TIDEGATE_PROMETHEUS_CPU_QUERY",
-                    r#"irate(process_cpu_seconds_total{job="ferretdb"}[3s]) * 100"#,
-                );
+            if std::env::var("TIDEGATE_PROMETHEUS_CPU_QUERY").is_err()
+                && let Ok(cpu) = std::env::var("DATABASE_CPU_QUERY")
+            {
+                cmd.env("TIDEGATE_PROMETHEUS_CPU_QUERY", cpu);
             }
         }
         Ok(cmd)

@@ -52,7 +52,8 @@ enum Command {
     /// Print every metric tidegate exports (name, type, unit, labels, meaning) as the Markdown
     /// table METRICS.md shows.
     Metrics,
-    /// Write a realistic day of events (skewed: a few heavy users, many light ones).
+    /// Write a realistic day of events (skewed: a few heavy users, many light ones), creating the
+    /// score's indexes first where they are missing (the events are the score's sample).
     SeedData {
         #[arg(long, default_value_t = 50_000)]
         users: u64,
@@ -302,6 +303,18 @@ async fn setup(settings: Settings, dry_run: bool) -> Result<(), Box<dyn std::err
     Ok(())
 }
 
+/// The score's indexes, for the commands that write its sample events (`demo`, `seed-data`):
+/// asked to write them, they bring what reading them needs, as a team's own data would have.
+async fn create_missing_indexes(app: &App) -> Result<(), Box<dyn std::error::Error>> {
+    for (index, exists) in app.indexes().await? {
+        if !exists {
+            app.store.create_index(&index).await?;
+            println!("index      created {index}");
+        }
+    }
+    Ok(())
+}
+
 fn yesterday(settings: &Settings) -> NaiveDate {
     tidegate::schedule::day_for(chrono::Utc::now().with_timezone(&settings.timezone))
 }
@@ -316,6 +329,7 @@ async fn execute(command: Command, settings: Settings) -> Result<(), Box<dyn std
         Command::SeedData { users, date, seed } => {
             let date = date.unwrap_or_else(|| yesterday(&settings));
             let app = App::connect(with_score(settings)).await?;
+            create_missing_indexes(&app).await?;
             let report = seed_events(&app, date, users, seed).await?;
             println!(
                 "seeded {date}: {} users, {} events ({} earlier events of that day replaced)",
@@ -325,14 +339,8 @@ async fn execute(command: Command, settings: Settings) -> Result<(), Box<dyn std
         }
         Command::Demo { users, date } => {
             let date = date.unwrap_or_else(|| yesterday(&settings));
-            // The demo is the score's: it writes its own events, so it brings their indexes.
             let app = App::connect(with_score(settings)).await?;
-            for (index, exists) in app.indexes().await? {
-                if !exists {
-                    app.store.create_index(&index).await?;
-                    println!("index      created {index}");
-                }
-            }
+            create_missing_indexes(&app).await?;
             let seeded = seed_events(&app, date, users, 7).await?;
             println!(
                 "seeded     {date}: {} users, {} events",

@@ -620,10 +620,9 @@ async fn the_page_shows_a_failed_job_and_chromium_retries_it() {
         budget: admin.budget.clone(),
         ..ControlOptions::default()
     };
-    if std::env::var("FERRETDB_METRICS_URL").is_ok() {
+    if let Some(cpu) = common::database_cpu_query() {
         options.prometheus_url = Some(common::env("PROMETHEUS_URL"));
-        options.prometheus_cpu =
-            Some(r#"irate(process_cpu_seconds_total{job="ferretdb"}[3s]) * 100"#.into());
+        options.prometheus_cpu = Some(cpu);
     }
     let redis = admin.queue.connection();
     let (pacer, _throttle) =

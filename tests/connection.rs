@@ -277,20 +277,14 @@ async fn rediss_and_a_tls_mongodb_uri_work_and_an_unknown_issuer_is_refused() {
         let plain_port = free_port();
         let (cert, key) = (cert.clone(), key.clone());
         let server = Server::start(&bin, move |port, dir| {
-            let data = dir.join("data");
-            std::fs::create_dir_all(&data).expect("data dir");
-            vec![
-                "--handler=sqlite".into(),
-                format!("--sqlite-url=file:{}/", data.display()),
-                format!("--state-dir={}", dir.display()),
+            let mut args = scenario::ferretdb_args(dir);
+            args.extend([
                 format!("--listen-addr=127.0.0.1:{plain_port}"),
                 format!("--listen-tls=127.0.0.1:{port}"),
                 format!("--listen-tls-cert-file={cert}"),
                 format!("--listen-tls-key-file={key}"),
-                "--debug-addr=-".into(),
-                "--telemetry=disable".into(),
-                "--log-level=ERROR".into(),
-            ]
+            ]);
+            args
         });
         (server, plain_port)
     });

@@ -39,8 +39,11 @@ const DAY_USERS: u64 = 4000;
 /// whole day adds minutes to CI and says nothing a minute does not.
 const JUDGED: usize = 60;
 const BATCH: usize = 100;
-/// `irate`: the last two scrapes (1 s apart), so the controller sees about one interval of lag.
-const FERRETDB_CPU: &str = r#"irate(process_cpu_seconds_total{job="ferretdb"}[3s]) * 100"#;
+/// The database's CPU from Prometheus; `irate`: the last two scrapes (1 s apart), so the
+/// controller sees about one interval of lag.
+fn database_cpu() -> String {
+    common::database_cpu_query().expect("DATABASE_CPU_QUERY comes with FerretDB")
+}
 
 /// The CPU tests measure one shared database process: they must not overlap.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -409,26 +412,25 @@ async fn an_unreachable_database_drops_the_pace_to_the_floor_within_one_interval
 }
 
 /// The parts as `tidegate run` builds them, set through its variables, on a day of the test's
-/// own; `None` (the test skips) when the database is not FerretDB, for which it is calibrated.
+/// own; `None` (the test skips) when the database is not the local one, for which it is calibrated.
 async fn world(users: u64) -> Option<App> {
     let budget = common::unique("control_budget");
     let mut app = app("control", &settings(&budget, None)).await;
-    let build = app
-        .store
-        .client()
-        .database("admin")
-        .run_command(doc! { "buildInfo": 1 })
-        .await
-        .expect("buildInfo");
-    if !build.contains_key("ferretdbFeatures") {
-        // The day is sized so that FerretDB (every query a scan) feels it on two cores; a real
-        // MongoDB with its indexes would not, and the naive mode could stay under the target.
-        eprintln!("skipped: calibrated for FerretDB; MONGODB_URI points at another server");
+    let Some(cpu) = common::database_cpu_query() else {
+        // The day is sized for the local database on two cores; another server may not feel it,
+        // and the naive mode could stay under the target.
+        eprintln!(
+            "skipped: calibrated for the local database; MONGODB_URI points at another server"
+        );
         return None;
-    }
-    // FerretDB's CPU comes from Prometheus (FerretDB's own `process_cpu_seconds_total`).
+    };
+    // The database's CPU comes from Prometheus (its processes' CPU, from process-exporter).
     app.settings.control.prometheus_url = Some(common::env("PROMETHEUS_URL"));
-    app.settings.control.prometheus_cpu = Some(FERRETDB_CPU.to_owned());
+    app.settings.control.prometheus_cpu = Some(cpu);
+    // Indexed as `tidegate setup` leaves a team's database: each user's read is a range scan.
+    for index in score::indexes() {
+        app.store.create_index(&index).await.expect("index");
+    }
     score::sample_day(&app.store, day(), TZ, users, 11, |_| {})
         .await
         .expect("sample day");
@@ -471,7 +473,7 @@ impl CpuGauge {
     fn new() -> Self {
         let probe = PrometheusProbe::new(
             &common::env("PROMETHEUS_URL"),
-            Some(FERRETDB_CPU.to_owned()),
+            Some(database_cpu()),
             None,
             None,
             Duration::from_secs(2),

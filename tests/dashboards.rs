@@ -125,11 +125,9 @@ async fn every_panel_shows_data_after_a_real_run() {
         .env("TIDEGATE_TARGET_CPU", "100")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
-    if std::env::var("FERRETDB_METRICS_URL").is_ok() {
-        demo.env("TIDEGATE_PROMETHEUS_URL", &prometheus).env(
-            "TIDEGATE_PROMETHEUS_CPU_QUERY",
-            r#"irate(process_cpu_seconds_total{job="ferretdb"}[3s]) * 100"#,
-        );
+    if let Some(cpu) = common::database_cpu_query() {
+        demo.env("TIDEGATE_PROMETHEUS_URL", &prometheus)
+            .env("TIDEGATE_PROMETHEUS_CPU_QUERY", cpu);
     }
     let mut child = demo.spawn().expect("start tidegate demo");
     let deadline = Instant::now() + Duration::from_secs(180);

@@ -353,7 +353,9 @@ impl Store {
                 // every process, the next waits forever and so does the database (seen with
                 // 1.24.2: one command of 99 returns in 0.1 s, of 100 hangs; four loops of 40
                 // hang). So each process keeps at most 32 in flight, in commands of at most 32:
-                // up to three processes per FerretDB database stay under the bound.
+                // up to three processes per FerretDB database stay under the bound. FerretDB 2
+                // (PostgreSQL; its buildInfo has `ferretdb`, not `ferretdbFeatures`) has no such
+                // stall: 16 commands of 200 such updates at once return in 5 s (BENCHMARKS.md).
                 let build = self
                     .bounded(
                         self.client
@@ -361,13 +363,13 @@ impl Store {
                             .run_command(doc! { "buildInfo": 1 }),
                     )
                     .await?;
-                if build.contains_key("ferretdbFeatures") || build.contains_key("ferretdb") {
+                if build.contains_key("ferretdbFeatures") {
                     limits.max_write_batch = limits.max_write_batch.min(FERRETDB_MAX_WRITE_BATCH);
                     limits.max_in_flight = Some(FERRETDB_MAX_WRITE_BATCH);
                     tracing::info!(
                         max_statements = limits.max_write_batch,
                         in_flight = FERRETDB_MAX_WRITE_BATCH,
-                        "FerretDB detected: bulk writes split and kept few in flight to stay under its stall"
+                        "FerretDB 1.x detected: bulk writes split and kept few in flight to stay under its stall"
                     );
                 }
                 Ok(limits)

@@ -23,6 +23,13 @@ pub fn mongodb_uri() -> String {
     env("MONGODB_URI")
 }
 
+/// PromQL for the database's CPU in percent of one core (`scripts/services env`: PostgreSQL's
+/// processes and FerretDB's, from process-exporter); `None` when MONGODB_URI names another
+/// server, whose serverStatus reports its CPU.
+pub fn database_cpu_query() -> Option<String> {
+    std::env::var("DATABASE_CPU_QUERY").ok()
+}
+
 /// The connected parts as `tidegate run` builds them (`Settings` from the environment, then
 /// `App::connect`), on a queue and a database of the test's own; `overrides` are variables set
 /// for this test alone (`("TIDEGATE_ATTEMPTS", "3")`), and win over the test's own names.

@@ -285,23 +285,34 @@ impl Server {
     }
 }
 
-/// A FerretDB of the test's own (the binary `scripts/services` built), listening; `None` when
-/// FERRETDB_BIN is not set (MONGODB_URI points at another server).
+/// A FerretDB of the test's own (the binary `scripts/services` built), in front of the services'
+/// PostgreSQL, listening; `None` when FERRETDB_BIN is not set (MONGODB_URI points at another
+/// server). Killing or freezing it takes the database away from its clients as a dead or silent
+/// `mongod` would.
 pub async fn ferretdb() -> Option<Server> {
     let bin = std::env::var("FERRETDB_BIN").ok()?;
     let server = Server::start(&bin, |port, dir| {
-        vec![
-            "--handler=sqlite".into(),
-            format!("--sqlite-url=file:{}/", dir.to_string_lossy()),
-            format!("--state-dir={}", dir.to_string_lossy()),
-            format!("--listen-addr=127.0.0.1:{port}"),
-            "--debug-addr=-".into(),
-            "--telemetry=disable".into(),
-            "--log-level=error".into(),
-        ]
+        let mut args = ferretdb_args(dir);
+        args.push(format!("--listen-addr=127.0.0.1:{port}"));
+        args
     });
     listening(server.port).await;
     Some(server)
+}
+
+/// What every FerretDB of a test's own is started with: the services' PostgreSQL
+/// (FERRETDB_POSTGRESQL_URL), its state in `dir`, no metrics listener, no telemetry.
+pub fn ferretdb_args(dir: &std::path::Path) -> Vec<String> {
+    let postgresql = std::env::var("FERRETDB_POSTGRESQL_URL")
+        .expect("FERRETDB_POSTGRESQL_URL comes with FERRETDB_BIN from `scripts/services env`");
+    vec![
+        format!("--postgresql-url={postgresql}"),
+        "--no-auth".into(),
+        format!("--state-dir={}", dir.display()),
+        "--debug-addr=-".into(),
+        "--telemetry=disable".into(),
+        "--log-level=ERROR".into(),
+    ]
 }
 
 impl Drop for Server {
