@@ -178,7 +178,7 @@ pub(crate) const PROMETHEUS_CPU_QUERY: Var = var(
     "TIDEGATE_PROMETHEUS_CPU_QUERY",
     "",
     "empty, or PromQL giving the database's CPU in percent of one core; needs TIDEGATE_PROMETHEUS_URL",
-    "CPU from Prometheus instead of serverStatus (e.g. FerretDB: `irate(process_cpu_seconds_total{job=\"ferretdb\"}[3s]) * 100`)",
+    "CPU from Prometheus instead of serverStatus (e.g. process-exporter's: `sum(irate(namedprocess_namegroup_cpu_seconds_total{job=\"database\"}[3s])) * 100`)",
 );
 pub(crate) const PROMETHEUS_LATENCY_QUERY: Var = var(
     "TIDEGATE_PROMETHEUS_LATENCY_QUERY",
