@@ -41,8 +41,8 @@ const JUDGED: usize = 60;
 const BATCH: usize = 100;
 /// These tests run on FerretDB 1.24 (SQLite, every query a scan), for which they are
 /// calibrated: on FerretDB 2 with indexes the day above drains in seconds, and recalibrated
-/// (a 40% target, 80,000 users) one process held its target but three processes held 23% and
-/// two queues 6% (issue 25, BENCHMARKS.md). `LEGACY_MONGODB_URI` and its CPU, FerretDB's own
+/// (a 40% target, 80,000 users) one and three processes hold the target but two queues on
+/// cheap batches learn their costs too slowly to, one run in two (issue 25, BENCHMARKS.md). `LEGACY_MONGODB_URI` and its CPU, FerretDB's own
 /// counter through Prometheus (`irate`: the last two scrapes, 1 s apart, so the controller
 /// sees about one interval of lag), come from `scripts/services env`.
 fn legacy() -> Option<(String, String)> {

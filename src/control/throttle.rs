@@ -54,6 +54,12 @@ struct Inner {
     duration_us: AtomicU64,
     /// Woken when a slot frees or the pace changes.
     freed: Notify,
+    /// Woken when a batch's slot among its queue's is released in Redis: a turn refused for
+    /// want of a slot asks again then, not after its wait. Woken on the slot's drop instead,
+    /// it asked before the release had landed and was refused again: with one slot, every
+    /// batch waited out the whole wait (measured: 10-document upsert batches 0.23 s apart,
+    /// 40 jobs/s against a pace of 300/s and more).
+    released: Notify,
     burst: NonZeroU32,
     swapped: Notify,
     clock: DefaultClock,
@@ -110,6 +116,7 @@ impl Throttle {
                 in_flight: AtomicUsize::new(0),
                 duration_us: AtomicU64::new(0),
                 freed: Notify::new(),
+                released: Notify::new(),
                 burst,
                 swapped: Notify::new(),
                 clock,
@@ -350,12 +357,16 @@ impl Throttle {
             let swapped = self.inner.swapped.notified();
             tokio::pin!(swapped);
             swapped.as_mut().enable();
+            let released = self.inner.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
             // With turns the bucket earns at the queue's whole pace: the turn's pace too.
             match turns.take(documents, self.rate(), &id).await {
                 Ok(None) => return id,
                 Ok(Some(wait)) => tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     () = &mut swapped => {}
+                    () = &mut released => {}
                 },
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot take the queue's turn; going on without");
@@ -383,12 +394,16 @@ impl Drop for Slot {
         if let Some((turns, id)) = self.lease.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
+            let inner = self.inner.clone();
             runtime.spawn(async move {
                 let lapses = tokio::time::Instant::now() + super::budget::LEASE;
                 let mut wait = Duration::from_millis(500);
                 loop {
                     match turns.release(&id).await {
-                        Ok(()) => return,
+                        Ok(()) => {
+                            inner.released.notify_waiters();
+                            return;
+                        }
                         Err(e) if tokio::time::Instant::now() + wait < lapses => {
                             tracing::debug!(error = %e, "cannot release a batch's slot yet");
                             tokio::time::sleep(wait).await;

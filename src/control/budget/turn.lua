@@ -31,8 +31,9 @@ local turn = rcall('HMGET', KEYS[1], 'start', 'documents', 'took')
 local took = tonumber(turn[3] or '0')
 local slots = math.max(1, math.ceil(1.5 * pace / math.max(documents, 1) * took / 1000))
 if rcall('ZCARD', KEYS[2]) >= slots then
-  -- Slots free when batches end, which this script does not see: ask again soon.
-  return 250
+  -- Slots free when batches end, which this script does not see: ask again in about the time
+  -- a batch runs (a process is also woken by its own batch's release), within [20, 250] ms.
+  return math.min(250, math.max(20, math.ceil(took)))
 end
 if turn[1] then
   local free = tonumber(turn[1]) + tonumber(turn[2]) * 1000 / pace

@@ -43,6 +43,12 @@ const LUMP_INTERVALS: f64 = 2.0;
 /// The cost counts as learned once its uncertainty is under this share of it, and as unknown
 /// again only past twice that: a margin for a cold start, not for the noise of a steady one.
 const LEARNED: f64 = 0.5;
+/// ... or once its uncertainty is under this share of one interval of the whole target (twice
+/// that to unlearn): an error that small is lost in the readings' own noise. On a database with
+/// indexes a batch can be too cheap to tell from that noise (a few milliseconds of CPU), and
+/// judged by its share alone it would never be learned: its batches would not grow and its
+/// pace would creep by the unknown cost's rule.
+const NEGLIGIBLE: f64 = 0.02;
 /// Readings averaged by the model-free check, and how far over the target their mean may go.
 const OVER_READINGS: usize = 3;
 const OVER: f64 = 1.25;
@@ -354,16 +360,14 @@ impl Controller {
     }
 
     /// Whether the cost of a batch of `n` of queue `q` is known well enough to pace by its
-    /// expectation, with hysteresis around [`LEARNED`].
+    /// expectation, with hysteresis around [`LEARNED`] and [`NEGLIGIBLE`].
     fn known(&self, q: usize, n: usize) -> bool {
         let queue = &self.queues[q];
         let (mean, spread) = self.cost.batch_cost(queue.class, n as f64);
-        let limit = if queue.learned {
-            2.0 * LEARNED
-        } else {
-            LEARNED
-        };
-        self.cost.observed() > 0 && spread <= limit * mean.max(1e-9)
+        let hysteresis = if queue.learned { 2.0 } else { 1.0 };
+        let negligible = NEGLIGIBLE * self.config.target_cpu * self.config.interval;
+        self.cost.observed() > 0
+            && spread <= hysteresis * (LEARNED * mean.max(1e-9)).max(negligible)
     }
 
     /// The CPU the floor's pace would use, each queue at its current batch size.
