@@ -811,7 +811,10 @@ async fn run() -> Result<(), BoxError> {
         .database("admin")
         .run_command(doc! { "buildInfo": 1 })
         .await?;
-    let ferretdb = build.contains_key("ferretdbFeatures");
+    // The local database (`scripts/services`): its CPU is read from /proc and, by tidegate,
+    // through Prometheus; another server reports its own in serverStatus.
+    let ferretdb = (build.contains_key("ferretdb") || build.contains_key("ferretdbFeatures"))
+        && std::env::var("DATABASE_CPU_QUERY").is_ok();
     let phases =
         std::env::var("LIVE_PHASES").unwrap_or_else(|_| "alone,naive,paced,trace,upserts".into());
     let settings = Settings {
