@@ -13,7 +13,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::scenario::{
-    Scenario, all_jobs_done, aof_redis, command, ferretdb, listening, patient, start, work_resumes,
+    Scenario, all_jobs_done, aof_redis, attempts_of_completed, command, ferretdb, listening,
+    patient, start, work_resumes,
 };
 use mongodb::bson::{Document, doc};
 use serde_json::{Value, json};
@@ -715,21 +716,7 @@ async fn chaos() {
         println!("| {kind:?} | {} | {shown} |", took.len() + missed);
     }
     // An outage is not a job's failure: how many jobs spent more than one attempt.
-    let ids: Vec<String> = redis::cmd("ZRANGE")
-        .arg(q.keys().completed())
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut q.connection())
-        .await
-        .expect("completed ids");
-    let mut pipe = redis::pipe();
-    for id in &ids {
-        pipe.cmd("HGET").arg(q.keys().job(id)).arg("atm");
-    }
-    let attempts: Vec<u64> = pipe
-        .query_async(&mut q.connection())
-        .await
-        .expect("attempts");
+    let attempts = attempts_of_completed(&q).await;
     let retried = attempts.iter().filter(|&&a| a > 1).count();
     let runs_agree = open_runs.is_empty()
         && records.iter().all(|r| {

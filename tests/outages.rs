@@ -69,28 +69,6 @@ async fn completed(q: &Queue) -> Option<u64> {
     q.counts().await.ok().map(|c| c.completed)
 }
 
-/// Waits until the run is under way, so that the outage lands mid-run.
-async fn under_way(q: &Queue) {
-    common::eventually(
-        "the first jobs to complete",
-        Duration::from_secs(120),
-        || async { completed(q).await.filter(|&n| n >= 20).map(drop) },
-    )
-    .await;
-}
-
-/// How soon a job completes after the outage ended (at most the 5 s the issue bounds it by).
-async fn resumes(q: &Queue, before: u64) -> Duration {
-    let back = Instant::now();
-    common::eventually(
-        "work to resume after the outage",
-        Duration::from_secs(5),
-        || async { completed(q).await.filter(|&n| n > before).map(drop) },
-    )
-    .await;
-    back.elapsed()
-}
-
 /// The rerun ends by itself, exiting 0 with its report; every job of the run completed on
 /// its first attempt, none failed; the day's results are each written once.
 async fn assert_ridden_through(mut child: Child, q: &Queue, mongodb_uri: &str, database: &str) {
@@ -126,21 +104,7 @@ async fn assert_ridden_through(mut child: Child, q: &Queue, mongodb_uri: &str, d
     let counts = q.counts().await.expect("counts");
     assert_eq!((counts.completed, counts.failed), (USERS, 0));
     // `atm` counts attempts: 1 for every job means the outage spent none.
-    let ids: Vec<String> = redis::cmd("ZRANGE")
-        .arg(q.keys().completed())
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut q.connection())
-        .await
-        .expect("completed ids");
-    let mut pipe = redis::pipe();
-    for id in &ids {
-        pipe.cmd("HGET").arg(q.keys().job(id)).arg("atm");
-    }
-    let attempts: Vec<u64> = pipe
-        .query_async(&mut q.connection())
-        .await
-        .expect("attempts");
+    let attempts = scenario::attempts_of_completed(q).await;
     let retried = attempts.iter().filter(|&&a| a != 1).count();
     assert_eq!(retried, 0, "jobs that spent an attempt on the outage");
     let store = tidegate::store::Store::connect(mongodb_uri, database, Default::default())
@@ -166,13 +130,13 @@ async fn a_database_frozen_past_every_time_limit_spends_no_attempt_and_the_rerun
     let redis_url = common::redis_url();
     let (database, q) = world(&redis_url, &mongodb_uri, "outage_db").await;
     let child = rerun(&redis_url, &mongodb_uri, q.name(), &database);
-    under_way(&q).await;
+    scenario::first_jobs_done(&q, Duration::from_secs(120)).await;
     db.freeze();
     let frozen = Instant::now();
     tokio::time::sleep(outage()).await; // the outage itself: its length is the test's point
     let before = completed(&q).await.expect("Redis answers");
     db.thaw();
-    let resumed = resumes(&q, before).await;
+    let resumed = scenario::work_resumes(&q, before).await;
     eprintln!(
         "database frozen {:?}: work resumed {resumed:?} after it answered",
         frozen.elapsed()
@@ -188,7 +152,7 @@ async fn redis_frozen_past_its_response_limit_spends_no_attempt_and_the_rerun_ex
     let mongodb_uri = common::mongodb_uri();
     let (database, q) = world(&redis_url, &mongodb_uri, "outage_redis").await;
     let child = rerun(&redis_url, &mongodb_uri, q.name(), &database);
-    under_way(&q).await;
+    scenario::first_jobs_done(&q, Duration::from_secs(120)).await;
     redis.freeze();
     tokio::time::sleep(outage()).await; // the outage itself: its length is the test's point
     redis.thaw();
@@ -197,7 +161,7 @@ async fn redis_frozen_past_its_response_limit_spends_no_attempt_and_the_rerun_ex
         completed(&q).await
     })
     .await;
-    let resumed = resumes(&q, before).await;
+    let resumed = scenario::work_resumes(&q, before).await;
     eprintln!(
         "Redis frozen {:?}: work resumed {resumed:?} after it answered",
         outage()

@@ -118,7 +118,7 @@ impl Scenario {
             mongodb_uri,
             &[("TIDEGATE_QUEUE_PREFIX", &self.prefix)],
         );
-        first_jobs_done(&self.q).await;
+        first_jobs_done(&self.q, Duration::from_secs(60)).await;
         running
     }
 
@@ -141,28 +141,24 @@ impl Scenario {
     }
 }
 
-/// Waits until the run is under way, so that the fault lands mid-run.
-pub async fn first_jobs_done(q: &Queue) {
-    super::eventually(
-        "the first jobs to complete",
-        Duration::from_secs(60),
-        || async {
-            q.counts()
-                .await
-                .ok()
-                .filter(|c| c.completed >= 20)
-                .map(drop)
-        },
-    )
+/// Waits (up to `limit`) until the run is under way, so that the fault lands mid-run.
+pub async fn first_jobs_done(q: &Queue, limit: Duration) {
+    super::eventually("the first jobs to complete", limit, || async {
+        q.counts()
+            .await
+            .ok()
+            .filter(|c| c.completed >= 20)
+            .map(drop)
+    })
     .await;
 }
 
-/// How soon a job completes after Redis is back, `completed` having completed before; at most
-/// the 5 s issue 13 bounds it by.
+/// How soon a job completes after a fault ended, `completed` having completed before; at most
+/// the 5 s issues 13 and 24 bound it by.
 pub async fn work_resumes(q: &Queue, completed: u64) -> Duration {
     let back = Instant::now();
     super::eventually(
-        "a job to complete after Redis came back",
+        "a job to complete after the fault ended",
         Duration::from_secs(5),
         || async {
             q.counts()
@@ -174,6 +170,24 @@ pub async fn work_resumes(q: &Queue, completed: u64) -> Duration {
     )
     .await;
     back.elapsed()
+}
+
+/// The attempts (`atm`) of every completed job: 1 each when no fault spent one.
+pub async fn attempts_of_completed(q: &Queue) -> Vec<u64> {
+    let ids: Vec<String> = redis::cmd("ZRANGE")
+        .arg(q.keys().completed())
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut q.connection())
+        .await
+        .expect("completed ids");
+    let mut pipe = redis::pipe();
+    for id in &ids {
+        pipe.cmd("HGET").arg(q.keys().job(id)).arg("atm");
+    }
+    pipe.query_async(&mut q.connection())
+        .await
+        .expect("attempts")
 }
 
 /// Waits until all `jobs` completed and none is active.
