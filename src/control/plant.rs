@@ -16,7 +16,8 @@
 //! - **The worker is tidegate's**: a token bucket in documents paid before a batch is taken,
 //!   at most `loops` batches in flight, batch sizes as the pacing says, a finite day of jobs.
 //!
-//! It runs in fixed steps of `STEP` seconds, deterministic for a given seed.
+//! It runs in fixed steps of `step` seconds (a database's own: at most one batch starts per
+//! step, so a step must be shorter than its batches), deterministic for a given seed.
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -24,7 +25,7 @@ use rand::{RngExt, SeedableRng};
 use crate::control::controller::Sample;
 use crate::control::cost::Batch;
 
-/// Seconds per simulation step.
+/// Seconds per simulation step, for batches of tens of milliseconds and more.
 pub(crate) const STEP: f64 = 0.02;
 /// A live operation gives up after this long (as the benchmark's service does), counted at
 /// this latency.
@@ -85,6 +86,11 @@ pub struct Database {
     /// work it does per core-second (`None`: no contention). Contended cores are busy but do
     /// less: the CPU shows it, the work does not.
     pub contention: Option<(f64, f64)>,
+    /// Seconds per simulation step ([`STEP`] unless batches are shorter).
+    pub step: f64,
+    /// The readings' own noise, one standard deviation in CPU percent: an `irate` over
+    /// scrapes a little more or less than a second apart, CPU counted in ticks of 10 ms.
+    pub probe_noise: f64,
 }
 
 impl Database {
@@ -106,6 +112,34 @@ impl Database {
             probe_lag: 1.0,
             blind: None,
             contention: Some((1.0, 2.1)),
+            step: STEP,
+            probe_noise: 0.0,
+        }
+    }
+}
+
+impl Database {
+    /// The local FerretDB 2 on PostgreSQL with DocumentDB (2 cores), with the score's indexes,
+    /// as the control tests' model learned it: a score batch costs ~1.2 ms of CPU plus 45 µs
+    /// per user (a day of 5,000 users/s is ~37% of a core), and the idle database's
+    /// background work (PostgreSQL's writers, DocumentDB's cron) wanders by a few percent,
+    /// here as two 10-ms operations a second. Prometheus' `irate` lags about one interval.
+    /// Batches of a few milliseconds need steps of one or two. Readings of a steady 37% wander
+    /// by ±3% (measured).
+    pub fn documentdb(traffic: Traffic) -> Self {
+        Self {
+            cores: 2.0,
+            per_batch: 0.0012,
+            per_document: 0.000045,
+            batch_cores: 1.0,
+            cost_spread: 0.3,
+            traffic,
+            op_cost: 0.01,
+            probe_lag: 1.0,
+            blind: None,
+            contention: None,
+            step: 0.002,
+            probe_noise: 3.0,
         }
     }
 }
@@ -168,9 +202,10 @@ pub fn run(
         jobs,
     } = worker;
     let burst = burst.max(1) as f64;
+    let step = db.step;
     let mut rng = StdRng::seed_from_u64(seed);
-    let steps_per_interval = (interval / STEP).round().max(1.0) as usize;
-    let lag_steps = (db.probe_lag / STEP).round() as usize;
+    let steps_per_interval = (interval / step).round().max(1.0) as usize;
+    let lag_steps = (db.probe_lag / step).round() as usize;
     let mut current = Pace {
         rate: 0.0,
         batch: 1,
@@ -197,7 +232,7 @@ pub fn run(
                 if next_op < t {
                     next_op = t + exp(&mut rng, rate);
                 }
-                while next_op < t + STEP {
+                while next_op < t + step {
                     ops.push(Op {
                         arrived: next_op,
                         work: db.op_cost * (0.5 + rng.random::<f64>()),
@@ -207,7 +242,7 @@ pub fn run(
             }
             // The worker: pay, then take (an infinite rate is an unpaced worker).
             if current.rate.is_finite() {
-                tokens = (tokens + current.rate * STEP).min(burst);
+                tokens = (tokens + current.rate * step).min(burst);
             }
             // No more batches in flight than the pace needs (the throttle's rule).
             let slots = if current.rate.is_finite() {
@@ -237,7 +272,7 @@ pub fn run(
             }
             // Processor sharing: each live operation wants up to a core, each batch up to
             // `batch_cores`, neither more than its remaining work fills in a step.
-            let want = |work: f64, cores: f64| (work / STEP).min(cores);
+            let want = |work: f64, cores: f64| (work / step).min(cores);
             let demand: f64 = ops.iter().map(|o| want(o.work, 1.0)).sum::<f64>()
                 + running
                     .iter()
@@ -252,10 +287,10 @@ pub fn run(
             let efficiency = db.contention.map_or(1.0, |(free, scale)| {
                 1.0 / (1.0 + (running.len() as f64 - free).max(0.0) / scale)
             });
-            let end = t + STEP;
+            let end = t + step;
             let mut live_done = 0.0;
             ops.retain_mut(|op| {
-                let done = share * want(op.work, 1.0) * STEP;
+                let done = share * want(op.work, 1.0) * step;
                 live_done += done;
                 op.work -= done * efficiency;
                 if op.work <= 1e-12 || end - op.arrived >= OP_TIMEOUT {
@@ -267,7 +302,7 @@ pub fn run(
             });
             let mut batch_done = 0.0;
             running.retain_mut(|b| {
-                let done = share * want(b.work, db.batch_cores) * STEP;
+                let done = share * want(b.work, db.batch_cores) * step;
                 batch_done += done;
                 b.work -= done * efficiency;
                 if b.work <= 1e-12 {
@@ -289,9 +324,9 @@ pub fn run(
                     true
                 }
             });
-            let busy = (live_done + batch_done) / STEP * 100.0;
+            let busy = (live_done + batch_done) / step * 100.0;
             cpu_sum += busy;
-            live_sum += live_done / STEP * 100.0;
+            live_sum += live_done / step * 100.0;
             history.push(busy);
             t = end;
         }
@@ -299,7 +334,12 @@ pub fn run(
         let blind = db.blind.is_some_and(|(a, b)| (a..b).contains(&t));
         let probe = (!blind && history.len() >= lag_steps + steps_per_interval).then(|| {
             let to = history.len() - lag_steps;
-            history[to - steps_per_interval..to].iter().sum::<f64>() / n
+            let mean = history[to - steps_per_interval..to].iter().sum::<f64>() / n;
+            if db.probe_noise > 0.0 {
+                (mean + db.probe_noise * normal(&mut rng)).max(0.0)
+            } else {
+                mean
+            }
         });
         done_batches.retain(|b| b.end.is_some_and(|e| e > t - 60.0));
         let mut batches = done_batches.clone();
@@ -336,6 +376,12 @@ pub fn run(
         });
     }
     out
+}
+
+/// A standard normal deviate (Box–Muller).
+fn normal(rng: &mut StdRng) -> f64 {
+    let (u, v) = (1.0 - rng.random::<f64>(), rng.random::<f64>());
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
 }
 
 fn exp(rng: &mut StdRng, rate: f64) -> f64 {

@@ -43,11 +43,12 @@ const LUMP_INTERVALS: f64 = 2.0;
 /// The cost counts as learned once its uncertainty is under this share of it, and as unknown
 /// again only past twice that: a margin for a cold start, not for the noise of a steady one.
 const LEARNED: f64 = 0.5;
-/// ... or once its uncertainty is under this share of one interval of the whole target (twice
-/// that to unlearn): an error that small is lost in the readings' own noise. On a database with
-/// indexes a batch can be too cheap to tell from that noise (a few milliseconds of CPU), and
-/// judged by its share alone it would never be learned: its batches would not grow and its
-/// pace would creep by the unknown cost's rule.
+/// A batch may grow once its cost's uncertainty is under this share of one interval of the
+/// whole target, known or not: an error that small in one batch is lost in the readings' own
+/// noise. On a database with indexes a batch can be too cheap to tell from that noise (a few
+/// milliseconds of CPU), and judged by its share alone it would never grow: batches of ten
+/// documents would pace a cheap queue, too many for the turns to start. The pace itself never
+/// goes by this: a cost whose mean is lost in the noise is not known, however small.
 const NEGLIGIBLE: f64 = 0.02;
 /// Readings averaged by the model-free check, and how far over the target their mean may go.
 const OVER_READINGS: usize = 3;
@@ -312,14 +313,17 @@ impl Controller {
             largest
         };
         // Batches grow towards the rule's size by at most ×2 at a time, and only once the cost
-        // of the current size is known: each step extrapolates the cost model a little.
+        // of the current size is known or too small to matter: each step extrapolates the cost
+        // model a little. They shrink to it only once the smaller batch's cost is known: a
+        // fixed cost believed to be nought while it is lost in the readings' noise would
+        // otherwise shrink the batches to one document and pace them as if free.
         let current = self.queues[q].batch.clamp(1, largest);
-        let mut n = if !self.known(q, current) {
-            current
-        } else if rule > current {
+        let mut n = if rule > current && self.negligible(q, current) {
             rule.min(2 * current)
-        } else {
+        } else if rule < current && self.known(q, rule) {
             rule
+        } else {
+            current
         };
         // A batch dearer than a few intervals of the target runs the database over it for as
         // long, whatever the pace (FerretDB's upserts late in a large day, ~40 ms of a core
@@ -360,14 +364,27 @@ impl Controller {
     }
 
     /// Whether the cost of a batch of `n` of queue `q` is known well enough to pace by its
-    /// expectation, with hysteresis around [`LEARNED`] and [`NEGLIGIBLE`].
+    /// expectation, with hysteresis around [`LEARNED`]. Only a share of itself will do: the
+    /// pace is the budget over the cost, so its error is the cost's relative error.
     fn known(&self, q: usize, n: usize) -> bool {
+        self.uncertain_within(q, n, 0.0)
+    }
+
+    /// Whether the cost of a batch of `n` of queue `q` is known or its uncertainty too small
+    /// for one batch to matter ([`NEGLIGIBLE`]): enough to let the batches grow.
+    fn negligible(&self, q: usize, n: usize) -> bool {
+        self.uncertain_within(
+            q,
+            n,
+            NEGLIGIBLE * self.config.target_cpu * self.config.interval,
+        )
+    }
+
+    fn uncertain_within(&self, q: usize, n: usize, absolute: f64) -> bool {
         let queue = &self.queues[q];
         let (mean, spread) = self.cost.batch_cost(queue.class, n as f64);
         let hysteresis = if queue.learned { 2.0 } else { 1.0 };
-        let negligible = NEGLIGIBLE * self.config.target_cpu * self.config.interval;
-        self.cost.observed() > 0
-            && spread <= hysteresis * (LEARNED * mean.max(1e-9)).max(negligible)
+        self.cost.observed() > 0 && spread <= hysteresis * (LEARNED * mean.max(1e-9)).max(absolute)
     }
 
     /// The CPU the floor's pace would use, each queue at its current batch size.

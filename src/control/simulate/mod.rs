@@ -57,6 +57,8 @@ pub fn m50() -> Database {
         probe_lag: 1.0,
         blind: None,
         contention: Some((128.0, 1100.0)),
+        step: plant::STEP,
+        probe_noise: 0.0,
     }
 }
 
