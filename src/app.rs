@@ -218,6 +218,20 @@ impl App {
         router(&self.settings.apps, &self.store, self.settings.timezone)
     }
 
+    /// Creates the indexes the enabled daily application needs that do not exist yet, and
+    /// returns them: for the commands that write its data (`demo`, `seed-data`), never for
+    /// `run`, which creates nothing it was not asked to (`tidegate setup` is how a team asks).
+    pub async fn create_missing_indexes(&self) -> Result<Vec<Index>, AppError> {
+        let mut created = Vec::new();
+        for (index, exists) in self.indexes().await? {
+            if !exists {
+                self.store.create_index(&index).await?;
+                created.push(index);
+            }
+        }
+        Ok(created)
+    }
+
     /// The indexes the enabled daily application needs, each with whether it exists.
     pub async fn indexes(&self) -> Result<Vec<(Index, bool)>, AppError> {
         let Some(planner) = &self.planner else {

@@ -306,11 +306,8 @@ async fn setup(settings: Settings, dry_run: bool) -> Result<(), Box<dyn std::err
 /// The score's indexes, for the commands that write its sample events (`demo`, `seed-data`):
 /// asked to write them, they bring what reading them needs, as a team's own data would have.
 async fn create_missing_indexes(app: &App) -> Result<(), Box<dyn std::error::Error>> {
-    for (index, exists) in app.indexes().await? {
-        if !exists {
-            app.store.create_index(&index).await?;
-            println!("index      created {index}");
-        }
+    for index in app.create_missing_indexes().await? {
+        println!("index      created {index}");
     }
     Ok(())
 }

@@ -428,11 +428,9 @@ async fn world(users: u64) -> Option<App> {
     };
     app.settings.control.prometheus_url = Some(common::env("PROMETHEUS_URL"));
     app.settings.control.prometheus_cpu = Some(cpu);
-    for (index, exists) in app.indexes().await.expect("indexes") {
-        if !exists {
-            app.store.create_index(&index).await.expect("create index");
-        }
-    }
+    app.create_missing_indexes()
+        .await
+        .expect("the score's indexes");
     score::sample_day(&app.store, day(), TZ, users, 11, |_| {})
         .await
         .expect("sample day");

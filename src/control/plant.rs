@@ -116,9 +116,7 @@ impl Database {
             probe_noise: 0.0,
         }
     }
-}
 
-impl Database {
     /// The local FerretDB 2 on PostgreSQL with DocumentDB (2 cores), with the score's indexes,
     /// as the control tests' model learned it: a score batch costs ~1.2 ms of CPU plus 45 µs
     /// per user (a day of 5,000 users/s is ~37% of a core), and the idle database's
