@@ -77,8 +77,23 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// Polls `probe` until it yields a value, failing the test with `what` after `limit`.
-pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+/// Polls `probe` every 100 ms until it yields a value, failing the test with `what` after
+/// `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    eventually_every(what, limit, Duration::from_millis(100), probe).await
+}
+
+/// [`eventually`], polling every `every`: for a state that lasts only milliseconds.
+pub async fn eventually_every<T, F, Fut>(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut probe: F,
+) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -89,7 +104,7 @@ where
             return value;
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
