@@ -747,8 +747,13 @@ async fn two_queues_on_one_database_hold_one_target() {
         "too short to judge: {:?}",
         held.steady
     );
+    // One budget, not one per queue: together they stay within the target's band above (two
+    // budgets would take them to twice it). Below, they use less of it than one queue does:
+    // 28-37% of 40% over six runs, as with two cheap classes at a steady pace the cost model
+    // takes part of the batches' load for live load (BENCHMARKS.md, issue 25), so the floor is
+    // the one that shows both queues still paced by the CPU, not starved.
     assert!(
-        (combined - TARGET_CPU).abs() <= 0.3 * TARGET_CPU,
+        (0.6 * TARGET_CPU..=1.3 * TARGET_CPU).contains(&combined),
         "the two queues together should hold one target: mean {combined:.0}%: {:?}",
         held.steady
     );
