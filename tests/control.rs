@@ -43,13 +43,6 @@ const NAIVE_USERS: usize = 10_000;
 /// CI and says nothing a minute does not.
 const JUDGED: usize = 60;
 const BATCH: usize = 100;
-/// The database's CPU, PostgreSQL's and FerretDB's processes through process-exporter and
-/// Prometheus (`irate` over 3 s: about one interval of lag), from `scripts/services env`;
-/// `None` when MONGODB_URI names another server, for which these figures are not calibrated.
-fn cpu_query() -> Option<String> {
-    common::database_cpu_query()
-}
-
 /// The CPU tests measure one shared database process: they must not overlap.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -417,12 +410,14 @@ async fn an_unreachable_database_drops_the_pace_to_the_floor_within_one_interval
 }
 
 /// The parts as `tidegate run` builds them, set through its variables, on a day of the test's
-/// own with the score's indexes, on the local FerretDB 2; `None` (the test skips) when
-/// MONGODB_URI names another server.
+/// own with the score's indexes, on the local FerretDB 2, paced by its CPU (PostgreSQL's and
+/// FerretDB's processes through process-exporter and Prometheus, `irate` over 3 s: about one
+/// interval of lag); `None` (the test skips) when MONGODB_URI names another server, for which
+/// these figures are not calibrated.
 async fn world(users: u64) -> Option<App> {
     let budget = common::unique("control_budget");
     let mut app = app("control", &settings(&budget, None)).await;
-    let Some(cpu) = cpu_query() else {
+    let Some(cpu) = common::database_cpu_query() else {
         eprintln!("skipped: calibrated for the local FerretDB 2; MONGODB_URI names another server");
         return None;
     };
@@ -473,7 +468,7 @@ impl CpuGauge {
     fn new() -> Self {
         let probe = PrometheusProbe::new(
             &common::env("PROMETHEUS_URL"),
-            Some(cpu_query().expect("the local database's CPU query")),
+            Some(common::database_cpu_query().expect("the local database's CPU query")),
             None,
             None,
             Duration::from_secs(2),
@@ -698,8 +693,8 @@ async fn three_processes_hold_one_target_together() {
 }
 
 /// Two queues write to one database: the score day (an indexed read and upserts per batch)
-/// and generic upserts keyed by `_id` (a cost per document, little per batch). One budget: together they hold the
-/// one target, and both make progress.
+/// and generic upserts keyed by `_id` (a cost per document, little per batch). One budget:
+/// together they hold the one target, and both make progress.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_queues_on_one_database_hold_one_target() {
     let _serial = SERIAL.lock().await;

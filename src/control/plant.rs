@@ -333,6 +333,7 @@ pub fn run(
         let probe = (!blind && history.len() >= lag_steps + steps_per_interval).then(|| {
             let to = history.len() - lag_steps;
             let mean = history[to - steps_per_interval..to].iter().sum::<f64>() / n;
+            // No draw without noise: the other databases' runs keep their random streams.
             if db.probe_noise > 0.0 {
                 (mean + db.probe_noise * normal(&mut rng)).max(0.0)
             } else {
