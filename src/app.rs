@@ -12,6 +12,7 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Application, Settings};
@@ -71,6 +72,10 @@ pub enum AppError {
         "TIDEGATE_APPS enables no pipeline (`none`): `tidegate run` would take no job; enable one (`upsert`, `score`)"
     )]
     NothingToRun,
+    #[error(
+        "TIDEGATE_GOVERN names no queue: `tidegate govern` would pace nothing; name the BullMQ queues your workers take from (`visits,emails:0.5`)"
+    )]
+    NothingToGovern,
     #[error("stopped by a signal before the run ended")]
     Interrupted,
     #[error("stopped by a signal during start-up")]
@@ -274,20 +279,46 @@ impl App {
         Ok((worker, control))
     }
 
+    /// A pacer per queue of `TIDEGATE_GOVERN`, each setting its queue's global rate limit
+    /// until `stop`.
+    fn governors(&self, stop: &CancellationToken) -> Result<Vec<JoinHandle<()>>, AppError> {
+        let mut tasks = Vec::new();
+        for (queue, weight) in &self.settings.govern {
+            let pacer = Pacer::govern(
+                self.settings.control.clone(),
+                self.redis.clone(),
+                self.store.clone(),
+                (&self.settings.queue_prefix, queue, *weight),
+                self.settings.govern_fallback,
+            )?;
+            tasks.push(tokio::spawn(pacer.run(stop.clone())));
+        }
+        Ok(tasks)
+    }
+
     /// Starts what every long-lived command runs until `stop`: the metrics upkeep, the HTTP
     /// server (/metrics, /healthz, /readyz; it finishes open requests on stop), the
-    /// back-office when asked for, and the paced worker of `pipeline`. Refuses first when the
-    /// queue holds jobs the pipeline would leave (`TIDEGATE_UNKNOWN_JOBS=refuse`).
+    /// back-office when asked for, the governors of `TIDEGATE_GOVERN`, and the paced worker
+    /// of `pipeline`, if given. Refuses first when the queue holds jobs the pipeline would
+    /// leave (`TIDEGATE_UNKNOWN_JOBS=refuse`).
     async fn start<P: Pipeline>(
         &self,
-        pipeline: P,
+        pipeline: Option<P>,
         stop: &CancellationToken,
     ) -> Result<Running, AppError> {
         // First, so that every part records into it from its start.
         let metrics = telemetry::metrics();
-        let unknown = self.settings.worker.unknown_jobs;
-        crate::worker::check_names(&self.queue, pipeline.job_names(), unknown).await??;
-        let (worker, control) = self.paced_worker(pipeline, stop)?;
+        let mut control = self.governors(stop)?;
+        let worker = match pipeline {
+            Some(pipeline) => {
+                let unknown = self.settings.worker.unknown_jobs;
+                crate::worker::check_names(&self.queue, pipeline.job_names(), unknown).await??;
+                let (worker, pacer) = self.paced_worker(pipeline, stop)?;
+                control.push(pacer);
+                Some(tokio::spawn(worker.run(stop.clone())))
+            }
+            None => None,
+        };
         let addr = self.settings.http_addr;
         let listener = TcpListener::bind(addr)
             .await
@@ -325,32 +356,38 @@ impl App {
             server: tokio::spawn(http::serve(listener, state, async move {
                 server_stop.cancelled().await;
             })),
-            worker: tokio::spawn(worker.run(stop.clone())),
+            worker,
         })
     }
 }
 
 /// The tasks [`App::start`] runs.
 struct Running {
-    admin: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    control: tokio::task::JoinHandle<()>,
-    upkeep: tokio::task::JoinHandle<()>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-    worker: tokio::task::JoinHandle<Result<crate::worker::WorkerStats, queue::QueueError>>,
+    admin: Option<JoinHandle<std::io::Result<()>>>,
+    control: Vec<JoinHandle<()>>,
+    upkeep: JoinHandle<()>,
+    server: JoinHandle<std::io::Result<()>>,
+    worker: Option<JoinHandle<Result<crate::worker::WorkerStats, queue::QueueError>>>,
 }
 
 impl Running {
     /// Waits for the server and the worker to end (after `stop`), then ends the upkeep.
     async fn join(self) -> Result<(), AppError> {
-        let worker = self.worker.await;
+        let worker = match self.worker {
+            Some(worker) => Some(worker.await),
+            None => None,
+        };
         let server = self.server.await;
         if let Some(admin) = self.admin {
             let _ = admin.await;
         }
-        let _ = self.control.await;
+        // The pacers leave the budget and hand governed queues back.
+        for control in self.control {
+            let _ = control.await;
+        }
         self.upkeep.abort();
         match (worker, server) {
-            (Ok(Err(e)), _) => Err(e.into()),
+            (Some(Ok(Err(e))), _) => Err(e.into()),
             (_, Ok(Err(e))) => Err(AppError::Serve(e)),
             _ => Ok(()),
         }
@@ -372,6 +409,31 @@ pub async fn run(settings: Settings) -> Result<(), AppError> {
     }
     let pipeline = app.builtin();
     serve_until(app, pipeline, stop).await
+}
+
+/// `tidegate govern`: the queues of `TIDEGATE_GOVERN`, worked by other BullMQ workers, paced
+/// through their global rate limits in the database's budget, with HTTP (/metrics, /healthz,
+/// /readyz) and the back-office when asked for; no worker, no schedule. Until SIGTERM or
+/// SIGINT, when each queue is handed back (`TIDEGATE_GOVERN_FALLBACK`).
+pub async fn govern(settings: Settings) -> Result<(), AppError> {
+    if settings.govern.is_empty() {
+        return Err(AppError::NothingToGovern);
+    }
+    let stop = CancellationToken::new();
+    let app = connect_until(settings, &stop).await?;
+    let running = app.start::<Router>(None, &stop).await?;
+    tracing::info!(
+        queues = %app.settings.govern.iter().map(|(q, w)| format!("{q}:{w}")).collect::<Vec<_>>().join(","),
+        prefix = %app.settings.queue_prefix,
+        budget = %app.settings.control.budget,
+        target_cpu = app.settings.control.controller.target_cpu,
+        "tidegate governing"
+    );
+    stop.cancelled().await;
+    tracing::info!("shutting down");
+    tokio::time::timeout(Duration::from_secs(10), running.join())
+        .await
+        .map_err(|_| AppError::ShutdownTimeout(Duration::from_secs(10)))?
 }
 
 /// Serves `pipeline` on the app's queue until SIGTERM or SIGINT: HTTP (/metrics, /healthz,
@@ -407,7 +469,7 @@ async fn serve_until<P: Pipeline>(
     pipeline: P,
     stop: CancellationToken,
 ) -> Result<(), AppError> {
-    let running = app.start(pipeline, &stop).await?;
+    let running = app.start(Some(pipeline), &stop).await?;
     let scheduler = match (&app.planner, &app.settings.schedule) {
         (Some(planner), Some(schedule)) => {
             Some(tokio::spawn(crate::schedule::firings::run_schedule(
@@ -552,7 +614,7 @@ pub async fn process_day<P: Pipeline>(
 ) -> Result<DayReport, AppError> {
     let planner = app.planner()?;
     let stop = CancellationToken::new();
-    let running = app.start(pipeline, &stop).await?;
+    let running = app.start(Some(pipeline), &stop).await?;
     let started = Instant::now();
     let traffic = app.store.traffic();
     let before = (

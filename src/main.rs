@@ -27,6 +27,10 @@ enum Command {
     /// Serve /metrics, /healthz and /readyz, work the queue, and plan runs on the schedule, until
     /// SIGTERM or SIGINT.
     Run,
+    /// Pace BullMQ workers you already run (Node, Python; BullMQ >= 5.60) without changing
+    /// them: set the global rate limit of each queue TIDEGATE_GOVERN names from the database's
+    /// load, and hand it back (TIDEGATE_GOVERN_FALLBACK) at SIGTERM or SIGINT. Takes no job.
+    Govern,
     /// Create the indexes the enabled applications (TIDEGATE_APPS) read by, printing each and
     /// its collection first. Nothing else ever creates one: an index build scans its
     /// collection at a pace nothing controls, so run it when the database can take that.
@@ -188,6 +192,7 @@ fn given_date(command: &Command) -> Option<NaiveDate> {
         }
         Command::Rerun { date, .. } => Some(*date),
         Command::Run
+        | Command::Govern
         | Command::Setup { .. }
         | Command::Health { .. }
         | Command::Config { .. }
@@ -321,6 +326,7 @@ async fn execute(command: Command, settings: Settings) -> Result<(), Box<dyn std
         // Handled before settings are read.
         Command::Config { .. } | Command::Metrics | Command::Simulate { .. } => Ok(()),
         Command::Run => Ok(app::run(settings).await?),
+        Command::Govern => Ok(app::govern(settings).await?),
         Command::Setup { dry_run } => setup(settings, dry_run).await,
         Command::Health { ready } => health(&settings, ready).await,
         Command::SeedData { users, date, seed } => {

@@ -567,17 +567,34 @@ impl Paced {
     }
 }
 
-/// CPU samples taken once the controller has had time to settle, while work was left.
+/// CPU samples taken once the controller has settled, while work was left.
 struct Held {
     steady: Vec<f64>,
     /// Per sample, the mean of the queue's processes' local rates and the pace its leader
     /// published for the queue.
     paces: Vec<(f64, f64)>,
+    /// What the leader published each interval, from the start: printed with a failure, as
+    /// the CPU readings alone cannot say which part of the loop went wrong.
+    trail: Vec<String>,
 }
 
+impl Held {
+    fn print(&self) {
+        eprintln!("the leader's decisions, one per interval:");
+        for line in &self.trail {
+            eprintln!("  {line}");
+        }
+    }
+}
+
+/// Most intervals the controller may take to leave its cold start (probing costs it has not
+/// learned), or to resume after a new leader: past it the test fails, as then it never held.
+const SETTLE_WITHIN: u32 = 60;
+
 /// Samples the CPU every interval until [`JUDGED`] settled readings are taken or `app`'s queue
-/// is drained; the first twelve intervals (a cold start, and the CPU window covering only what
-/// followed) and, on a drain, the last three are not judged.
+/// is drained. Readings are judged from the first interval at least twelve in (the CPU window
+/// then covers only what the controller chose) at which the leader no longer probes; on a
+/// drain, the last three are not judged.
 async fn hold(app: &App, paced: &Paced, processes: usize, gauge: &mut CpuGauge) -> Held {
     // A guard against a hang, not a bound on speed: how fast a day drains at the target
     // depends on how loaded this shared machine is.
@@ -585,17 +602,15 @@ async fn hold(app: &App, paced: &Paced, processes: usize, gauge: &mut CpuGauge) 
     let mut held = Held {
         steady: Vec::new(),
         paces: Vec::new(),
+        trail: Vec::new(),
     };
     let queue = &app.queue;
-    let mut reader = Budget::new(
-        app.redis.clone(),
-        BudgetKeys::new(&app.settings.control.budget),
-        queue.name(),
-        1.0,
-        INTERVAL,
-    );
+    let keys = BudgetKeys::new(&app.settings.control.budget);
+    let mut reader = Budget::new(app.redis.clone(), keys.clone(), queue.name(), 1.0, INTERVAL);
+    let mut conn = app.redis.clone();
     let queues = [queue.name().to_owned()];
     let started = Instant::now();
+    let mut settled = false;
     loop {
         tokio::time::sleep(INTERVAL).await;
         assert!(Instant::now() < deadline, "the run did not end in time");
@@ -610,9 +625,35 @@ async fn hold(app: &App, paced: &Paced, processes: usize, gauge: &mut CpuGauge) 
             break;
         }
         let cpu = gauge.read().await;
-        if started.elapsed() >= INTERVAL * 12
-            && let Some(cpu) = cpu
-        {
+        let status = budget::status(&mut conn, &keys, "test", queue.name())
+            .await
+            .expect("the published pace");
+        let limiter = status.limiter.unwrap_or_default();
+        let number = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+        held.trail.push(format!(
+            "{:>3} s: {limiter} budget {} live {} cpu {} (test {}), rate {} batch {}",
+            started.elapsed().as_secs(),
+            number(status.cpu_budget),
+            number(status.live_load),
+            number(status.db_cpu),
+            number(cpu),
+            number(status.rate),
+            status
+                .batch
+                .map_or_else(|| "-".to_owned(), |b| b.to_string()),
+        ));
+        let cold = matches!(limiter.as_str(), "probing" | "resuming" | "");
+        if started.elapsed() >= INTERVAL * 12 && !cold {
+            settled = true;
+        }
+        if !settled {
+            if started.elapsed() >= INTERVAL * SETTLE_WITHIN {
+                held.print();
+                panic!("the controller did not settle within {SETTLE_WITHIN} intervals");
+            }
+            continue;
+        }
+        if let Some(cpu) = cpu {
             held.steady.push(cpu);
             let local = paced.throttles[..processes]
                 .iter()
@@ -647,6 +688,7 @@ async fn holds_the_target(processes: usize, users: u64) {
     let mut paced = Paced::default();
     paced.start(&w, processes);
     let held = hold(&w, &paced, processes, &mut gauge).await;
+    held.print();
     paced.stop().await;
     let counts = w.queue.counts().await.expect("counts");
     assert_eq!(counts.failed, 0, "no job failed: {counts:?}");
@@ -727,6 +769,7 @@ async fn two_queues_on_one_database_hold_one_target() {
     paced.start(&w, 1);
     paced.start(&upserts, 1);
     let held = hold(&w, &paced, 1, &mut gauge).await;
+    held.print();
     paced.stop().await;
     let scores = w.queue.counts().await.expect("counts");
     let counts = upserts.queue.counts().await.expect("counts");

@@ -13,6 +13,7 @@ use std::time::Duration;
 use mongodb::options::{ConnectionString, WriteConcern};
 
 use crate::control::controller;
+use crate::control::govern::Fallback;
 use crate::control::pacer::ControlOptions;
 use crate::queue::{Backoff, BackoffKind, Retention};
 use crate::redact::{redact_path, redact_url};
@@ -45,6 +46,9 @@ pub struct Settings {
     pub schedule_catch_up: Duration,
     pub timezone: chrono_tz::Tz,
     pub control: ControlOptions,
+    /// BullMQ queues others work, governed through their global rate limit, with weights.
+    pub govern: Vec<(String, f64)>,
+    pub govern_fallback: Fallback,
     pub slack_webhook_url: Option<String>,
     /// The back-office: its token (off when `None`) and address.
     pub admin_token: Option<String>,
@@ -203,6 +207,8 @@ impl Settings {
             })
         });
         let budget_weight = r.read(&BUDGET_WEIGHT, positive_number);
+        let govern = r.read(&GOVERN, governed_queues);
+        let govern_fallback = r.read(&GOVERN_FALLBACK, Fallback::parse);
         let prometheus_url = r.read(&PROMETHEUS_URL, |v| {
             optional(v, |v| url_with_scheme(v, &["http", "https"]))
         });
@@ -351,6 +357,8 @@ impl Settings {
                     prometheus_latency: prometheus_latency?,
                     prometheus_read_latency: prometheus_read_latency?,
                 },
+                govern: govern?,
+                govern_fallback: govern_fallback?,
                 slack_webhook_url: slack_webhook_url?,
                 admin_token: admin_token?,
                 admin_addr: admin_addr?,
@@ -630,6 +638,25 @@ pub(crate) fn database_hosts(uri: &str) -> String {
     hosts.sort_unstable();
     hosts.dedup();
     hosts.join(",")
+}
+
+/// `a,b:0.5`: queue names, each with an optional weight; each queue once.
+fn governed_queues(value: &str) -> Result<Vec<(String, f64)>, String> {
+    let mut queues: Vec<(String, f64)> = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (name, weight) = match item.split_once(':') {
+            Some((name, weight)) => (name.trim(), positive_number(weight.trim())?),
+            None => (item, 1.0),
+        };
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err(format!("`{item}` does not name a queue"));
+        }
+        if queues.iter().any(|(q, _)| q == name) {
+            return Err(format!("`{name}` is named twice"));
+        }
+        queues.push((name.to_owned(), weight));
+    }
+    Ok(queues)
 }
 
 fn key_part(value: &str) -> Result<String, String> {

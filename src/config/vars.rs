@@ -204,6 +204,18 @@ pub(crate) const BUDGET_WEIGHT: Var = var(
     "a number > 0",
     "this queue's part of the database's budget against the other queues' that have work",
 );
+pub(crate) const GOVERN: Var = var(
+    "TIDEGATE_GOVERN",
+    "",
+    "empty (none), or BullMQ queue names under TIDEGATE_QUEUE_PREFIX, comma-separated, each with an optional `:weight` (a number > 0, 1 when absent): `visits,emails:0.5`",
+    "queues worked by other BullMQ workers (Node, Python; BullMQ >= 5.60) whose global rate limit tidegate sets from the database's budget: `tidegate govern` does only that, `tidegate run` beside its own queue",
+);
+pub(crate) const GOVERN_FALLBACK: Var = var(
+    "TIDEGATE_GOVERN_FALLBACK",
+    "found",
+    "`found` (the limit the queue had when first governed, or none), `none`, or MAX/DURATION (`5/1s`)",
+    "the global rate limit a governed queue is left with when tidegate stops cleanly (a governor that dies leaves its last limit, and the next one says so)",
+);
 
 pub(crate) const SLACK_WEBHOOK_URL: Var = Var {
     secret: Secret::Url,
@@ -376,6 +388,8 @@ pub const VARS: &[&Var] = &[
     &CONTROL_INTERVAL,
     &BUDGET,
     &BUDGET_WEIGHT,
+    &GOVERN,
+    &GOVERN_FALLBACK,
     &PROMETHEUS_URL,
     &PROMETHEUS_CPU_QUERY,
     &PROMETHEUS_LATENCY_QUERY,

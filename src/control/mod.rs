@@ -1,11 +1,13 @@
 //! Load control: probes read the database's load, a pure controller turns it into a write rate,
 //! the shared budget splits that rate among the processes working a queue, and a throttle paces
-//! each process's writes. The plant and the simulation are models of a database, for
+//! each process's writes; or, for a BullMQ queue others work, the queue's global rate limit
+//! (`govern`). The plant and the simulation are models of a database, for
 //! virtual-time tests and `tidegate simulate`.
 
 pub mod budget;
 pub mod controller;
 pub mod cost;
+pub mod govern;
 pub mod pacer;
 pub mod plant;
 pub mod probe;

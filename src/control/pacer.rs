@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::control::budget::{self, Budget, Ledger, Report, Tick, Turns};
 use crate::control::controller::{Config, Controller, Decision, Limiter, Sample, Share};
 use crate::control::cost::Batch;
+use crate::control::govern::{self, Fallback, Governor, Lease};
 use crate::control::probe::{
     Probe, ProbeError, Probes, PrometheusProbe, SIGNALS, ServerStatusProbe,
 };
@@ -55,11 +56,41 @@ impl Default for ControlOptions {
     }
 }
 
+/// What a queue's pace drives.
+enum Actuator {
+    /// This process's worker, through its throttle.
+    Worker(Throttle),
+    /// The workers of a BullMQ queue others run, through the queue's global rate limit.
+    Governor(Box<Governed>),
+}
+
+/// A governed queue, and what this process has seen of its workers.
+struct Governed {
+    governor: Governor,
+    /// This process holds the queue's lease (and so is the queue's member of the budget).
+    holds: bool,
+    /// The window the workers' own limiter imposes (ms), once seen: a worker's
+    /// `limiter.duration` overrides the queue's.
+    theirs: Option<f64>,
+    /// The limit last written: jobs/s, and its window (ms).
+    written: Option<(f64, u64)>,
+    /// When every window opened under a duration other than the one written last has ended
+    /// (ms, Redis' clock): until then a long time left may be theirs.
+    older_windows_end: u64,
+    /// Intervals in a row in which jobs started well above the limit.
+    over: u32,
+    warned_ignored: bool,
+    warned_version: bool,
+}
+
+/// Intervals in a row of starts above the limit before the workers are said to ignore it.
+const IGNORED_AFTER: u32 = 3;
+
 pub struct Pacer {
     options: ControlOptions,
     budget: Budget,
     probes: Probes,
-    throttle: Throttle,
+    actuator: Actuator,
     store: Store,
     /// Some while this process leads.
     controller: Option<Controller>,
@@ -96,7 +127,7 @@ impl Pacer {
             options,
             budget,
             probes,
-            throttle,
+            actuator: Actuator::Worker(throttle),
             store,
             controller: None,
             reported_errors: 0,
@@ -159,6 +190,34 @@ impl Pacer {
         Ok((pacer, throttle))
     }
 
+    /// A pacer that governs BullMQ queue `queue` (under `prefix`), worked by others, on its
+    /// database's budget with `weight`: its pace becomes the queue's global rate limit.
+    pub fn govern(
+        options: ControlOptions,
+        redis: Redis,
+        store: Store,
+        (prefix, queue, weight): (&str, &str, f64),
+        fallback: Fallback,
+    ) -> Result<Self, ProbeError> {
+        let (mut pacer, _) = Self::build(options, redis.clone(), queue, store, 1)?;
+        let keys = BudgetKeys::new(&pacer.options.budget);
+        pacer.budget =
+            Budget::new(redis.clone(), keys, queue, weight, pacer.options.interval).with_largest(1);
+        let ttl = (pacer.options.interval * 3).max(Duration::from_millis(300));
+        let governor = Governor::new(redis, prefix, queue, pacer.budget.id(), ttl, fallback);
+        pacer.actuator = Actuator::Governor(Box::new(Governed {
+            governor,
+            holds: false,
+            theirs: None,
+            written: None,
+            older_windows_end: 0,
+            over: 0,
+            warned_ignored: false,
+            warned_version: false,
+        }));
+        Ok(pacer)
+    }
+
     /// Ticks every interval until `stop`, then leaves the budget.
     pub async fn run(mut self, stop: CancellationToken) {
         let mut every = tokio::time::interval(self.options.interval);
@@ -170,6 +229,20 @@ impl Pacer {
             }
         }
         held::clear(self.holder());
+        if let Actuator::Governor(g) = &mut self.actuator
+            && g.holds
+        {
+            let queue = g.governor.queue().to_owned();
+            match g.governor.release().await {
+                Ok(Some(limit)) => {
+                    tracing::info!(%queue, %limit, "handed the queue's rate limit back")
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(%queue, error = %e, "cannot hand the queue's rate limit back: it keeps the limit last written until a governor takes it over")
+                }
+            }
+        }
         if let Err(e) = self.budget.leave().await {
             tracing::debug!(error = %e, "cannot leave the write budget; it lapses by itself");
         }
@@ -183,11 +256,29 @@ impl Pacer {
     /// One interval.
     pub async fn tick(&mut self) {
         let floor = self.options.controller.floor;
-        let own_errors = self.store.traffic().write_errors.load(Ordering::Relaxed);
-        let (started, finished) = self.throttle.report(Instant::now());
+        // A governor writes nothing itself: the store's errors are its worker's, if any.
+        let own_errors = match &self.actuator {
+            Actuator::Worker(_) => self.store.traffic().write_errors.load(Ordering::Relaxed),
+            Actuator::Governor(_) => self.reported_errors,
+        };
+        let (started, finished, backlog) = match &mut self.actuator {
+            Actuator::Worker(throttle) => {
+                let (started, finished) = throttle.report(Instant::now());
+                (started, finished, throttle.backlog())
+            }
+            Actuator::Governor(g) => match g.look(self.options.interval).await {
+                Some(seen) => (seen.started, seen.finished, seen.backlog),
+                None => {
+                    // Another process governs the queue: this one stands by, no member.
+                    held::clear(self.holder());
+                    self.controller = None;
+                    return;
+                }
+            },
+        };
         let report = Report {
             errors: own_errors.saturating_sub(self.reported_errors),
-            backlog: self.throttle.backlog(),
+            backlog,
             started,
             finished,
         };
@@ -204,7 +295,7 @@ impl Pacer {
                 }
                 held::clear(self.holder());
                 self.controller = None;
-                self.throttle.set_share(floor, self.queue_members);
+                self.actuate(floor, None).await;
                 return;
             }
         };
@@ -215,7 +306,9 @@ impl Pacer {
         self.reported_errors = own_errors;
         self.queue_members = tick.queue_members.max(1);
         metrics::gauge!(names::CONTROL_LEADER).set(if tick.leader { 1.0 } else { 0.0 });
-        self.throttle.set_reports_depth(tick.queue_reporter);
+        if let Actuator::Worker(throttle) = &self.actuator {
+            throttle.set_reports_depth(tick.queue_reporter);
+        }
 
         let pace = if tick.leader {
             held::set(
@@ -231,12 +324,25 @@ impl Pacer {
             self.seen_errors = None;
             tick.pace
         };
-        let (total, batch) = pace.unwrap_or((floor, self.throttle.batch_hint()));
-        self.throttle.set_share(total, self.queue_members);
-        self.throttle.set_batch(batch);
-        metrics::gauge!(names::RATE, "scope" => "total").set(total);
-        metrics::gauge!(names::RATE, "scope" => "local").set(self.throttle.rate());
-        metrics::gauge!(names::BATCH_TARGET).set(batch as f64);
+        let total = pace.map_or(floor, |p| p.0);
+        self.actuate(total, pace.map(|p| p.1)).await;
+    }
+
+    /// Sets what the pace drives: the throttle to this process's share of the queue's pace
+    /// `total` and to `batch`, or the governed queue's limit to `total`.
+    async fn actuate(&mut self, total: f64, batch: Option<usize>) {
+        let holder = self.budget.id().to_owned();
+        match &mut self.actuator {
+            Actuator::Worker(throttle) => {
+                let batch = batch.unwrap_or_else(|| throttle.batch_hint());
+                throttle.set_share(total, self.queue_members);
+                throttle.set_batch(batch);
+                metrics::gauge!(names::RATE, "scope" => "total").set(total);
+                metrics::gauge!(names::RATE, "scope" => "local").set(throttle.rate());
+                metrics::gauge!(names::BATCH_TARGET).set(batch as f64);
+            }
+            Actuator::Governor(g) => g.limit(total, &holder).await,
+        }
     }
 
     /// The leader's part: read the ledger, sample, decide, publish. Returns this process's
@@ -366,6 +472,13 @@ impl Pacer {
             read_latency_ms = sample.read_latency.map(|l| format!("{:.1}", l * 1e3)),
             write_errors = sample.write_errors,
             queues = decision.paces.len(),
+            // Every queue's, as the fields above are this process's queue's alone.
+            paces = %decision
+                .paces
+                .iter()
+                .map(|p| format!("{}={:.1}/s×{}", p.queue, p.rate, p.batch))
+                .collect::<Vec<_>>()
+                .join(" "),
             "write pace set"
         );
         self.last_limiter = Some(decision.limiter);
@@ -450,6 +563,139 @@ impl Pacer {
     }
 }
 
+impl Governed {
+    /// Keeps or takes the queue's lease and reads what its workers did since the last look;
+    /// `None` while another process governs it (or Redis cannot say).
+    async fn look(&mut self, interval: Duration) -> Option<govern::Seen> {
+        let queue = self.governor.queue().to_owned();
+        let lease = match self.governor.hold(None).await {
+            Ok(lease) => lease,
+            Err(e) => {
+                tracing::warn!(%queue, error = %e, "cannot reach the governed queue; its limit stays as last written");
+                return None;
+            }
+        };
+        self.leased(&lease);
+        if !lease.holds {
+            return None;
+        }
+        let seen = match self.governor.look().await {
+            Ok(seen) => seen,
+            Err(e) => {
+                tracing::warn!(%queue, error = %e, "cannot read the governed queue's events");
+                return None;
+            }
+        };
+        self.check_honoured(seen.starts, interval);
+        Some(seen)
+    }
+
+    /// What a lease says: a queue taken over, one given up, the producers' BullMQ version.
+    fn leased(&mut self, lease: &Lease) {
+        let queue = self.governor.queue();
+        match (self.holds, lease.holds) {
+            (false, true) => match &lease.orphaned {
+                Some((until, limit)) => tracing::warn!(
+                    %queue,
+                    left_at = %limit,
+                    lease_ended_ms = until,
+                    "governing the queue, taken over from a governor that stopped without handing it back (its last limit, max:duration:at, held meanwhile)"
+                ),
+                None => tracing::info!(%queue, "governing the queue's rate limit"),
+            },
+            (true, false) => {
+                tracing::warn!(%queue, holder = %lease.holder, "another process governs the queue now")
+            }
+            _ => {}
+        }
+        self.holds = lease.holds;
+        if !self.warned_version && !lease.version.is_empty() {
+            self.warned_version = true;
+            if !govern::honours(&lease.version) {
+                tracing::warn!(%queue, version = %lease.version, "the queue's producers run a BullMQ older than 5.60: workers of that age ignore the queue's rate limit");
+            }
+        }
+        if lease.holds {
+            self.learn_window(lease);
+        }
+    }
+
+    /// A window left longer than any the governor wrote lately is the workers' own. Its length
+    /// is learned from below, as the longest time left seen (read at each of the two calls of
+    /// an interval, so at two phases of it): the limit is lower than the pace until it is
+    /// learned, never higher.
+    fn learn_window(&mut self, lease: &Lease) {
+        let left = lease.window_left_ms as f64;
+        if left <= 0.0 {
+            return;
+        }
+        match (self.theirs, self.written) {
+            (Some(theirs), _) => self.theirs = Some(theirs.max(left)),
+            (None, Some((_, duration)))
+                if lease.now_ms >= self.older_windows_end
+                    && left > 1.2 * duration as f64 + 10.0 =>
+            {
+                tracing::warn!(queue = %self.governor.queue(), window_ms = left, "the workers' own limiter sets the rate limit's window (a worker's limiter.duration overrides the queue's): the governor counts its max for that window");
+                self.theirs = Some(left);
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether jobs started as fast as the limit allows at most (with room for a window's
+    /// edge): workers that ignore it (too old, or a limiter of their own with a larger `max`)
+    /// are said once.
+    fn check_honoured(&mut self, starts: u64, interval: Duration) {
+        let Some((rate, _)) = self.written else {
+            return;
+        };
+        let allowed = 1.5 * rate * interval.as_secs_f64() + 2.0;
+        if (starts as f64) > allowed {
+            self.over += 1;
+        } else {
+            self.over = 0;
+        }
+        if self.over >= IGNORED_AFTER && !self.warned_ignored {
+            self.warned_ignored = true;
+            tracing::warn!(queue = %self.governor.queue(), starts, allowed, "jobs start faster than the queue's rate limit allows: its workers do not honour it (BullMQ older than 5.60, or a limiter of their own)");
+        }
+        metrics::counter!(names::GOVERNED_STARTS, "queue" => self.governor.queue().to_owned())
+            .increment(starts);
+    }
+
+    /// Writes `rate` jobs/s as the queue's limit, while this process holds its lease.
+    async fn limit(&mut self, rate: f64, holder: &str) {
+        if !self.holds {
+            return;
+        }
+        let (max, duration) = govern::limit(rate, self.theirs);
+        let queue = self.governor.queue().to_owned();
+        match self.governor.hold(Some((max, duration))).await {
+            Ok(lease) if lease.holds => {
+                let written = max as f64 * 1000.0 / duration as f64;
+                if let Some(before) = lease.duration_ms
+                    && before != duration
+                {
+                    self.older_windows_end = self.older_windows_end.max(lease.now_ms + before);
+                }
+                self.written = Some((written, duration));
+                tracing::debug!(%queue, max, duration, theirs = ?self.theirs, window_left_ms = lease.window_left_ms, "rate limit written");
+                self.learn_window(&lease);
+                held::set(
+                    holder,
+                    names::GOVERNED_LIMIT,
+                    &[("queue", queue.as_str())],
+                    written,
+                );
+            }
+            Ok(lease) => self.leased(&lease),
+            Err(e) => {
+                tracing::warn!(%queue, error = %e, "cannot write the queue's rate limit; it stays as last written")
+            }
+        }
+    }
+}
+
 /// The queues sharing the budget: each member's queue once, at the largest weight its members
 /// report, active when it has jobs waiting or batches in flight.
 fn shares(ledger: &Ledger) -> Vec<Share> {
@@ -464,11 +710,13 @@ fn shares(ledger: &Ledger) -> Vec<Share> {
             Some(share) => {
                 share.weight = share.weight.max(member.weight);
                 share.active |= busy;
+                share.largest = share.largest.min(member.largest).or(member.largest);
             }
             None => shares.push(Share {
                 queue: member.queue.clone(),
                 weight: member.weight,
                 active: busy,
+                largest: member.largest,
             }),
         }
     }
@@ -501,6 +749,7 @@ mod tests {
             queue: queue.into(),
             weight,
             backlog,
+            largest: None,
         };
         let ledger = Ledger {
             members: vec![

@@ -123,6 +123,17 @@ impl Keys {
     pub fn job(&self, id: &str) -> String {
         self.key(id)
     }
+    /// STRING counting the jobs started in the current window of the queue's rate limit; it
+    /// expires with the window (BullMQ's workers write it).
+    pub fn limiter(&self) -> String {
+        self.key("limiter")
+    }
+    /// HASH of the tidegate process governing the queue's rate limit (`holder`, `until`), the
+    /// limit it last wrote (`max`, `duration`, `at`) and the one it found (`found`), restored
+    /// when it hands the queue back. No job's key: BullMQ's job ids cannot hold `:`.
+    pub fn governor(&self) -> String {
+        self.key("tidegate:governor")
+    }
 }
 
 /// Redis key names of one database's write budget, shared by every process of every queue

@@ -59,6 +59,8 @@ pub mod names {
     pub(crate) const CONTROL_MEMBERS: &str = "tidegate_control_members";
     pub(crate) const CONTROL_LEADER: &str = "tidegate_control_leader";
     pub(crate) const THROTTLE_WAIT: &str = "tidegate_throttle_wait_seconds";
+    pub(crate) const GOVERNED_LIMIT: &str = "tidegate_governed_limit_jobs_per_second";
+    pub(crate) const GOVERNED_STARTS: &str = "tidegate_governed_jobs_started_total";
 }
 
 /// Histogram buckets per metric, chosen for the quantity measured.
@@ -471,6 +473,20 @@ pub const CATALOGUE: &[Metric] = &[
         None,
         &[],
         "1 when this process runs the database's controller, else 0",
+    ),
+    metric(
+        names::GOVERNED_LIMIT,
+        Gauge,
+        None,
+        &["queue"],
+        "The global rate limit this process last wrote on a governed BullMQ queue, in jobs/second (the process holding the queue's lease only; absent while none does, when the queue keeps the limit last written)",
+    ),
+    metric(
+        names::GOVERNED_STARTS,
+        Counter,
+        None,
+        &["queue"],
+        "Jobs of a governed BullMQ queue its workers started, as its event stream tells them (the process holding the queue's lease counts them)",
     ),
     metric(
         names::THROTTLE_WAIT,

@@ -34,6 +34,14 @@ pub fn database_cpu_query() -> Option<String> {
 /// `App::connect`), on a queue and a database of the test's own; `overrides` are variables set
 /// for this test alone (`("TIDEGATE_ATTEMPTS", "3")`), and win over the test's own names.
 pub async fn app(name: &str, overrides: &[(&str, &str)]) -> tidegate::app::App {
+    // Tests print nothing of the engine's own logs unless asked (`RUST_LOG=tidegate=info`):
+    // the decisions behind a failed control test are what it takes to read one.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
     let queue = unique(name);
     let database = unique(&format!("tidegate_{name}"));
     // Overrides come first, so a test can put two apps on one database or one queue.

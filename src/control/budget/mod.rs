@@ -74,6 +74,9 @@ pub struct Member {
     pub queue: String,
     pub weight: f64,
     pub backlog: u64,
+    /// The queue's largest batch, when its member sets it: 1 for a governed queue, whose
+    /// workers take one job at a time.
+    pub largest: Option<usize>,
 }
 
 /// A batch in the ledger, on Redis' clock (ms).
@@ -260,6 +263,7 @@ pub struct Budget {
     keys: BudgetKeys,
     queue: String,
     weight: f64,
+    largest: Option<usize>,
     id: String,
     /// Membership and lease last this long without renewal: a few intervals.
     ttl: Duration,
@@ -280,10 +284,17 @@ impl Budget {
             keys,
             queue: queue.to_owned(),
             weight,
+            largest: None,
             id: format!("{:016x}", rand::random::<u64>()),
             ttl: (interval * 3).max(Duration::from_millis(300)),
             keep: (interval * 6).max(Duration::from_secs(30)),
         }
+    }
+
+    /// A member whose queue's batches never carry more than `largest` documents.
+    pub fn with_largest(mut self, largest: usize) -> Self {
+        self.largest = Some(largest.max(1));
+        self
     }
 
     /// The connection, for what the leader records beside the budget.
@@ -315,6 +326,7 @@ impl Budget {
             .arg(self.weight)
             .arg(report.backlog)
             .arg(self.keep.as_millis() as u64)
+            .arg(self.largest.map_or_else(String::new, |l| l.to_string()))
             .arg(report.started.len());
         for s in &report.started {
             call.arg(s.seq).arg(s.ago_ms).arg(s.documents);
@@ -359,17 +371,19 @@ impl Budget {
         let mut ledger = Ledger::default();
         let mut ids = Vec::new();
         for (id, value) in info {
-            let mut parts = value.splitn(3, ':');
-            let (Some(weight), Some(backlog), Some(queue)) =
-                (parts.next(), parts.next(), parts.next())
-            else {
-                continue;
+            // weight:backlog[:largest]:queue (see tick.lua)
+            let parts: Vec<&str> = value.split(':').collect();
+            let (weight, backlog, largest, queue) = match parts[..] {
+                [weight, backlog, queue] => (weight, backlog, None, queue),
+                [weight, backlog, largest, queue] => (weight, backlog, Some(largest), queue),
+                _ => continue,
             };
             ids.push(id);
             ledger.members.push(Member {
                 queue: queue.to_owned(),
                 weight: weight.parse().unwrap_or(1.0),
                 backlog: backlog.parse().unwrap_or(0),
+                largest: largest.and_then(|l| l.parse().ok()),
             });
         }
         let mut dead = Vec::new();

@@ -5,8 +5,8 @@ add its transient write errors to the shared count, take or keep the leader leas
 queue's pace.
 KEYS: 1 budget, 2 members, 3 member-info, 4 in-flight, 5 finished
 ARGV: 1 process id, 2 lease/membership ttl (ms), 3 new write errors, 4 queue, 5 weight,
-      6 backlog (jobs waiting), 7 how long finished batches are kept (ms),
-      8 S = batches started, then S triples (seq, ms ago, documents),
+      6 backlog (jobs waiting), 7 how long finished batches are kept (ms), 8 the queue's largest
+      batch ('' when the controller chooses), 9 S = batches started, then S triples (seq, ms ago, documents),
       then E = batches finished, then E quadruples (seq, started ms ago, ended ms ago, documents)
 Returns {is_leader, members, members of this queue, pace of this queue ('' when none is
 current: "rate:batch:..."), errors (total), now (ms), whether this process is the queue's member
@@ -22,10 +22,13 @@ for _, gone in ipairs(rcall('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
   rcall('HDEL', KEYS[3], gone)
 end
 rcall('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
--- Fields are joined by ':', which a queue name cannot hold, with the queue last.
-rcall('HSET', KEYS[3], id, ARGV[5] .. ':' .. ARGV[6] .. ':' .. queue)
+-- Fields are joined by ':', which a queue name cannot hold, with the queue last; the largest
+-- batch only when set, so that processes of the release before it read the rest as before.
+local largest = ''
+if ARGV[8] ~= '' then largest = ARGV[8] .. ':' end
+rcall('HSET', KEYS[3], id, ARGV[5] .. ':' .. ARGV[6] .. ':' .. largest .. queue)
 
-local i = 8
+local i = 9
 local started = tonumber(ARGV[i])
 for n = 1, started do
   local seq, ago, docs = ARGV[i + 3 * n - 2], tonumber(ARGV[i + 3 * n - 1]), ARGV[i + 3 * n]
@@ -45,7 +48,7 @@ local members, mine, first = 0, 0, nil
 local infos = rcall('HGETALL', KEYS[3])
 for n = 1, #infos, 2 do
   members = members + 1
-  if string.match(infos[n + 1], '^[^:]*:[^:]*:(.*)$') == queue then
+  if string.match(infos[n + 1], '([^:]*)$') == queue then
     mine = mine + 1
     if not first or infos[n] < first then first = infos[n] end
   end

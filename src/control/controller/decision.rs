@@ -116,6 +116,8 @@ pub(crate) struct Share {
     pub weight: f64,
     /// It has work: jobs waiting, or batches in flight. Queues without get no budget.
     pub active: bool,
+    /// Its batches never carry more (a governed queue's workers take one job at a time).
+    pub largest: Option<usize>,
 }
 
 /// One queue's pace.

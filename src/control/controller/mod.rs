@@ -61,6 +61,8 @@ struct Queue {
     class: usize,
     /// Base batch size (before dithering).
     batch: usize,
+    /// The largest batch its member allows, if smaller than the configured one.
+    largest: Option<usize>,
     learned: bool,
     rate: f64,
 }
@@ -122,6 +124,7 @@ impl Controller {
             name: name.to_owned(),
             class,
             batch: (self.config.max_batch / 10).max(1),
+            largest: None,
             learned: false,
             rate: self.config.floor,
         });
@@ -169,7 +172,12 @@ impl Controller {
     pub fn step(&mut self, sample: &Sample, batches: &[Batch], shares: &[Share]) -> Decision {
         self.steps += 1;
         for share in shares {
-            self.queue(&share.queue);
+            let q = self.queue(&share.queue);
+            let queue = &mut self.queues[q];
+            queue.largest = share.largest;
+            if let Some(largest) = share.largest {
+                queue.batch = queue.batch.min(largest.max(1));
+            }
         }
         let c = self.config;
         if !sample.probe_ok {
@@ -299,7 +307,7 @@ impl Controller {
     /// being learned.
     fn pace(&mut self, q: usize, budget: f64) -> (f64, usize, bool) {
         let c = self.config;
-        let largest = c.max_batch.max(1);
+        let largest = self.largest(q);
         let class = self.queues[q].class;
         let cost = self.cost.cost(class);
         let rule = if cost.per_document > 0.0 {
@@ -361,6 +369,14 @@ impl Controller {
         // against the live load's noise must grow until it can be seen.
         let grown = 1.5 * self.queues[q].rate.max(c.floor);
         (pace(mean + spread).max(grown.min(pace(mean))), n, true)
+    }
+
+    /// The largest batch queue `q` may have: the configured one, or its member's if smaller.
+    fn largest(&self, q: usize) -> usize {
+        self.config
+            .max_batch
+            .min(self.queues[q].largest.unwrap_or(usize::MAX))
+            .max(1)
     }
 
     /// Whether the cost of a batch of `n` of queue `q` is known well enough to pace by its
@@ -425,7 +441,7 @@ impl Controller {
                 rate + c.floor.max(0.1 * rate)
             };
             let rate = rate.clamp(c.floor.min(c.ceiling), c.ceiling);
-            let batch = ((rate * c.interval).ceil() as usize).clamp(1, c.max_batch.max(1));
+            let batch = ((rate * c.interval).ceil() as usize).clamp(1, ctl.largest(q));
             ctl.queues[q].batch = batch;
             (rate, batch, None)
         });

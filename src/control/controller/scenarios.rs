@@ -26,6 +26,7 @@ fn pacing(ctl: &mut Controller) -> impl FnMut(&Sample, &[Batch]) -> plant::Pace 
         queue: "day".into(),
         weight: 1.0,
         active: true,
+        largest: None,
     }];
     ctl.class("day");
     move |s, batches| {
@@ -378,6 +379,7 @@ fn a_batch_is_no_dearer_than_two_intervals_of_the_target() {
         queue: "day".into(),
         weight: 1.0,
         active: true,
+        largest: None,
     }];
     let d = ctl.step(&sample, &[], &shares);
     let (mean, _) = ctl
@@ -407,6 +409,7 @@ fn a_day_of_lumps_reported_late_is_held_and_not_read_as_live_load() {
         queue: "day".into(),
         weight: 1.0,
         active: true,
+        largest: None,
     }];
     for seed in [1, 2, 3] {
         let mut ctl = Controller::new(config);

@@ -210,6 +210,7 @@ fn run(db: &Database, users: u64, config: Config, strategy: Strategy) -> (Vec<Ro
                 queue: "day".into(),
                 weight: 1.0,
                 active: true,
+                largest: None,
             }];
             plant::run(db, worker(4), MAX_SECONDS, seed, |sample, batches| {
                 let d = controller.step(sample, batches, &shares);

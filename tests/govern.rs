@@ -1,0 +1,253 @@
+//! Governing a queue others work: real BullMQ workers (Node, the pinned `bullmq` in
+//! `tests/interop`) take jobs from a queue whose global rate limit a governor sets from the
+//! database's budget; they honour it, with a limiter of their own too, and get the team's
+//! limit back when the governor stops. A second governor stands by; when the first dies its
+//! limit stays until the second takes over, which still hands back the limit first found.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use tidegate::app::App;
+use tidegate::control::govern::Fallback;
+use tidegate::control::pacer::Pacer;
+use tidegate::queue::NewJob;
+use tidegate::queue::keys::Keys;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The pace the governor sets: with no CPU signal (FerretDB reports none through serverStatus)
+/// the controller raises the pace to its ceiling while latency is fine, so the limit it
+/// writes is known, far under what the workers would do unlimited (10 at a time, 5 ms a job:
+/// about 2,000 a second).
+const CEILING: f64 = 40.0;
+/// How long the jobs' start rate is measured once the limit is written.
+const WINDOW: Duration = Duration::from_secs(6);
+
+async fn app() -> App {
+    common::app(
+        "govern",
+        &[
+            ("TIDEGATE_CONTROL_INTERVAL", "500ms"),
+            ("TIDEGATE_RATE_FLOOR", "10"),
+            ("TIDEGATE_RATE_CEILING", &CEILING.to_string()),
+            ("TIDEGATE_BUDGET", &common::unique("govern_budget")),
+        ],
+    )
+    .await
+}
+
+/// A governor of the app's queue, run until `stop` (or aborted, as a process killed).
+fn governor(app: &App, stop: &CancellationToken) -> JoinHandle<()> {
+    let pacer = Pacer::govern(
+        app.settings.control.clone(),
+        app.redis.clone(),
+        app.store.clone(),
+        (&app.settings.queue_prefix, app.queue.name(), 1.0),
+        Fallback::Found,
+    )
+    .expect("a governor");
+    tokio::spawn(pacer.run(stop.clone()))
+}
+
+/// BullMQ Worker processes (Node) on `queue`, killed when dropped; started once each says it
+/// is ready.
+fn node_workers(queue: &str, concurrency: u32, limiter: Option<&str>) -> common::Running {
+    let mut command = Command::new("node");
+    command
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop"))
+        .args(["governed.mjs", queue, &concurrency.to_string(), "sleep:5"])
+        .env("REDIS_URL", common::redis_url())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if let Some(limiter) = limiter {
+        command.env("LIMITER", limiter);
+    }
+    let mut child = command
+        .spawn()
+        .expect("run node (is Node.js installed, and `npm ci` run in tests/interop?)");
+    let stdout = child.stdout.take().expect("stdout");
+    let running = common::Running(child);
+    let mut line = String::new();
+    // Node prints "ready" or exits (and the read ends) on any error.
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read governed.mjs");
+    assert_eq!(line.trim(), "ready", "the BullMQ worker did not start");
+    running
+}
+
+/// The queue's global rate limit as BullMQ reads it: (max, duration ms).
+async fn limit(app: &App) -> (Option<u64>, Option<u64>) {
+    let keys = Keys::new(&app.settings.queue_prefix, app.queue.name());
+    let mut redis = app.redis.clone();
+    let (max, duration): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
+        .arg(keys.meta())
+        .arg("max")
+        .arg("duration")
+        .query_async(&mut redis)
+        .await
+        .expect("meta");
+    (max, duration)
+}
+
+/// The team's own limit, as `queue.setGlobalRateLimit(7, 1000)` writes it.
+async fn set_team_limit(app: &App) {
+    let keys = Keys::new(&app.settings.queue_prefix, app.queue.name());
+    let mut redis = app.redis.clone();
+    let _: () = redis
+        .hset_multiple(keys.meta(), &[("max", 7u64), ("duration", 1000)])
+        .await
+        .expect("set the team's limit");
+}
+
+async fn add_jobs(app: &App, n: usize) {
+    let jobs: Vec<NewJob> = (0..n)
+        .map(|i| NewJob::new("work", serde_json::json!({ "n": i })))
+        .collect();
+    app.queue.add_bulk(&jobs).await.expect("add jobs");
+}
+
+/// Waits until the governor has written the ceiling as the limit, for a window of at least
+/// `window` ms; returns it in jobs/second. The workers' own window is learned from the
+/// limiter's time left, read once an interval, so from below: until then the limit is lower.
+async fn limit_at_ceiling(app: &App, window: u64) -> f64 {
+    common::eventually(
+        "the governor to write the pace's ceiling as the queue's limit",
+        Duration::from_secs(30),
+        || async {
+            match limit(app).await {
+                (Some(max), Some(duration)) if duration >= window => {
+                    let rate = max as f64 * 1000.0 / duration as f64;
+                    ((rate - CEILING).abs() <= 0.05 * CEILING).then_some(rate)
+                }
+                _ => None,
+            }
+        },
+    )
+    .await
+}
+
+/// Jobs that left the wait list per second over [`WINDOW`].
+async fn start_rate(app: &App) -> f64 {
+    let before = app.queue.counts().await.expect("counts").waiting;
+    let at = Instant::now();
+    tokio::time::sleep(WINDOW).await;
+    let after = app.queue.counts().await.expect("counts").waiting;
+    assert!(after > 0, "the queue drained during the measurement");
+    let rate = before.saturating_sub(after) as f64 / at.elapsed().as_secs_f64();
+    eprintln!("jobs started at {rate:.1}/s");
+    rate
+}
+
+/// `limiter`: the workers' own (`max/duration ms`), if any.
+async fn honoured_and_handed_back(limiter: Option<(u64, u64)>) {
+    let app = app().await;
+    set_team_limit(&app).await;
+    add_jobs(&app, 5_000).await;
+    let own = limiter.map(|(max, duration)| format!("{max}/{duration}"));
+    let _workers = node_workers(app.queue.name(), 10, own.as_deref());
+    let stop = CancellationToken::new();
+    let task = governor(&app, &stop);
+    // Theirs, once learned; the governor's own is at least a tenth of a second.
+    let window = limiter.map_or(100, |(_, duration)| duration * 9 / 10);
+    let written = limit_at_ceiling(&app, window).await;
+    let rate = start_rate(&app).await;
+    assert!(
+        (rate - written).abs() <= 0.2 * written,
+        "the workers should start jobs at the limit written ({written:.1}/s), not {rate:.1}/s"
+    );
+    stop.cancel();
+    task.await.expect("the governor stops");
+    assert_eq!(
+        limit(&app).await,
+        (Some(7), Some(1000)),
+        "the team's limit is back"
+    );
+    let keys = Keys::new(&app.settings.queue_prefix, app.queue.name());
+    let mut redis = app.redis.clone();
+    let left: bool = redis.exists(keys.governor()).await.expect("exists");
+    assert!(!left, "no governor is left recorded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_bullmq_workers_honour_the_governed_limit_and_get_theirs_back() {
+    honoured_and_handed_back(None).await;
+}
+
+/// The seed team's workers carry `limiter: { max: 5, duration: 1000 }`: BullMQ then counts the
+/// queue's `max` per their one-second window, and the governor must count it so too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_with_a_limiter_of_their_own_honour_it_per_their_window() {
+    honoured_and_handed_back(Some((5, 1000))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_governor_at_a_time_and_a_dead_ones_limit_is_taken_over() {
+    let app = app().await;
+    set_team_limit(&app).await;
+    add_jobs(&app, 100).await;
+    let keys = Keys::new(&app.settings.queue_prefix, app.queue.name());
+    let mut redis = app.redis.clone();
+    let holder = |mut redis: tidegate::queue::Redis| {
+        let key = keys.governor();
+        async move {
+            let holder: Option<String> = redis.hget(key, "holder").await.expect("holder");
+            holder
+        }
+    };
+
+    let first_stop = CancellationToken::new();
+    let first = governor(&app, &first_stop);
+    let first_id = common::eventually(
+        "the first governor to hold the queue",
+        Duration::from_secs(10),
+        || holder(redis.clone()),
+    )
+    .await;
+    limit_at_ceiling(&app, 100).await;
+    let second_stop = CancellationToken::new();
+    let second = governor(&app, &second_stop);
+    // The second stands by while the first renews its lease: over several of its intervals,
+    // the holder stays the first.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            holder(redis.clone()).await.as_deref(),
+            Some(first_id.as_str())
+        );
+    }
+
+    // The first dies (no hand-back): its limit stays until the second takes the lease over.
+    first.abort();
+    let _ = first.await;
+    let second_id = common::eventually(
+        "the second governor to take over",
+        Duration::from_secs(10),
+        || {
+            let redis = redis.clone();
+            let first_id = first_id.clone();
+            async move { holder(redis).await.filter(|h| *h != first_id) }
+        },
+    )
+    .await;
+    assert_ne!(second_id, first_id);
+    let found: Option<String> = redis.hget(keys.governor(), "found").await.expect("found");
+    assert_eq!(
+        found.as_deref(),
+        Some("7:1000"),
+        "what the first governor found is kept"
+    );
+
+    second_stop.cancel();
+    second.await.expect("the second stops");
+    assert_eq!(
+        limit(&app).await,
+        (Some(7), Some(1000)),
+        "the team's limit is back, not the dead governor's"
+    );
+    first_stop.cancel();
+}
