@@ -17,6 +17,14 @@
 //!   FerretDB 2 an upsert costs ~20 µs of CPU: 600,000 of them drain at the default ceiling
 //!   (20,000/s) in half a minute, under the target, before the service turns heavy; a trace
 //!   at the target would need millions of jobs. It is for a database where writes cost more.
+//! - `node-free`, `node-fixed`, `node-governed` (not by default; `scripts/bench-govern`): the
+//!   same day worked by a team's own BullMQ workers (Node, `tests/interop/governed.mjs`: four
+//!   processes, ten jobs at a time each; a job reads one user's events and upserts the score,
+//!   as the seed's did), without a limiter (the seed's 800%), with the team's fixed one
+//!   (`{ max: 5, duration: 1000 }`: measured for `LIVE_FIXED_SECS`, its day's wall time
+//!   projected) and governed by `tidegate govern`, unchanged;
+//! - `node-trace` (not by default): the trace with the Node workers governed, on a day of
+//!   `LIVE_NODE_TRACE_USERS` (150,000).
 //!
 //! It writes `live.csv` (one row per second), `ops.csv` (one row per service operation),
 //! `summary.md` and `live.svg` (CPU, pace and service p99 over time, phases marked) to
@@ -102,6 +110,8 @@ struct Settings {
     read_target: Option<String>,
     tidegate: PathBuf,
     run_id: String,
+    node_trace_users: u64,
+    fixed: Duration,
 }
 
 /// One service operation.
@@ -363,8 +373,13 @@ async fn scrape(http: &reqwest::Client, addr: &str) -> Pace {
             *pace.completed.get_or_insert(0.0) += value;
         } else if name.starts_with("tidegate_batch_target_documents") {
             pace.batch = Some(value);
-        } else if name.starts_with("tidegate_batch_jobs_count{") {
+        } else if name.starts_with("tidegate_batch_jobs_count{")
+            || name.starts_with("tidegate_governed_jobs_started_total{")
+        {
+            // A governed queue's jobs are its batches (of one).
             *pace.batches.get_or_insert(0.0) += value;
+        } else if name.starts_with("tidegate_governed_limit_jobs_per_second{") {
+            pace.rate = Some(value);
         }
     }
     pace
@@ -641,6 +656,176 @@ impl Bench {
         Ok(())
     }
 
+    /// One job per user of the phase's day, as the team's producer adds them: the user and
+    /// the day's bounds (UTC, as seeded), for `governed.mjs`'s `score` work.
+    async fn enqueue_day(&self, phase: &str) -> Result<tidegate::queue::Queue, BoxError> {
+        let store = tidegate::store::Store::connect(
+            &must_env("MONGODB_URI")?,
+            &self.database(phase),
+            Default::default(),
+        )
+        .await?;
+        let date: chrono::NaiveDate = DATE.parse()?;
+        let from = date.and_hms_opt(0, 0, 0).ok_or("date")?.and_utc();
+        let to = from + chrono::Duration::days(1);
+        let users: Vec<String> = futures::TryStreamExt::try_collect(
+            tidegate::score::targets(&store, date, chrono_tz::UTC, Duration::from_secs(600))
+                .await?,
+        )
+        .await?;
+        let redis = tidegate::queue::connect(&must_env("REDIS_URL")?).await?;
+        let queue = tidegate::queue::Queue::new(
+            redis,
+            "bull",
+            &format!("live_{}_{}", self.settings.run_id, phase.replace('-', "_")),
+        );
+        for chunk in users.chunks(10_000) {
+            let jobs: Vec<tidegate::queue::NewJob> = chunk
+                .iter()
+                .map(|user| {
+                    tidegate::queue::NewJob::new(
+                        "score",
+                        serde_json::json!({"userId": user, "date": DATE,
+                            "from": from.timestamp_millis(), "to": to.timestamp_millis()}),
+                    )
+                })
+                .collect();
+            queue.add_bulk(&jobs).await?;
+        }
+        Ok(queue)
+    }
+
+    /// The team's workers: `NODE_WORKERS` (4) Node processes of `governed.mjs`, ten jobs at a
+    /// time each, on `queue`, with their own `limiter` if given; ready when returned, killed
+    /// when dropped.
+    async fn node_workers(
+        &self,
+        phase: &str,
+        queue: &str,
+        limiter: Option<&str>,
+    ) -> Result<Vec<tokio::process::Child>, BoxError> {
+        let mut workers = Vec::new();
+        for n in 0..env_or("NODE_WORKERS", 4) {
+            let log =
+                std::fs::File::create(self.settings.out.join(format!("{phase}-node-{n}.log")))?;
+            let mut command = tokio::process::Command::new("node");
+            command
+                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop"))
+                .args(["governed.mjs", queue, "10", "score"])
+                .env("REDIS_URL", must_env("REDIS_URL")?)
+                .env("MONGODB_URI", must_env("MONGODB_URI")?)
+                .env("SCORE_DATABASE", self.database(phase))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::from(log))
+                .kill_on_drop(true);
+            if let Some(limiter) = limiter {
+                command.env("LIMITER", limiter);
+            }
+            let mut child = command.spawn()?;
+            let stdout = child.stdout.take().ok_or("node's stdout")?;
+            let mut line = String::new();
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                tokio::io::AsyncBufReadExt::read_line(
+                    &mut tokio::io::BufReader::new(stdout),
+                    &mut line,
+                ),
+            )
+            .await??;
+            if line.trim() != "ready" {
+                return Err(format!(
+                    "{phase}: a Node worker did not start; see {phase}-node-{n}.log"
+                )
+                .into());
+            }
+            workers.push(child);
+        }
+        Ok(workers)
+    }
+
+    /// The day worked by the team's Node workers beside the service: unlimited, with their
+    /// fixed limiter, or governed by `tidegate govern`.
+    async fn node(&mut self, phase: &str) -> Result<(), BoxError> {
+        self.prepare(phase, Some(self.settings.users)).await?;
+        let queue = self.enqueue_day(phase).await?;
+        let jobs = queue.counts().await?.waiting;
+        let service = Service::start(
+            &self.client,
+            &self.database(phase),
+            self.settings.service_docs,
+            self.epoch,
+        );
+        self.meter.read().await;
+        self.begin(phase);
+        service.set_rate(self.settings.service_rate);
+        self.run_for(phase, "service", &service, Duration::from_secs(5), None)
+            .await;
+        let mut governor = if phase == "node-governed" {
+            let mut command = self.tidegate(phase, phase, &["govern"])?;
+            command.env("TIDEGATE_GOVERN", queue.name());
+            Some(Child {
+                child: command.spawn()?,
+                started: Instant::now(),
+            })
+        } else {
+            None
+        };
+        let limiter = (phase == "node-fixed").then_some("5/1000");
+        let workers = self.node_workers(phase, queue.name(), limiter).await?;
+        let started = Instant::now();
+        self.marks.push((self.now(), format!("{phase} starts")));
+        let limit = if phase == "node-fixed" {
+            self.settings.fixed
+        } else {
+            Duration::from_secs(1800)
+        };
+        let mut drained = false;
+        while started.elapsed() < limit {
+            self.run_for(phase, "batch", &service, TICK, governor.as_mut())
+                .await;
+            let counts = queue.counts().await?;
+            if counts.waiting + counts.active + counts.delayed == 0 {
+                drained = true;
+                break;
+            }
+        }
+        let wall = started.elapsed();
+        let left = queue.counts().await?;
+        for mut worker in workers {
+            let _ = worker.kill().await;
+        }
+        if let Some(governor) = &mut governor
+            && let Some(pid) = governor.child.id()
+        {
+            let _ = tokio::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()
+                .await;
+            let _ = tokio::time::timeout(Duration::from_secs(30), governor.child.wait()).await;
+        }
+        self.marks.push((self.now(), format!("{phase} ends")));
+        self.end(service);
+        let failed = left.failed;
+        if failed > 0 {
+            self.notes.push(format!(
+                "{phase}: {failed} jobs failed; see {phase}-node-*.log"
+            ));
+        }
+        if drained {
+            self.walls.push((phase.to_owned(), wall));
+        } else {
+            let done = jobs.saturating_sub(left.waiting + left.active + left.delayed);
+            let rate = done as f64 / wall.as_secs_f64();
+            self.notes.push(format!(
+                "{phase}: {done} of {jobs} jobs in {:.0} s ({rate:.1}/s): the day would take {:.0} s",
+                wall.as_secs_f64(),
+                jobs as f64 / rate.max(1e-9)
+            ));
+        }
+        Ok(())
+    }
+
     /// The service beside a batch of one day (`naive` or `paced`), until the batch ends.
     async fn beside(&mut self, phase: &str) -> Result<(), BoxError> {
         self.prepare(phase, Some(self.settings.users)).await?;
@@ -692,11 +877,23 @@ impl Bench {
     /// BullMQ producer adds them (a cost per document).
     async fn trace(&mut self, phase: &str) -> Result<(), BoxError> {
         let upserts = phase == "upserts";
-        let day = (!upserts).then_some(self.settings.trace_users);
+        let node = phase == "node-trace";
+        let day = if upserts {
+            None
+        } else if node {
+            Some(self.settings.node_trace_users)
+        } else {
+            Some(self.settings.trace_users)
+        };
         self.prepare(phase, day).await?;
         if upserts {
             self.enqueue_upserts(phase).await?;
         }
+        let queue = if node {
+            Some(self.enqueue_day(phase).await?)
+        } else {
+            None
+        };
         let service = Service::start(
             &self.client,
             &self.database(phase),
@@ -705,14 +902,24 @@ impl Bench {
         );
         self.meter.read().await;
         self.begin(phase);
-        let args: &[&str] = if upserts {
+        let args: &[&str] = if node {
+            &["govern"]
+        } else if upserts {
             &["run"]
         } else {
             &["rerun", "--date", DATE]
         };
+        let mut command = self.tidegate(phase, phase, args)?;
+        if let Some(queue) = &queue {
+            command.env("TIDEGATE_GOVERN", queue.name());
+        }
         let mut child = Child {
-            child: self.tidegate(phase, phase, args)?.spawn()?,
+            child: command.spawn()?,
             started: Instant::now(),
+        };
+        let _workers = match &queue {
+            Some(queue) => Some(self.node_workers(phase, queue.name(), None).await?),
+            None => None,
         };
         // Planning a large day is itself load (an aggregation over every event of the day, which
         // the controller rightly counts as live load): the trace starts once jobs complete.
@@ -727,13 +934,12 @@ impl Bench {
                     format!("{phase}: tidegate ended while planning; see {phase}.log").into(),
                 );
             }
-            if self
-                .rows
-                .last()
-                .and_then(|r| r.pace.completed)
-                .unwrap_or(0.0)
-                > 0.0
-            {
+            // A governed queue's jobs are counted as they start, not as they complete.
+            let begun = self.rows.last().is_some_and(|r| {
+                r.pace.completed.unwrap_or(0.0) > 0.0
+                    || (node && r.pace.batches.unwrap_or(0.0) > 0.0)
+            });
+            if begun {
                 break;
             }
             if planned.elapsed() > Duration::from_secs(600) {
@@ -833,6 +1039,8 @@ async fn run() -> Result<(), BoxError> {
             .filter(|v| !v.is_empty()),
         tidegate: PathBuf::from(env!("CARGO_BIN_EXE_tidegate")),
         run_id: format!("{}", std::process::id()),
+        node_trace_users: env_or("LIVE_NODE_TRACE_USERS", 150_000),
+        fixed: Duration::from_secs(env_or("LIVE_FIXED_SECS", 60)),
     };
     std::fs::create_dir_all(&settings.out)?;
     let service_addr =
@@ -860,9 +1068,11 @@ async fn run() -> Result<(), BoxError> {
             "alone" => bench.alone().await?,
             "naive" | "paced" => bench.beside(phase).await?,
             "trace" | "upserts" => bench.trace(phase).await?,
+            "node-free" | "node-fixed" | "node-governed" => bench.node(phase).await?,
+            "node-trace" => bench.trace(phase).await?,
             other => {
                 return Err(format!(
-                    "LIVE_PHASES: unknown phase {other:?} (accepted: alone, naive, paced, trace, upserts)"
+                    "LIVE_PHASES: unknown phase {other:?} (accepted: alone, naive, paced, trace, upserts, node-free, node-fixed, node-governed, node-trace)"
                 )
                 .into());
             }
@@ -984,8 +1194,10 @@ fn summarise(bench: &Bench) -> String {
                 line("alone", Some("service"));
                 line("alone", Some("service heavy"));
             }
-            "naive" | "paced" => line(phase, Some("batch")),
-            "trace" | "upserts" => {
+            "naive" | "paced" | "node-free" | "node-fixed" | "node-governed" => {
+                line(phase, Some("batch"))
+            }
+            "trace" | "upserts" | "node-trace" => {
                 for w in [
                     "planning",
                     "tidegate alone",
@@ -1021,7 +1233,16 @@ fn summarise(bench: &Bench) -> String {
             }
         }
     }
-    for phase in ["trace", "upserts"] {
+    for p in ["node-free", "node-fixed", "node-governed"] {
+        if let Some(w) = wall(p) {
+            let _ = writeln!(
+                out,
+                "- day of {} users by the team's Node workers: {p} {w:.1} s",
+                bench.settings.users
+            );
+        }
+    }
+    for phase in ["trace", "upserts", "node-trace"] {
         if bench.settings.phases.iter().any(|p| p == phase) {
             trace_summary(bench, phase, &mut out);
         }

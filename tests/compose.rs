@@ -93,7 +93,7 @@ fn compose_sets_only_settings_tidegate_has_and_the_ports_agree() {
     let compose = load("docker-compose.yml");
     let services = &compose["services"];
     let known: Vec<&str> = tidegate::config::VARS.iter().map(|v| v.name).collect();
-    for name in ["tidegate", "demo"] {
+    for name in ["tidegate", "demo", "govern"] {
         let env = environment(&services[name]);
         for (var, _) in &env {
             assert!(
@@ -208,7 +208,7 @@ fn the_images_and_composes_commands_and_health_checks_are_the_binarys() {
     assert!(the_binary_takes(&health[1..]), "{health:?}");
 
     let compose = load("docker-compose.yml");
-    for name in ["tidegate", "demo"] {
+    for name in ["tidegate", "demo", "govern"] {
         let service = &compose["services"][name];
         let command = strings(&service["command"]);
         let command = if command.is_empty() {
