@@ -255,3 +255,82 @@ async fn one_governor_at_a_time_and_a_dead_ones_limit_is_taken_over() {
     );
     first_stop.cancel();
 }
+
+/// A governed queue and a queue tidegate works itself, on one database: one budget, with a pace
+/// for each, and batches of one for the governed queue's workers only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_governed_queue_and_a_tidegate_queue_share_one_budget() {
+    let app = app().await;
+    let own: Vec<NewJob> = (0..20_000)
+        .map(|n| {
+            NewJob::new(
+                "upsert",
+                serde_json::json!({"collection": "effects", "key": ["job"],
+                    "document": {"job": n}}),
+            )
+        })
+        .collect();
+    app.queue.add_bulk(&own).await.expect("add tidegate's jobs");
+    let governed_name = common::unique("governed");
+    let governed = tidegate::queue::Queue::new(
+        app.redis.clone(),
+        &app.settings.queue_prefix,
+        &governed_name,
+    );
+    let jobs: Vec<NewJob> = (0..5_000)
+        .map(|i| NewJob::new("work", serde_json::json!({ "n": i })))
+        .collect();
+    governed.add_bulk(&jobs).await.expect("add the team's jobs");
+    let _workers = workers(&governed_name, None);
+
+    let stop = CancellationToken::new();
+    let pacer = Pacer::govern(
+        app.settings.control.clone(),
+        app.redis.clone(),
+        app.store.clone(),
+        (&app.settings.queue_prefix, &governed_name, 1.0),
+        Fallback::Found,
+    )
+    .expect("a governor");
+    let governor = tokio::spawn(pacer.run(stop.clone()));
+    let (worker, control) = app
+        .paced_worker(app.builtin(), &stop)
+        .expect("tidegate's worker");
+    let worker = tokio::spawn(worker.run(stop.clone()));
+
+    let mut reader = tidegate::control::budget::Budget::new(
+        app.redis.clone(),
+        tidegate::queue::keys::BudgetKeys::new(&app.settings.control.budget),
+        app.queue.name(),
+        1.0,
+        app.settings.control.interval,
+    );
+    let queues = [app.queue.name().to_owned(), governed_name.clone()];
+    // Polled as `common::eventually` does; the reader is borrowed by each read.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let paces = loop {
+        let (_, paces) = reader.published(&queues).await.expect("published");
+        if let (Some(own), Some(governed)) = (paces.first(), paces.get(1))
+            && own.rate > 0.0
+            && governed.rate > 0.0
+            && governed.batch == 1
+            && own.batch > 1
+        {
+            break (own.clone(), governed.clone());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a pace for each queue, batches of one for the governed: {paces:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("paces: {paces:?}");
+    stop.cancel();
+    governor.await.expect("the governor stops");
+    control.await.expect("the pacer stops");
+    worker
+        .await
+        .expect("the worker stops")
+        .expect("the worker ran");
+    app.store.database().drop().await.expect("drop");
+}

@@ -137,8 +137,21 @@ impl Controller {
         self.queues[q].class
     }
 
+    /// Each sharing queue's state, created when new, with the largest batch its member allows.
+    fn enroll(&mut self, shares: &[Share]) {
+        for share in shares {
+            let q = self.queue(&share.queue);
+            let queue = &mut self.queues[q];
+            queue.largest = share.largest;
+            if let Some(largest) = share.largest {
+                queue.batch = queue.batch.min(largest.max(1));
+            }
+        }
+    }
+
     /// Keeps the current paces for one interval.
     pub fn hold(&mut self, shares: &[Share]) -> Decision {
+        self.enroll(shares);
         let paces = shares
             .iter()
             .map(|s| {
@@ -171,14 +184,7 @@ impl Controller {
     /// `shares` the queues that share the budget.
     pub fn step(&mut self, sample: &Sample, batches: &[Batch], shares: &[Share]) -> Decision {
         self.steps += 1;
-        for share in shares {
-            let q = self.queue(&share.queue);
-            let queue = &mut self.queues[q];
-            queue.largest = share.largest;
-            if let Some(largest) = share.largest {
-                queue.batch = queue.batch.min(largest.max(1));
-            }
-        }
+        self.enroll(shares);
         let c = self.config;
         if !sample.probe_ok {
             // Whatever the batches may use is unknown: the floor, shared by weight.
