@@ -1,6 +1,7 @@
 //! Every Grafana panel shows data after a real run: `tidegate demo` processes a small day on the
 //! local services (paced, with FerretDB's CPU through Prometheus when FerretDB is the database)
-//! while Prometheus scrapes it, beside a `tidegate run` whose schedule is on; then each panel's
+//! while Prometheus scrapes it, beside a `tidegate run` whose schedule is on and which governs
+//! a BullMQ queue; then each panel's
 //! PromQL (its variables at "All") is evaluated on that Prometheus at a moment during the run,
 //! and each panel must return at least one series. And every dashboard can be imported into
 //! any Grafana: its data source and the scrape job are variables, not our names.
@@ -113,7 +114,9 @@ async fn every_panel_shows_data_after_a_real_run() {
         // Its own budget: leading the demo's, it would see no CPU (no probe configured here).
         .env("TIDEGATE_BUDGET", common::unique("dash_scheduled"))
         .env("TIDEGATE_APPS", "score")
-        .env("TIDEGATE_SCHEDULE", "@yearly"),
+        .env("TIDEGATE_SCHEDULE", "@yearly")
+        // And a BullMQ queue of no one's it governs, for the governed queues' panel.
+        .env("TIDEGATE_GOVERN", common::unique("dash_governed")),
     );
     let _scraped = common::Scraped::new("dash", &[format!("127.0.0.1:{port}")]);
     let mut demo = Command::new(env!("CARGO_BIN_EXE_tidegate"));
