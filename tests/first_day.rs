@@ -236,12 +236,14 @@ async fn a_firing_missed_while_no_process_was_up_runs_when_one_starts() {
     let missed = Missed::new().await;
     let (port, admin) = (free_port(), free_port());
     let process = missed.start(port, admin, "6h");
+    // The run is recorded before its jobs are added, its count (`planned`) once they are: a
+    // run read in between has none yet.
     let runs = common::eventually(
         "the missed firing's run to be planned",
         Duration::from_secs(60),
         || async {
             let runs = missed.scheduled_runs().await;
-            (!runs.is_empty()).then_some(runs)
+            (!runs.is_empty() && runs.iter().all(|r| r.get_i64("planned").is_ok())).then_some(runs)
         },
     )
     .await;
