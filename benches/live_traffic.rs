@@ -430,6 +430,21 @@ struct Child {
     started: Instant,
 }
 
+impl Child {
+    /// SIGTERM, as a deploy stops it (it finishes or hands back what it holds), and up to
+    /// `grace` for it to exit.
+    async fn terminate(&mut self, grace: Duration) {
+        if let Some(pid) = self.child.id() {
+            let _ = tokio::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()
+                .await;
+        }
+        let _ = tokio::time::timeout(grace, self.child.wait()).await;
+    }
+}
+
 impl Bench {
     fn now(&self) -> f64 {
         self.epoch.elapsed().as_secs_f64()
@@ -749,17 +764,7 @@ impl Bench {
         self.prepare(phase, Some(self.settings.users)).await?;
         let queue = self.enqueue_day(phase).await?;
         let jobs = queue.counts().await?.waiting;
-        let service = Service::start(
-            &self.client,
-            &self.database(phase),
-            self.settings.service_docs,
-            self.epoch,
-        );
-        self.meter.read().await;
-        self.begin(phase);
-        service.set_rate(self.settings.service_rate);
-        self.run_for(phase, "service", &service, Duration::from_secs(5), None)
-            .await;
+        let service = self.service_first(phase).await;
         let mut governor = if phase == "node-governed" {
             let mut command = self.tidegate(phase, phase, &["govern"])?;
             command.env("TIDEGATE_GOVERN", queue.name());
@@ -794,15 +799,8 @@ impl Bench {
         for mut worker in workers {
             let _ = worker.kill().await;
         }
-        if let Some(governor) = &mut governor
-            && let Some(pid) = governor.child.id()
-        {
-            let _ = tokio::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status()
-                .await;
-            let _ = tokio::time::timeout(Duration::from_secs(30), governor.child.wait()).await;
+        if let Some(governor) = &mut governor {
+            governor.terminate(Duration::from_secs(30)).await;
         }
         self.marks.push((self.now(), format!("{phase} ends")));
         self.end(service);
@@ -826,9 +824,9 @@ impl Bench {
         Ok(())
     }
 
-    /// The service beside a batch of one day (`naive` or `paced`), until the batch ends.
-    async fn beside(&mut self, phase: &str) -> Result<(), BoxError> {
-        self.prepare(phase, Some(self.settings.users)).await?;
+    /// Begins `phase` with the service at its rate, alone for five seconds, so that the
+    /// batch's start shows against it.
+    async fn service_first(&mut self, phase: &str) -> Service {
         let service = Service::start(
             &self.client,
             &self.database(phase),
@@ -838,9 +836,15 @@ impl Bench {
         self.meter.read().await;
         self.begin(phase);
         service.set_rate(self.settings.service_rate);
-        // Five seconds of the service alone, so the batch's start shows against it.
         self.run_for(phase, "service", &service, Duration::from_secs(5), None)
             .await;
+        service
+    }
+
+    /// The service beside a batch of one day (`naive` or `paced`), until the batch ends.
+    async fn beside(&mut self, phase: &str) -> Result<(), BoxError> {
+        self.prepare(phase, Some(self.settings.users)).await?;
+        let service = self.service_first(phase).await;
         let args: &[&str] = if phase == "naive" {
             &["naive", "--date", DATE]
         } else {
@@ -977,14 +981,9 @@ impl Bench {
             self.notes.push(format!(
                 "{phase}: the work ended before the trace did; use a larger LIVE_TRACE_USERS"
             ));
-        } else if let Some(pid) = child.child.id() {
-            let _ = tokio::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status()
-                .await;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(60), child.child.wait()).await;
+        // Ended by itself, it exits at once; otherwise it is stopped as a deploy stops it.
+        child.terminate(Duration::from_secs(60)).await;
         self.end(service);
         Ok(())
     }

@@ -40,13 +40,14 @@ async fn app() -> App {
     .await
 }
 
-/// A governor of the app's queue, run until `stop` (or aborted, as a process killed).
-fn governor(app: &App, stop: &CancellationToken) -> JoinHandle<()> {
+/// A governor of `queue` on the app's budget, run until `stop` (or aborted, as a process
+/// killed).
+fn governor(app: &App, queue: &str, stop: &CancellationToken) -> JoinHandle<()> {
     let pacer = Pacer::govern(
         app.settings.control.clone(),
         app.redis.clone(),
         app.store.clone(),
-        (&app.settings.queue_prefix, app.queue.name(), 1.0),
+        (&app.settings.queue_prefix, queue, 1.0),
         Fallback::Found,
     )
     .expect("a governor");
@@ -155,7 +156,7 @@ async fn honoured_and_handed_back(limiter: Option<(u64, u64)>) {
     let own = limiter.map(|(max, duration)| format!("{max}/{duration}"));
     let _workers = workers(app.queue.name(), own.as_deref());
     let stop = CancellationToken::new();
-    let task = governor(&app, &stop);
+    let task = governor(&app, app.queue.name(), &stop);
     // Theirs, once learned; the governor's own is at least a tenth of a second.
     let window = limiter.map_or(100, |(_, duration)| duration * 9 / 10);
     let written = limit_at_ceiling(&app, window).await;
@@ -205,7 +206,7 @@ async fn one_governor_at_a_time_and_a_dead_ones_limit_is_taken_over() {
     };
 
     let first_stop = CancellationToken::new();
-    let first = governor(&app, &first_stop);
+    let first = governor(&app, app.queue.name(), &first_stop);
     let first_id = common::eventually(
         "the first governor to hold the queue",
         Duration::from_secs(10),
@@ -214,7 +215,7 @@ async fn one_governor_at_a_time_and_a_dead_ones_limit_is_taken_over() {
     .await;
     limit_at_ceiling(&app, 100).await;
     let second_stop = CancellationToken::new();
-    let second = governor(&app, &second_stop);
+    let second = governor(&app, app.queue.name(), &second_stop);
     // The second stands by while the first renews its lease: over several of its intervals,
     // the holder stays the first.
     for _ in 0..6 {
@@ -284,15 +285,7 @@ async fn a_governed_queue_and_a_tidegate_queue_share_one_budget() {
     let _workers = workers(&governed_name, None);
 
     let stop = CancellationToken::new();
-    let pacer = Pacer::govern(
-        app.settings.control.clone(),
-        app.redis.clone(),
-        app.store.clone(),
-        (&app.settings.queue_prefix, &governed_name, 1.0),
-        Fallback::Found,
-    )
-    .expect("a governor");
-    let governor = tokio::spawn(pacer.run(stop.clone()));
+    let governor = governor(&app, &governed_name, &stop);
     let (worker, control) = app
         .paced_worker(app.builtin(), &stop)
         .expect("tidegate's worker");

@@ -110,11 +110,22 @@ pub struct Pacer {
 }
 
 impl Pacer {
+    /// A pacer for a worker's `throttle` (see [`Pacer::build`] and [`Pacer::govern`]).
     pub fn new(
         options: ControlOptions,
         budget: Budget,
         probes: Probes,
         throttle: Throttle,
+        store: Store,
+    ) -> Self {
+        Self::driving(options, budget, probes, Actuator::Worker(throttle), store)
+    }
+
+    fn driving(
+        options: ControlOptions,
+        budget: Budget,
+        probes: Probes,
+        actuator: Actuator,
         store: Store,
     ) -> Self {
         let c = &options.controller;
@@ -127,7 +138,7 @@ impl Pacer {
             options,
             budget,
             probes,
-            actuator: Actuator::Worker(throttle),
+            actuator,
             store,
             controller: None,
             reported_errors: 0,
@@ -142,16 +153,9 @@ impl Pacer {
         }
     }
 
-    /// A pacer for `queue` on its database's budget, and the throttle it sets; the worker's
-    /// batches are at most `burst` documents. Prometheus, when configured, is asked first;
-    /// serverStatus always runs, as the database's own word on whether it can be reached.
-    pub fn build(
-        options: ControlOptions,
-        redis: Redis,
-        queue: &str,
-        store: Store,
-        burst: usize,
-    ) -> Result<(Self, Throttle), ProbeError> {
+    /// The probes of `options`' database: Prometheus, when configured, first; serverStatus
+    /// always, as the database's own word on whether it can be reached.
+    fn probes(options: &ControlOptions, store: &Store) -> Result<Probes, ProbeError> {
         // A probe must answer within the interval, so an unreachable database is seen as
         // blind in time to drop the rate at the next step.
         let timeout = options.interval.mul_f64(0.8);
@@ -169,7 +173,20 @@ impl Pacer {
                 timeout,
             )?));
         }
-        sources.push(Box::new(ServerStatusProbe::new(&store, timeout)));
+        sources.push(Box::new(ServerStatusProbe::new(store, timeout)));
+        Ok(Probes::new(sources))
+    }
+
+    /// A pacer for `queue` on its database's budget, and the throttle it sets; the worker's
+    /// batches are at most `burst` documents.
+    pub fn build(
+        options: ControlOptions,
+        redis: Redis,
+        queue: &str,
+        store: Store,
+        burst: usize,
+    ) -> Result<(Self, Throttle), ProbeError> {
+        let probes = Self::probes(&options, &store)?;
         let keys = BudgetKeys::new(&options.budget);
         let budget = Budget::new(
             redis.clone(),
@@ -180,18 +197,13 @@ impl Pacer {
         );
         let turns = Turns::new(redis, &keys, queue, budget.id());
         let throttle = Throttle::new(options.controller.floor, burst, Some(turns));
-        let pacer = Self::new(
-            options,
-            budget,
-            Probes::new(sources),
-            throttle.clone(),
-            store,
-        );
+        let pacer = Self::new(options, budget, probes, throttle.clone(), store);
         Ok((pacer, throttle))
     }
 
     /// A pacer that governs BullMQ queue `queue` (under `prefix`), worked by others, on its
-    /// database's budget with `weight`: its pace becomes the queue's global rate limit.
+    /// database's budget with `weight`: its pace becomes the queue's global rate limit. The
+    /// queue's lease lasts as long as a budget membership.
     pub fn govern(
         options: ControlOptions,
         redis: Redis,
@@ -199,13 +211,12 @@ impl Pacer {
         (prefix, queue, weight): (&str, &str, f64),
         fallback: Fallback,
     ) -> Result<Self, ProbeError> {
-        let (mut pacer, _) = Self::build(options, redis.clone(), queue, store, 1)?;
-        let keys = BudgetKeys::new(&pacer.options.budget);
-        pacer.budget =
-            Budget::new(redis.clone(), keys, queue, weight, pacer.options.interval).with_largest(1);
-        let ttl = (pacer.options.interval * 3).max(Duration::from_millis(300));
-        let governor = Governor::new(redis, prefix, queue, pacer.budget.id(), ttl, fallback);
-        pacer.actuator = Actuator::Governor(Box::new(Governed {
+        let probes = Self::probes(&options, &store)?;
+        let keys = BudgetKeys::new(&options.budget);
+        let budget =
+            Budget::new(redis.clone(), keys, queue, weight, options.interval).with_largest(1);
+        let governor = Governor::new(redis, prefix, queue, budget.id(), budget.ttl(), fallback);
+        let actuator = Actuator::Governor(Box::new(Governed {
             governor,
             holds: false,
             theirs: None,
@@ -215,7 +226,7 @@ impl Pacer {
             warned_ignored: false,
             warned_version: false,
         }));
-        Ok(pacer)
+        Ok(Self::driving(options, budget, probes, actuator, store))
     }
 
     /// Ticks every interval until `stop`, then leaves the budget.

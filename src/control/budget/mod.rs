@@ -306,6 +306,11 @@ impl Budget {
         &self.id
     }
 
+    /// How long membership and the lease last without renewal.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     pub fn queue(&self) -> &str {
         &self.queue
     }

@@ -20,6 +20,18 @@ fn config() -> Config {
     }
 }
 
+/// The settings of `tests/control.rs` on the indexed FerretDB: a target of 40%, batches of at
+/// most 100, paces from 20 to 50,000 documents/s.
+fn indexed_ferretdb() -> Config {
+    Config {
+        target_cpu: 40.0,
+        floor: 20.0,
+        ceiling: 50_000.0,
+        max_batch: 100,
+        ..config()
+    }
+}
+
 /// The plant's pace from the controller, for one queue that always has work.
 fn pacing(ctl: &mut Controller) -> impl FnMut(&Sample, &[Batch]) -> plant::Pace + '_ {
     let shares = [Share {
@@ -459,13 +471,7 @@ fn cheap_batches_on_an_indexed_ferretdb_hold_the_target_without_a_leap() {
     // error is "negligible" per batch, not per second), the pace leapt from 1,175 to 14,643
     // documents/s in one interval and the CPU to 2.5× the target; and a fixed part believed
     // nought shrank the real test's batches to one document, paced at the ceiling.
-    let config = Config {
-        target_cpu: 40.0,
-        floor: 20.0,
-        ceiling: 50_000.0,
-        max_batch: 100,
-        ..config()
-    };
+    let config = indexed_ferretdb();
     for seed in [1, 2, 3] {
         let db = Database::documentdb(Traffic::Steps(vec![(0.0, 2.0)]));
         let run = run(&db, config, 90.0, seed);
@@ -491,13 +497,7 @@ fn a_governed_queue_is_paced_in_jobs_of_one_and_holds_the_target() {
     // are of one, and every pace is for batches of one: a pace for larger ones extrapolates a
     // cost per document its workers never pay (and here, ignoring the member, the batches
     // grow to two and the plant's workers, like the queue's, never take them).
-    let config = Config {
-        target_cpu: 40.0,
-        floor: 20.0,
-        ceiling: 50_000.0,
-        max_batch: 100,
-        ..config()
-    };
+    let config = indexed_ferretdb();
     let shares = [Share {
         queue: "governed".into(),
         weight: 1.0,
