@@ -1,25 +1,27 @@
 # tidegate's image: compiled in the Rust image, run from a slim Debian as a non-root user.
 #
-#   docker build -t tidegate .                                  # `tidegate run` and the CLI
-#   docker build -t visits --build-arg EXAMPLE=own_pipeline .   # also a program of your own
+#   docker build -t tidegate .                          # `tidegate run` and the CLI
+#   docker build -t visits --build-arg EXAMPLE=visits . # also a program of your own
 #
-# With EXAMPLE, examples/<EXAMPLE>.rs (a `main` that serves a pipeline of its own through
-# tidegate::app::serve) is built too and installed as /usr/local/bin/<EXAMPLE>; run it with
-# `--entrypoint <EXAMPLE>` (compose: `entrypoint: [<EXAMPLE>]`). `tidegate` stays in the image
-# for `health` (the HEALTHCHECK), `config` and `setup`. tests/image.rs builds exactly what
-# this file copies.
+# With EXAMPLE, the workspace member of that package name (examples/visits: a `main` that gives
+# the engine a pipeline of its own) is built too and installed as /usr/local/bin/<EXAMPLE>; run
+# it with `--entrypoint <EXAMPLE>` (compose: `entrypoint: [<EXAMPLE>]`). `tidegate` stays in
+# the image for `health` (the HEALTHCHECK), `config` and `setup`. tests/image.rs builds
+# exactly what this file copies.
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-COPY benches ./benches
+COPY engine ./engine
+COPY apps ./apps
 COPY examples ./examples
+COPY benches ./benches
 ARG EXAMPLE=""
 RUN cargo build --release --locked --bin tidegate \
     && install -D target/release/tidegate /out/tidegate \
     && if [ -n "$EXAMPLE" ]; then \
-         cargo build --release --locked --example "$EXAMPLE" \
-         && install -D "target/release/examples/$EXAMPLE" "/out/$EXAMPLE"; \
+         cargo build --release --locked -p "$EXAMPLE" \
+         && install -D "target/release/$EXAMPLE" "/out/$EXAMPLE"; \
        fi
 
 FROM debian:bookworm-slim

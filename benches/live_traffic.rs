@@ -684,8 +684,7 @@ impl Bench {
         let from = date.and_hms_opt(0, 0, 0).ok_or("date")?.and_utc();
         let to = from + chrono::Duration::days(1);
         let users: Vec<String> = futures::TryStreamExt::try_collect(
-            tidegate::score::targets(&store, date, chrono_tz::UTC, Duration::from_secs(600))
-                .await?,
+            tidegate_score::targets(&store, date, chrono_tz::UTC, Duration::from_secs(600)).await?,
         )
         .await?;
         let redis = tidegate::queue::connect(&must_env("REDIS_URL")?).await?;

@@ -1,4 +1,5 @@
-//! The `tidegate` command line: thin wrappers over the library.
+//! The `tidegate` command line: thin wrappers over the engine and the built-in applications
+//! (`tidegate_cli`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -6,11 +7,13 @@ use std::process::ExitCode;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 use futures::TryStreamExt;
-use tidegate::app::{self, App};
-use tidegate::config::{self, Application, Settings};
+use tidegate::config::{self, ConfigError, Settings};
 use tidegate::control::{controller, simulate};
+use tidegate::engine::{self, Engine};
 use tidegate::progress::Progress;
-use tidegate::score;
+use tidegate_cli::{APPS, Application, read_apps, register};
+use tidegate_score as score;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
@@ -113,7 +116,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Config { markdown: true } = cli.command {
-        print!("{}", config::markdown_table());
+        print!("{}", config::markdown_table(&[&APPS]));
         return ExitCode::SUCCESS;
     }
     if let Command::Metrics = cli.command {
@@ -129,18 +132,23 @@ fn main() -> ExitCode {
     {
         return run_simulation(*users, *target_cpu, out);
     }
-    let settings = match Settings::from_env() {
-        Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("tidegate: {e}");
+    let lookup = |name: &str| std::env::var(name).ok();
+    let (settings, apps) = match (Settings::from_lookup(lookup), read_apps(lookup)) {
+        (Ok(settings), Ok(apps)) => (settings, apps),
+        (settings, apps) => {
+            let mut problems = settings.err().map(|e| e.0).unwrap_or_default();
+            problems.extend(apps.err());
+            eprintln!("tidegate: {}", ConfigError(problems));
             return ExitCode::from(2);
         }
     };
+    let (apps, apps_shown, apps_source) = apps;
     if let Command::Config { .. } = cli.command {
         for (var, value) in settings.effective() {
             let source = settings.source(var.name);
             println!("{:<28} {:<40} ({source})", var.name, value);
         }
+        println!("{:<28} {:<40} ({apps_source})", APPS.name, apps_shown);
         let tz = settings.timezone;
         match &settings.schedule {
             Some(schedule) => {
@@ -150,7 +158,7 @@ fn main() -> ExitCode {
                     .map(|t| t.format("%a %Y-%m-%d %H:%M %Z").to_string())
                     .collect();
                 println!("next firings ({tz}): {}", next.join(", "));
-                if !settings.apps.contains(&Application::Score) {
+                if !apps.contains(&Application::Score) {
                     println!("(no enabled application plans days: the schedule fires nothing)");
                 }
             }
@@ -174,7 +182,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(execute(cli.command, settings)) {
+    match runtime.block_on(execute(cli.command, settings, apps)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "tidegate stopped");
@@ -228,7 +236,7 @@ fn run_simulation(users: u64, target_cpu: f64, out: &Path) -> ExitCode {
 
 /// Seeds a day of events, showing progress in users.
 async fn seed_events(
-    app: &App,
+    app: &Engine,
     date: NaiveDate,
     users: u64,
     seed: u64,
@@ -274,20 +282,29 @@ async fn health(settings: &Settings, ready: bool) -> Result<(), Box<dyn std::err
     }
 }
 
-/// The settings with the score application enabled, for the commands that are the score's own
-/// (`demo`, `seed-data`).
-fn with_score(mut settings: Settings) -> Settings {
-    if !settings.apps.contains(&Application::Score) {
-        settings.apps.push(Application::Score);
+/// The applications with the score enabled, for the commands that are the score's own (`demo`,
+/// `seed-data`).
+fn with_score(mut apps: Vec<Application>) -> Vec<Application> {
+    if !apps.contains(&Application::Score) {
+        apps.push(Application::Score);
     }
-    settings
+    apps
+}
+
+/// The engine with `apps` registered: as `tidegate run` builds it, for the other commands.
+async fn connect(settings: Settings, apps: &[Application]) -> Result<Engine, engine::AppError> {
+    Ok(register(Engine::connect(settings).await?, apps))
 }
 
 /// `tidegate setup`: the enabled applications' indexes, each printed with its collection and
 /// whether it exists, then the missing ones created (unless `dry_run`).
-async fn setup(settings: Settings, dry_run: bool) -> Result<(), Box<dyn std::error::Error>> {
+async fn setup(
+    settings: Settings,
+    apps: &[Application],
+    dry_run: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
     let database = settings.database.clone();
-    let app = App::connect(settings).await?;
+    let app = connect(settings, apps).await?;
     let indexes = app.indexes().await?;
     if indexes.is_empty() {
         println!("no enabled application (TIDEGATE_APPS) needs an index: nothing to create");
@@ -310,7 +327,7 @@ async fn setup(settings: Settings, dry_run: bool) -> Result<(), Box<dyn std::err
 
 /// The score's indexes, for the commands that write its sample events (`demo`, `seed-data`):
 /// asked to write them, they bring what reading them needs, as a team's own data would have.
-async fn create_missing_indexes(app: &App) -> Result<(), Box<dyn std::error::Error>> {
+async fn create_missing_indexes(app: &Engine) -> Result<(), Box<dyn std::error::Error>> {
     for index in app.create_missing_indexes().await? {
         println!("index      created {index}");
     }
@@ -321,17 +338,35 @@ fn yesterday(settings: &Settings) -> NaiveDate {
     tidegate::schedule::day_for(chrono::Utc::now().with_timezone(&settings.timezone))
 }
 
-async fn execute(command: Command, settings: Settings) -> Result<(), Box<dyn std::error::Error>> {
+/// `tidegate run` (`apps`, and the queues of `TIDEGATE_GOVERN`) or `tidegate govern` (no
+/// application) until SIGTERM or SIGINT.
+async fn serve(settings: Settings, apps: &[Application]) -> Result<(), engine::AppError> {
+    let stop = CancellationToken::new();
+    let engine = engine::connect_until(settings, &stop).await?;
+    register(engine, apps).run_until(stop).await
+}
+
+async fn execute(
+    command: Command,
+    settings: Settings,
+    apps: Vec<Application>,
+) -> Result<(), Box<dyn std::error::Error>> {
     match command {
         // Handled before settings are read.
         Command::Config { .. } | Command::Metrics | Command::Simulate { .. } => Ok(()),
-        Command::Run => Ok(app::run(settings).await?),
-        Command::Govern => Ok(app::govern(settings).await?),
-        Command::Setup { dry_run } => setup(settings, dry_run).await,
+        Command::Run if apps.is_empty() => Err(
+            "TIDEGATE_APPS enables no pipeline (`none`): `tidegate run` would take no job; enable one (`upsert`, `score`)".into(),
+        ),
+        Command::Run => Ok(serve(settings, &apps).await?),
+        Command::Govern if settings.govern.is_empty() => Err(
+            "TIDEGATE_GOVERN names no queue: `tidegate govern` would pace nothing; name the BullMQ queues your workers take from (`visits,emails:0.5`)".into(),
+        ),
+        Command::Govern => Ok(serve(settings, &[]).await?),
+        Command::Setup { dry_run } => setup(settings, &apps, dry_run).await,
         Command::Health { ready } => health(&settings, ready).await,
         Command::SeedData { users, date, seed } => {
             let date = date.unwrap_or_else(|| yesterday(&settings));
-            let app = App::connect(with_score(settings)).await?;
+            let app = connect(settings, &with_score(apps)).await?;
             create_missing_indexes(&app).await?;
             let report = seed_events(&app, date, users, seed).await?;
             println!(
@@ -342,26 +377,29 @@ async fn execute(command: Command, settings: Settings) -> Result<(), Box<dyn std
         }
         Command::Demo { users, date } => {
             let date = date.unwrap_or_else(|| yesterday(&settings));
-            let app = App::connect(with_score(settings)).await?;
+            let app = connect(settings, &with_score(apps)).await?;
             create_missing_indexes(&app).await?;
             let seeded = seed_events(&app, date, users, 7).await?;
             println!(
                 "seeded     {date}: {} users, {} events",
                 seeded.users, seeded.events
             );
-            let report = app::process_day(&app, app.builtin(), date, "demo", true).await?;
+            let report = app.process_day(date, "demo", true).await?;
             println!("{report}");
             Ok(())
         }
+        Command::Rerun { .. } if !apps.contains(&Application::Score) => Err(
+            "no daily application is enabled: set TIDEGATE_APPS to one that plans days (such as `score`)".into(),
+        ),
         Command::Rerun { date, purge } => {
-            let app = App::connect(settings).await?;
-            let report = app::process_day(&app, app.builtin(), date, "rerun", purge).await?;
+            let app = connect(settings, &apps).await?;
+            let report = app.process_day(date, "rerun", purge).await?;
             println!("{report}");
             Ok(())
         }
         Command::Naive { date } => {
             let date = date.unwrap_or_else(|| yesterday(&settings));
-            let app = App::connect(settings).await?;
+            let app = Engine::connect(settings).await?;
             let tz = app.settings.timezone;
             let lease = app.settings.plan_lease;
             let users: Vec<String> = app

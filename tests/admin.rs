@@ -12,7 +12,7 @@ use fantoccini::Locator;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tidegate::control::pacer::{ControlOptions, Pacer};
 use tidegate::http::admin::router;
-use tidegate::score;
+use tidegate_score as score;
 use tokio_util::sync::CancellationToken;
 
 use tidegate::queue::{Job, JobOptions, JobState, NewJob, Queue, Retention, Settlement};
@@ -362,6 +362,12 @@ async fn run_with_one_failure(admin: &Admin) -> (RunRecord, String) {
     })
     .await;
     let failed_id = unlucky.into_inner().expect("lock").expect("one job failed");
+    // The outbox ends it, off the batch's path.
+    admin
+        .runs
+        .wait_for_end(&run.id, Duration::from_secs(10))
+        .await
+        .expect("the run ends");
     (run, failed_id)
 }
 
@@ -428,7 +434,11 @@ async fn a_failed_job_is_retried_and_its_run_reopens_and_ends_again() {
 
     // The retry succeeds: the run ends again, succeeded.
     work(&admin, |job| complete(&job.id)).await;
-    let again = admin.runs.get(&run.id).await.expect("run").expect("exists");
+    let again = admin
+        .runs
+        .wait_for_end(&run.id, Duration::from_secs(10))
+        .await
+        .expect("the run ends again");
     assert_eq!(
         (again.outcome.as_deref(), again.completed, again.failed),
         (Some("succeeded"), 10, 0)

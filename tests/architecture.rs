@@ -1,17 +1,23 @@
-//! The import rules of ARCHITECTURE.md, checked on the source: every `crate::` path in `src/`
-//! (in `use` items and in code, macros included; comments left out) is an edge from the module
-//! whose file names it to the module it names. The rules are read from ARCHITECTURE.md's
-//! "Import rules" section, so the page and the check cannot drift apart: no circle among the
-//! crate's modules, and each "`a` knows nothing of `b`, `c`" line (or "`a` and `b` know nothing
-//! of ...") forbids those edges.
+//! The layers of ARCHITECTURE.md, checked on the engine's source (`engine/src/`): every path
+//! that names a module of the crate (`crate::`, in `use` items and in code, macros included,
+//! groups at any depth; `super::` and `self::` resolved from where they stand) is an edge from
+//! the module whose file names it to the module it names. Test code (`#[cfg(test)]` modules)
+//! may name anything of its crate and is left out. The layers are read from ARCHITECTURE.md's
+//! "Import rules" section, so the page and the check cannot drift apart: a module names only
+//! modules of the layers above its own, none of its own layer; every module of a scope has a
+//! layer, and a name that is no module fails the check, as does a line it cannot read.
+
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+
+use common::source::{block_end, code_only, rust_files};
+use std::path::Path;
 
 /// Module path → the module paths it names, e.g. `control::pacer` → {`queue::keys`, ...}.
 type Graph = BTreeMap<String, BTreeSet<String>>;
 
-/// `src/control/pacer.rs` → `control::pacer`; `src/queue/mod.rs` → `queue`; `src/lib.rs` → ``.
+/// `engine/src/control/pacer.rs` → `control::pacer`; `queue/mod.rs` → `queue`; `lib.rs` → ``.
 fn module_of(src: &Path, file: &Path) -> String {
     let relative = file.strip_prefix(src).expect("under src");
     let mut parts: Vec<String> = relative
@@ -24,93 +30,153 @@ fn module_of(src: &Path, file: &Path) -> String {
     parts.join("::")
 }
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("read src") {
-        let path = entry.expect("entry").path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
+/// `code` with every `#[cfg(test)]` item's body cut out: an inline `mod tests { ... }` or a
+/// test-only function; a `#[cfg(test)] mod x;` file is left out by [`test_modules`].
+fn without_tests(code: &str) -> String {
+    let mut out = String::with_capacity(code.len());
+    let mut rest = code;
+    while let Some(at) = rest.find("#[cfg(test)]") {
+        out.push_str(&rest[..at]);
+        rest = &rest[at + "#[cfg(test)]".len()..];
+        // The item ends at its first `;` (a declaration) or at the brace closing its body.
+        let (Some(semi), open) = (rest.find(';'), rest.find('{')) else {
+            break;
+        };
+        match open.filter(|&open| open < semi) {
+            None => rest = &rest[semi + 1..],
+            Some(open) => rest = &rest[block_end(rest, open).unwrap_or(rest.len())..],
         }
     }
+    out.push_str(rest);
+    out
 }
 
-/// The source without comments; string literals are kept (a `//` inside one is no comment).
-fn without_comments(source: &str) -> String {
-    let mut out = String::with_capacity(source.len());
-    let mut chars = source.chars().peekable();
-    let (mut in_string, mut escaped) = (false, false);
-    while let Some(c) = chars.next() {
-        if in_string {
-            out.push(c);
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match c {
-            '"' => {
-                in_string = true;
-                out.push(c);
-            }
-            '/' if chars.peek() == Some(&'/') => {
-                for rest in chars.by_ref() {
-                    if rest == '\n' {
-                        out.push('\n');
-                        break;
-                    }
-                }
-            }
-            '/' if chars.peek() == Some(&'*') => {
-                chars.next();
-                let mut last = ' ';
-                for rest in chars.by_ref() {
-                    if last == '*' && rest == '/' {
-                        break;
-                    }
-                    last = rest;
-                }
-            }
-            _ => out.push(c),
+/// The modules declared test-only by `#[cfg(test)] mod x;` in `code` of module `module`.
+fn test_modules(module: &str, code: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = code;
+    while let Some(at) = rest.find("#[cfg(test)]") {
+        rest = &rest[at + "#[cfg(test)]".len()..];
+        let item = rest.trim_start();
+        if let Some(decl) = item.strip_prefix("mod ")
+            && let Some(name) = decl.split(';').next().filter(|n| !n.contains('{'))
+        {
+            out.push(join(module, name.trim()));
         }
     }
     out
 }
 
-/// The module paths a source names with `crate::`: `crate::a::b::Item` names `a::b` (the path
-/// up to its first segment that is not a module, i.e. not lowercase), and each branch of
-/// `crate::{a, b::c}` is read the same way.
-fn named_modules(source: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
-    let source = without_comments(source);
-    let mut named = BTreeSet::new();
-    let mut rest = source.as_str();
-    while let Some(at) = rest.find("crate::") {
-        let before = rest[..at].chars().next_back();
-        rest = &rest[at + "crate::".len()..];
-        if before.is_some_and(|c| c.is_alphanumeric() || matches!(c, '_' | ':' | '$')) {
-            continue; // `$crate::`, `other_crate::`, a path that only ends in `crate`
-        }
-        if let Some(group) = rest.strip_prefix('{') {
-            let end = group.find('}').unwrap_or(group.len());
-            for branch in group[..end].split(',') {
-                named.extend(longest_module(branch.trim(), modules));
+fn join(module: &str, name: &str) -> String {
+    if module.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{module}::{name}")
+    }
+}
+
+/// The parent of `module` (`control::budget` → `control`; a top-level module → the crate).
+fn parent(module: &str) -> String {
+    module.rsplit_once("::").map_or("", |(p, _)| p).to_owned()
+}
+
+/// The full paths of one use tree: `a::{b, c::{d, e}}` → `a::b`, `a::c::d`, `a::c::e`.
+fn expand(tree: &str) -> Vec<String> {
+    let tree = tree.trim();
+    let Some(open) = tree.find('{') else {
+        return vec![tree.to_owned()];
+    };
+    let prefix = tree[..open].trim_end_matches("::").trim();
+    let inner = &tree[open + 1..tree.rfind('}').unwrap_or(tree.len())];
+    let (mut branches, mut depth, mut start) = (Vec::new(), 0, 0);
+    for (i, c) in inner.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                branches.push(&inner[start..i]);
+                start = i + 1;
             }
-        } else {
-            named.extend(longest_module(rest, modules));
+            _ => {}
+        }
+    }
+    branches.push(&inner[start..]);
+    branches
+        .into_iter()
+        .filter(|b| !b.trim().is_empty())
+        .flat_map(expand)
+        .map(|path| match (prefix.is_empty(), path.as_str()) {
+            (true, _) => path,
+            (false, "self") => prefix.to_owned(),
+            (false, _) => format!("{prefix}::{path}"),
+        })
+        .collect()
+}
+
+/// The use tree or path starting at `text`: up to the end of its braces, or of its last
+/// path segment.
+fn tree_at(text: &str) -> &str {
+    let mut depth = 0;
+    for (i, c) in text.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth > 0 => {
+                depth -= 1;
+                if depth == 0 {
+                    return &text[..=i];
+                }
+            }
+            c if depth == 0 && !(c.is_alphanumeric() || c == '_' || c == ':') => {
+                return &text[..i];
+            }
+            _ => {}
+        }
+    }
+    text
+}
+
+/// The module paths the code of `module` names: `crate::a::b::Item` names `a::b` (the longest
+/// known module the path starts with), `super::x` the parent's `x`, `self::x` its own `x`.
+fn named_modules(module: &str, code: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut named = BTreeSet::new();
+    for (root, base) in [
+        ("crate::", String::new()),
+        ("super::", parent(module)),
+        ("self::", module.to_owned()),
+    ] {
+        for (at, _) in code.match_indices(root) {
+            let before = code[..at].chars().next_back();
+            if before.is_some_and(|c| c.is_alphanumeric() || matches!(c, '_' | '$' | ':')) {
+                // `$crate::`, `other_crate::`, `xsuper::`; `super::super::` is read from its
+                // first `super`.
+                continue;
+            }
+            let mut path_start = &code[at..];
+            // Each further `super::` climbs one more level.
+            let mut base = base.clone();
+            path_start = &path_start[root.len()..];
+            while let Some(more) = path_start.strip_prefix("super::") {
+                base = parent(&base);
+                path_start = more;
+            }
+            for path in expand(tree_at(path_start)) {
+                let full = if path == "self" {
+                    base.clone()
+                } else {
+                    join(&base, &path)
+                };
+                if let Some(m) = longest_module(&full, modules) {
+                    named.insert(m);
+                }
+            }
         }
     }
     named
 }
 
-/// The longest known module that `path` (text starting at a module name) starts with.
+/// The longest known module that `path` starts with.
 fn longest_module(path: &str, modules: &BTreeSet<String>) -> Option<String> {
-    let end = path
-        .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
-        .unwrap_or(path.len());
-    let segments: Vec<&str> = path[..end].split("::").filter(|s| !s.is_empty()).collect();
+    let segments: Vec<&str> = path.split("::").filter(|s| !s.is_empty()).collect();
     (1..=segments.len())
         .rev()
         .map(|n| segments[..n].join("::"))
@@ -118,21 +184,31 @@ fn longest_module(path: &str, modules: &BTreeSet<String>) -> Option<String> {
 }
 
 fn crate_graph() -> Graph {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("engine/src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
-    // main.rs is the binary's own crate: it reaches the library as `tidegate::`.
-    files.retain(|f| f.file_name().is_some_and(|n| n != "main.rs"));
-    let modules: BTreeSet<String> = files.iter().map(|f| module_of(&src, f)).collect();
+    let sources: Vec<(String, String)> = files
+        .iter()
+        .map(|f| {
+            let source = std::fs::read_to_string(f).expect("read source");
+            (module_of(&src, f), code_only(&source))
+        })
+        .collect();
+    let tests: Vec<String> = sources
+        .iter()
+        .flat_map(|(m, code)| test_modules(m, code))
+        .collect();
+    let modules: BTreeSet<String> = sources.iter().map(|(m, _)| m.clone()).collect();
     let mut graph = Graph::new();
-    for file in &files {
-        let module = module_of(&src, file);
-        let source = std::fs::read_to_string(file).expect("read source");
-        let named = named_modules(&source, &modules)
+    for (module, code) in &sources {
+        if tests.iter().any(|t| within(module, t)) {
+            continue;
+        }
+        let named = named_modules(module, &without_tests(code), &modules)
             .into_iter()
-            .filter(|m| !within(&module, m) && !within(m, &module))
+            .filter(|m| !within(module, m) && !within(m, module))
             .collect();
-        graph.insert(module, named);
+        graph.insert(module.clone(), named);
     }
     graph
 }
@@ -142,112 +218,119 @@ fn within(inner: &str, outer: &str) -> bool {
     outer.is_empty() || inner == outer || inner.starts_with(&format!("{outer}::"))
 }
 
-/// The graph between top-level modules (`control::pacer` → `queue::keys` is `control` →
-/// `queue`), where the circles that matter live.
-fn top_level(graph: &Graph) -> Graph {
-    let top = |m: &str| m.split("::").next().unwrap_or(m).to_owned();
-    let mut out = Graph::new();
-    for (from, tos) in graph {
-        let entry = out.entry(top(from)).or_default();
-        for to in tos {
-            if top(to) != top(from) {
-                entry.insert(top(to));
-            }
-        }
-    }
-    out
+/// The module of `scope`'s level that `module` is in: with scope `control`,
+/// `control::budget::turns` is in `control::budget`; with the crate's scope, in `control`.
+/// `None` outside the scope or for the scope itself.
+fn at_level(module: &str, scope: &str) -> Option<String> {
+    let rest = if scope.is_empty() {
+        module
+    } else {
+        module.strip_prefix(scope)?.strip_prefix("::")?
+    };
+    let first = rest.split("::").next().filter(|s| !s.is_empty())?;
+    Some(join(scope, first))
 }
 
-/// One circle of `graph`, if it has any: the modules in order, the first repeated at the end.
-fn a_circle(graph: &Graph) -> Option<Vec<String>> {
-    fn visit(
-        node: &str,
-        graph: &Graph,
-        path: &mut Vec<String>,
-        done: &mut BTreeSet<String>,
-    ) -> Option<Vec<String>> {
-        if let Some(at) = path.iter().position(|n| n == node) {
-            let mut circle = path[at..].to_vec();
-            circle.push(node.to_owned());
-            return Some(circle);
-        }
-        if done.contains(node) {
-            return None;
-        }
-        path.push(node.to_owned());
-        for next in graph.get(node).into_iter().flatten() {
-            if let Some(circle) = visit(next, graph, path, done) {
-                return Some(circle);
-            }
-        }
-        path.pop();
-        done.insert(node.to_owned());
-        None
-    }
-    let mut done = BTreeSet::new();
-    graph
-        .keys()
-        .find_map(|node| visit(node, graph, &mut Vec::new(), &mut done))
+/// The layers of one scope (the crate's top-level modules, or one module's children), lowest
+/// first.
+#[derive(Debug, Clone)]
+struct Layers {
+    scope: String,
+    layers: Vec<Vec<String>>,
 }
 
-/// One "`a` knows nothing of `b`, `c`" line of ARCHITECTURE.md.
-#[derive(Debug)]
-struct Rule {
-    subject: String,
-    forbidden: Vec<String>,
-}
-
-fn rules() -> Vec<Rule> {
+fn layers() -> Vec<Layers> {
     let page =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("ARCHITECTURE.md"))
             .expect("ARCHITECTURE.md");
+    read_layers(&page)
+}
+
+/// The "Import rules" section's lists: a line `Layers of the engine:` or ``Layers of
+/// `control`:`` opens a scope, and each following `- ` line is a layer of backticked module
+/// names, lowest first. Any other `- ` line is an error: a rule the check cannot read.
+fn read_layers(page: &str) -> Vec<Layers> {
     let section = page
         .split("\n## ")
         .find(|s| s.starts_with("Import rules"))
         .expect("ARCHITECTURE.md has an \"Import rules\" section");
-    let mut rules = Vec::new();
-    for line in section.lines().filter_map(|l| l.strip_prefix("- ")) {
-        let Some((subject, forbidden)) = line
-            .split_once(" knows nothing of ")
-            .or_else(|| line.split_once(" know nothing of "))
-        else {
-            continue;
-        };
-        let names = |text: &str| -> Vec<String> {
-            text.split('`')
-                .skip(1)
-                .step_by(2)
-                .map(str::to_owned)
-                .collect()
-        };
-        let subjects = names(subject);
-        let forbidden = names(forbidden.split('(').next().unwrap_or(forbidden));
-        assert!(
-            !subjects.is_empty() && !forbidden.is_empty(),
-            "cannot read the rule {line:?}"
-        );
-        for subject in subjects {
-            rules.push(Rule {
-                subject,
-                forbidden: forbidden.clone(),
+    let names = |text: &str| -> Vec<String> {
+        text.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut out: Vec<Layers> = Vec::new();
+    for line in section.lines() {
+        if let Some(scope) = line.strip_prefix("Layers of ") {
+            let scope = match names(scope).as_slice() {
+                [] if scope.starts_with("the engine") => String::new(),
+                [one] => one.clone(),
+                _ => panic!("cannot read the scope of {line:?}"),
+            };
+            out.push(Layers {
+                scope,
+                layers: Vec::new(),
             });
+        } else if let Some(layer) = line.strip_prefix("- ") {
+            let layer = names(layer.split(':').next().unwrap_or(layer));
+            let scope = out
+                .last_mut()
+                .unwrap_or_else(|| panic!("a layer before any `Layers of` line: {line:?}"));
+            assert!(!layer.is_empty(), "cannot read the layer {line:?}");
+            scope.layers.push(
+                layer
+                    .into_iter()
+                    .map(|name| join(&scope.scope, &name))
+                    .collect(),
+            );
         }
     }
-    assert!(!rules.is_empty(), "the Import rules section states no rule");
-    rules
+    assert!(!out.is_empty(), "the Import rules section names no layer");
+    out
 }
 
-/// The edges of `graph` that break a rule, as "`from` names `to` (rule: ...)".
-fn broken(graph: &Graph, rules: &[Rule]) -> Vec<String> {
+/// What is wrong with `graph` under `layers`: names that are no module, modules of a scope
+/// with no layer, and edges that go up or sideways.
+fn broken(graph: &Graph, layers: &[Layers]) -> Vec<String> {
     let mut out = Vec::new();
-    for (from, tos) in graph {
-        for rule in rules.iter().filter(|r| within(from, &r.subject)) {
+    for scope in layers {
+        let level: BTreeSet<String> = graph
+            .keys()
+            .filter_map(|m| at_level(m, &scope.scope))
+            .collect();
+        let layer_of = |m: &str| scope.layers.iter().position(|l| l.iter().any(|n| n == m));
+        for name in scope.layers.iter().flatten() {
+            if !level.contains(name) {
+                out.push(format!("the layers name `{name}`, which is no module"));
+            }
+        }
+        for module in &level {
+            if layer_of(module).is_none() {
+                out.push(format!("`{module}` has no layer"));
+            }
+        }
+        for (from, tos) in graph {
+            let Some(a) = at_level(from, &scope.scope) else {
+                continue;
+            };
             for to in tos {
-                if let Some(f) = rule.forbidden.iter().find(|f| within(to, f)) {
-                    out.push(format!(
-                        "{from} names {to}: `{}` knows nothing of `{f}`",
-                        rule.subject
-                    ));
+                let Some(b) = at_level(to, &scope.scope) else {
+                    continue;
+                };
+                if a == b {
+                    continue;
+                }
+                if let (Some(la), Some(lb)) = (layer_of(&a), layer_of(&b))
+                    && lb >= la
+                {
+                    let way = if lb == la {
+                        "its own layer"
+                    } else {
+                        "a layer above it"
+                    };
+                    out.push(format!("{from} names {to}: `{b}` is in {way} (of `{a}`)"));
                 }
             }
         }
@@ -256,55 +339,127 @@ fn broken(graph: &Graph, rules: &[Rule]) -> Vec<String> {
 }
 
 #[test]
-fn the_modules_import_in_one_direction() {
+fn the_modules_import_down_their_layers() {
     let graph = crate_graph();
     assert!(graph.len() > 20, "read too few modules: {graph:?}");
-    if let Some(circle) = a_circle(&top_level(&graph)) {
-        panic!("the modules import in a circle: {}", circle.join(" → "));
-    }
-    let broken = broken(&graph, &rules());
-    assert!(broken.is_empty(), "rules broken:\n{}", broken.join("\n"));
+    let layers = layers();
+    assert!(
+        layers.iter().any(|l| l.scope == "control"),
+        "control's inside has layers"
+    );
+    let broken = broken(&graph, &layers);
+    assert!(broken.is_empty(), "layers broken:\n{}", broken.join("\n"));
 }
 
-/// The check can fail: one forbidden `use` or one edge that closes a circle, added to the real
-/// graph, is caught.
+/// The check can fail: an edge up, an edge sideways, a name that is no module, a module left
+/// out, and a line it cannot read are each caught, on the real graph and layers.
 #[test]
-fn a_forbidden_use_fails_the_check() {
-    let rules = rules();
-    let mut graph = crate_graph();
-    let rule = &rules[0];
-    let from = graph
-        .keys()
-        .find(|m| within(m, &rule.subject))
-        .expect("the rule's subject is a module")
-        .clone();
-    graph
-        .get_mut(&from)
-        .expect("module")
-        .insert(rule.forbidden[0].clone());
-    assert_eq!(broken(&graph, &rules).len(), 1);
-
-    let mut graph = crate_graph();
-    let (a, b) = ("queue".to_owned(), "worker".to_owned());
-    graph.entry(a.clone()).or_default().insert(b.clone());
-    graph.entry(b).or_default().insert(a);
-    assert!(a_circle(&top_level(&graph)).is_some());
+fn each_kind_of_break_fails_the_check() {
+    let layers = layers();
+    let graph = crate_graph();
+    let top = &layers[0];
+    let (low, high) = (&top.layers[0][0], &top.layers[top.layers.len() - 1][0]);
+    let mut up = graph.clone();
+    up.entry(low.clone()).or_default().insert(high.clone());
+    assert_eq!(broken(&up, &layers).len(), 1, "an edge up");
+    let side = top
+        .layers
+        .iter()
+        .find(|l| l.len() > 1)
+        .expect("a wide layer");
+    let mut sideways = graph.clone();
+    sideways
+        .entry(side[0].clone())
+        .or_default()
+        .insert(side[1].clone());
+    assert_eq!(broken(&sideways, &layers).len(), 1, "an edge sideways");
+    let control = layers
+        .iter()
+        .find(|l| l.scope == "control")
+        .expect("control");
+    let (inner_low, inner_high) = (&control.layers[0][0], &control.layers[1][0]);
+    let mut inside = graph.clone();
+    inside
+        .entry(inner_low.clone())
+        .or_default()
+        .insert(inner_high.clone());
+    assert_eq!(
+        broken(&inside, &layers).len(),
+        1,
+        "an edge up inside control"
+    );
+    let mut renamed = layers.clone();
+    renamed[0].layers[0].push("scores".into());
+    assert_eq!(
+        broken(&graph, &renamed).len(),
+        1,
+        "a name that is no module"
+    );
+    let mut missing = layers.clone();
+    missing[0].layers[0].remove(0);
+    assert!(
+        !broken(&graph, &missing).is_empty(),
+        "a module with no layer"
+    );
+    let unreadable = std::panic::catch_unwind(|| {
+        read_layers("## Import rules\nLayers of the engine:\n- queue, store\n")
+    });
+    assert!(unreadable.is_err(), "a layer line with no module name");
 }
 
 #[test]
-fn paths_are_read_from_use_items_groups_and_code_but_not_comments() {
-    let modules: BTreeSet<String> = ["queue", "queue::keys", "store", "runs", "telemetry"]
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    let source = r#"
+fn paths_are_read_in_every_form_but_not_in_comments_strings_or_tests() {
+    let modules: BTreeSet<String> = [
+        "queue",
+        "queue::keys",
+        "store",
+        "runs",
+        "telemetry",
+        "control",
+        "control::budget",
+        "control::law",
+        "control::budget::turns",
+        "http",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    let source = r##"
         use crate::queue::keys::{Keys, BudgetKeys};
-        use crate::{store::Store, runs};
+        use crate::{store::{Store, write::X}, runs, control::{law, budget::{self}}};
+        use super::turns::Turns;
         // use crate::telemetry;
-        let url = "http://x"; let n = crate::queue::now_ms();
+        let url = "crate::http"; let n = crate::queue::now_ms(); let c = '{';
+        let json = r#"{"a": "crate::http", "b": "}"#; let q = '\'';
         /* crate::telemetry::names */
         macro_rules! m { () => { $crate::telemetry::x() } }
-    "#;
-    let named: Vec<String> = named_modules(source, &modules).into_iter().collect();
-    assert_eq!(named, ["queue", "queue::keys", "runs", "store"]);
+        #[cfg(test)]
+        mod tests { use crate::http::Server; }
+    "##;
+    let code = without_tests(&code_only(source));
+    let named: Vec<String> = named_modules("control::budget::tick", &code, &modules)
+        .into_iter()
+        .collect();
+    assert_eq!(
+        named,
+        [
+            "control::budget",
+            "control::budget::turns",
+            "control::law",
+            "queue",
+            "queue::keys",
+            "runs",
+            "store"
+        ]
+    );
+    let climbing = named_modules(
+        "control::budget::turns",
+        "super::super::law::slots()",
+        &modules,
+    );
+    assert_eq!(climbing.into_iter().collect::<Vec<_>>(), ["control::law"]);
+    assert_eq!(
+        test_modules("control::controller", "#[cfg(test)]\nmod scenarios;"),
+        ["control::controller::scenarios"]
+    );
 }

@@ -316,7 +316,7 @@ async fn an_upsert_from_node_stores_extended_json_as_bson_types_and_a_js_date_as
         &[("TIDEGATE_QUEUE", &name), ("TIDEGATE_DATABASE", &database)],
     )
     .await;
-    work_until(&app.queue, app.builtin(), "the upsert to complete", |c| {
+    work_until(&app.queue, app.router(), "the upsert to complete", |c| {
         c.completed == 1
     })
     .await;

@@ -6,7 +6,7 @@ use std::process::Command;
 fn tidegate() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidegate"));
     // Start from the defaults whatever the calling shell exported.
-    for var in tidegate::config::VARS {
+    for var in tidegate_cli::vars() {
         cmd.env_remove(var.name);
     }
     cmd
@@ -18,10 +18,17 @@ fn bad_values_stop_startup_naming_each_variable() {
         .args(["run"])
         .env("TIDEGATE_RATE_CEILING", "lots")
         .env("TIDEGATE_TIMEZONE", "Asia/Seol")
+        .env("TIDEGATE_APPS", "upsert,scores")
         .output()
         .expect("run tidegate");
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // The command's own variable is named beside the engine's, in the one list.
+    assert!(
+        stderr.contains("3 problems")
+            && stderr.contains("TIDEGATE_APPS: \"upsert,scores\" is invalid (no application \"scores\"); accepted: `none`"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("TIDEGATE_RATE_CEILING: \"lots\" is invalid (not a number)"),
         "{stderr}"
@@ -65,7 +72,7 @@ fn config_prints_effective_settings_with_secrets_redacted() {
 fn readme_settings_table_is_generated_from_the_code() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
         .expect("README.md");
-    let table = tidegate::config::markdown_table();
+    let table = tidegate::config::markdown_table(&[&tidegate_cli::APPS]);
     assert!(
         readme.contains(&table),
         "README's settings table is stale; regenerate it with `tidegate config --markdown`:\n{table}"

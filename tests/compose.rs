@@ -92,7 +92,7 @@ fn compose_references_only_files_that_exist() {
 fn compose_sets_only_settings_tidegate_has_and_the_ports_agree() {
     let compose = load("docker-compose.yml");
     let services = &compose["services"];
-    let known: Vec<&str> = tidegate::config::VARS.iter().map(|v| v.name).collect();
+    let known: Vec<&str> = tidegate_cli::vars().map(|v| v.name).collect();
     for name in ["tidegate", "demo", "govern"] {
         let env = environment(&services[name]);
         for (var, _) in &env {
@@ -163,11 +163,8 @@ fn compose_sets_only_settings_tidegate_has_and_the_ports_agree() {
         .expect("REDIS_URL");
     let board = environment(&services["bull-board"]);
     assert!(board.contains(&("REDIS_URL".into(), redis)));
-    assert!(board.contains(&("QUEUES".into(), tidegate::config::QUEUE.default.into())));
-    assert!(board.contains(&(
-        "PREFIX".into(),
-        tidegate::config::QUEUE_PREFIX.default.into()
-    )));
+    assert!(board.contains(&("QUEUES".into(), (tidegate::config::QUEUE.default)())));
+    assert!(board.contains(&("PREFIX".into(), (tidegate::config::QUEUE_PREFIX.default)())));
 }
 
 /// Whether the binary takes `args` (a subcommand and its flags): clap answers `--help` after
@@ -240,7 +237,7 @@ fn the_kubernetes_example_is_the_binarys() {
         kind("PodMonitor"),
     );
     let known = |name: &str| {
-        tidegate::config::VARS.iter().any(|v| {
+        tidegate_cli::vars().any(|v| {
             v.name == name
                 || (v.secret != tidegate::config::Secret::No && format!("{}_FILE", v.name) == name)
         })

@@ -13,18 +13,18 @@ use chrono::NaiveDate;
 use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::doc;
 use serde_json::json;
-use tidegate::app::App;
 use tidegate::control::budget::{self, Budget, DecidedFrom, Finished, Report, Started, Turns};
 use tidegate::control::controller::{Config, Decision, Limiter, Pace};
 use tidegate::control::cost::Cost;
 use tidegate::control::pacer::{ControlOptions, Pacer};
 use tidegate::control::probe::{Probe, PrometheusProbe};
 use tidegate::control::throttle::Throttle;
+use tidegate::engine::Engine as App;
 use tidegate::queue::keys::BudgetKeys;
 use tidegate::queue::{NewJob, connect};
-use tidegate::score;
 use tidegate::store::{Store, StoreOptions};
 use tidegate::worker::{Worker, WorkerOptions};
+use tidegate_score as score;
 use tokio_util::sync::CancellationToken;
 
 const TZ: chrono_tz::Tz = chrono_tz::Asia::Seoul;
@@ -418,7 +418,7 @@ async fn world(users: u64) -> Option<App> {
     let budget = common::unique("control_budget");
     let mut app = app("control", &settings(&budget, None)).await;
     let Some(cpu) = common::database_cpu_query() else {
-        eprintln!("skipped: calibrated for the local FerretDB 2; MONGODB_URI names another server");
+        common::skip("calibrated for the local FerretDB 2; MONGODB_URI names another server");
         return None;
     };
     app.settings.control.prometheus_url = Some(common::env("PROMETHEUS_URL"));
@@ -538,7 +538,7 @@ impl Paced {
             let worker = Worker::new(
                 app.queue.clone(),
                 &app.settings.redis_url,
-                app.builtin(),
+                app.router(),
                 WorkerOptions {
                     // Not variables: a quick end to the test once the queue is empty.
                     idle_block: Duration::from_millis(200),

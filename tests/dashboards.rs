@@ -2,9 +2,11 @@
 //! local services (paced, with FerretDB's CPU through Prometheus when FerretDB is the database)
 //! while Prometheus scrapes it, beside a `tidegate run` whose schedule is on and which governs
 //! a BullMQ queue; then each panel's
-//! PromQL (its variables at "All") is evaluated on that Prometheus at a moment during the run,
-//! and each panel must return at least one series. And every dashboard can be imported into
-//! any Grafana: its data source and the scrape job are variables, not our names.
+//! PromQL (its variables at "All", its metrics of ours narrowed to this test's two processes by
+//! the label their scrape targets carry, so that series an earlier run left within
+//! Prometheus' lookback do not count) is evaluated on that Prometheus over the run, as a
+//! panel's time range, and each panel must return at least one series. And every dashboard can be imported
+//! into any Grafana: its data source and the scrape job are variables, not our names.
 
 mod common;
 
@@ -18,10 +20,16 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
-async fn series_at(prometheus: &str, expr: &str, at: f64) -> usize {
+/// The series `expr` returns over `[from, to]`, a second apart, as a Grafana panel asks.
+async fn series_between(prometheus: &str, expr: &str, (from, to): (f64, f64)) -> usize {
     let body: serde_json::Value = reqwest::Client::new()
-        .get(format!("{prometheus}/api/v1/query"))
-        .query(&[("query", expr), ("time", &at.to_string())])
+        .get(format!("{prometheus}/api/v1/query_range"))
+        .query(&[
+            ("query", expr),
+            ("start", &from.to_string()),
+            ("end", &to.to_string()),
+            ("step", "1"),
+        ])
         .send()
         .await
         .expect("Prometheus answers")
@@ -52,6 +60,12 @@ fn at_all(expr: &str) -> String {
     ["$job", "$instance", "$queue"]
         .iter()
         .fold(expr.to_owned(), |e, var| e.replace(var, ".*"))
+}
+
+/// [`at_all`], with each selector of a metric of ours (each filters by the job variable, as
+/// the test above holds) narrowed to the scrape targets labelled `test`.
+fn only_of(expr: &str, test: &str) -> String {
+    at_all(expr).replace("job=~\".*\"", &format!("job=~\".*\",test=\"{test}\""))
 }
 
 #[test]
@@ -118,9 +132,17 @@ async fn every_panel_shows_data_after_a_real_run() {
         // And a BullMQ queue of no one's it governs, for the governed queues' panel.
         .env("TIDEGATE_GOVERN", common::unique("dash_governed")),
     );
-    let _scraped = common::Scraped::new("dash", &[format!("127.0.0.1:{port}")]);
+    let demo_port = common::scenario::free_port();
+    let scraped = common::Scraped::new(
+        "dash",
+        &[
+            format!("127.0.0.1:{port}"),
+            format!("127.0.0.1:{demo_port}"),
+        ],
+    );
     let mut demo = Command::new(env!("CARGO_BIN_EXE_tidegate"));
     demo.args(["demo", "--users", "1500", "--date", "2026-11-17"])
+        .env("TIDEGATE_HTTP_ADDR", format!("127.0.0.1:{demo_port}"))
         .env("TIDEGATE_DATABASE", common::unique("tidegate_dash"))
         .env("TIDEGATE_QUEUE", common::unique("dash"))
         .env("TIDEGATE_LOG", "warn")
@@ -132,6 +154,7 @@ async fn every_panel_shows_data_after_a_real_run() {
         demo.env("TIDEGATE_PROMETHEUS_URL", &prometheus)
             .env("TIDEGATE_PROMETHEUS_CPU_QUERY", cpu);
     }
+    let started = unix_now();
     let mut child = demo.spawn().expect("start tidegate demo");
     let deadline = Instant::now() + Duration::from_secs(180);
     let status = loop {
@@ -145,8 +168,7 @@ async fn every_panel_shows_data_after_a_real_run() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(status.success(), "demo failed: {status}");
-    // Two seconds before the end, the run was still being scraped.
-    let during = unix_now() - 2.0;
+    let during = (started, unix_now());
 
     let mut checked = 0;
     for (path, dashboard) in dashboards() {
@@ -155,7 +177,7 @@ async fn every_panel_shows_data_after_a_real_run() {
             let mut series = 0;
             for target in panel["targets"].as_array().into_iter().flatten() {
                 let expr = target["expr"].as_str().expect("expr");
-                series += series_at(&prometheus, &at_all(expr), during).await;
+                series += series_between(&prometheus, &only_of(expr, &scraped.label), during).await;
             }
             assert!(series > 0, "panel {title:?} of {path:?} shows no data");
             checked += 1;

@@ -162,7 +162,7 @@ impl Missed {
         let queue = common::unique("catch_up");
         let (schedule, fired) = fired_ago(Span::hours(2));
         let day = fired.date_naive().pred_opt().expect("a day");
-        tidegate::score::sample_day(&store, day, chrono_tz::UTC, 5, 3, |_| {})
+        tidegate_score::sample_day(&store, day, chrono_tz::UTC, 5, 3, |_| {})
             .await
             .expect("sample day");
         let mut redis = connect(&common::redis_url()).await.expect("redis");

@@ -11,9 +11,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
-use tidegate::app::App;
 use tidegate::control::govern::Fallback;
 use tidegate::control::pacer::Pacer;
+use tidegate::engine::Engine as App;
 use tidegate::queue::NewJob;
 use tidegate::queue::keys::Keys;
 use tokio::task::JoinHandle;
@@ -287,7 +287,7 @@ async fn a_governed_queue_and_a_tidegate_queue_share_one_budget() {
     let stop = CancellationToken::new();
     let governor = governor(&app, &governed_name, &stop);
     let (worker, control) = app
-        .paced_worker(app.builtin(), &stop)
+        .paced_worker(app.router(), &stop)
         .expect("tidegate's worker");
     let worker = tokio::spawn(worker.run(stop.clone()));
 

@@ -1,18 +1,12 @@
 //! The container image without a Docker engine: exactly what the Dockerfile copies (less what
 //! `.dockerignore` leaves out) compiles, in an empty directory, with `--locked`, as its `RUN`
-//! builds it (the binary and a program of one's own); and that program, `examples/
-//! own_pipeline.rs`, serves like `tidegate run`, so the image's HEALTHCHECK (`tidegate health`)
-//! answers for it.
+//! builds it (the binary and a program of one's own, `examples/visits`, whose own test serves
+//! it on the real services).
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
-
-use common::scenario::{self, free_port};
-use serde_json::json;
-use tidegate::queue::{NewJob, Queue, connect};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -95,7 +89,7 @@ fn exactly_what_the_dockerfile_copies_compiles_locked_in_an_empty_directory() {
             copy(&Path::new(ROOT).join(&source), &to, &ignored);
         }
     }
-    let commands = builds(&dockerfile, "own_pipeline");
+    let commands = builds(&dockerfile, "visits");
     assert_eq!(
         commands.len(),
         2,
@@ -127,96 +121,4 @@ fn exactly_what_the_dockerfile_copies_compiles_locked_in_an_empty_directory() {
         );
     }
     let _ = std::fs::remove_dir_all(&context);
-}
-
-/// `tidegate health` (or `--ready`) for a process on `port`, as the image's HEALTHCHECK runs it
-/// (the image listens on every interface).
-fn health(port: u16, ready: bool) -> bool {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tidegate"));
-    command
-        .arg("health")
-        .env("TIDEGATE_HTTP_ADDR", format!("0.0.0.0:{port}"))
-        .env("TIDEGATE_LOG", "error");
-    if ready {
-        command.arg("--ready");
-    }
-    command.output().is_ok_and(|out| out.status.success())
-}
-
-#[tokio::test]
-async fn a_program_of_ones_own_serves_like_tidegate_run_and_answers_the_health_check() {
-    let example = Path::new(env!("CARGO_BIN_EXE_tidegate"))
-        .parent()
-        .expect("the binaries' directory")
-        .join("examples/own_pipeline");
-    assert!(
-        example.is_file(),
-        "cargo test builds the examples: {example:?}"
-    );
-    let queue = common::unique("visits");
-    let database = common::unique("tidegate_visits");
-    let q = Queue::new(
-        connect(&common::redis_url()).await.expect("redis"),
-        "bull",
-        &queue,
-    );
-    let jobs: Vec<NewJob> = (0..6)
-        .map(|hour| {
-            NewJob::new(
-                "visit",
-                json!({ "page": "/pricing", "day": "2026-11-24", "hour": hour, "visits": 10 + hour }),
-            )
-        })
-        .collect();
-    q.add_bulk(&jobs).await.expect("add");
-    let port = free_port();
-    let mut command = scenario::command(
-        &queue,
-        &database,
-        &common::redis_url(),
-        &common::mongodb_uri(),
-    );
-    command
-        .env("TIDEGATE_HTTP_ADDR", format!("0.0.0.0:{port}"))
-        .env("TIDEGATE_BUDGET", common::unique("visits"));
-    // The same variables, its own program: `run` is the only argument `scenario` gives.
-    let process = scenario::start(
-        Command::new(&example)
-            .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))))
-            .stdout(std::process::Stdio::null()),
-    );
-    common::eventually(
-        "the visits to be written",
-        Duration::from_secs(60),
-        || async { q.counts().await.ok().filter(|c| c.completed == 6).map(drop) },
-    )
-    .await;
-    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .expect("its /metrics")
-        .text()
-        .await
-        .expect("text");
-    assert!(
-        metrics.contains(&format!(
-            "tidegate_jobs_completed_total{{queue=\"{queue}\"}} 6"
-        )),
-        "{metrics}"
-    );
-    assert!(health(port, false) && health(port, true));
-    drop(process);
-    assert!(!health(port, false), "nothing answers once it is gone");
-    let store =
-        tidegate::store::Store::connect(&common::mongodb_uri(), &database, Default::default())
-            .await
-            .expect("mongo");
-    let day = store
-        .database()
-        .collection::<mongodb::bson::Document>("page_days")
-        .find_one(mongodb::bson::doc! {})
-        .await
-        .expect("find")
-        .expect("the page's day");
-    assert_eq!(day.get_document("hours").expect("hours").len(), 6);
-    store.database().drop().await.expect("drop");
 }

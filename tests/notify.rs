@@ -214,8 +214,40 @@ async fn a_silent_webhook_never_holds_the_batch_that_ends_a_run() {
     tokio::time::timeout(Duration::from_secs(5), finish(&queue, &runs, &[None]))
         .await
         .expect("the batch's settle path does not wait for the webhook");
-    let ended = runs.get(&run.id).await.expect("get").expect("run");
+    let ended = runs
+        .wait_for_end(&run.id, Duration::from_secs(10))
+        .await
+        .expect("the outbox ends the run");
     assert_eq!(ended.outcome.as_deref(), Some("succeeded"));
+    // A clean stop waits for the report, but no longer than its bound.
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        runs.close(Duration::from_millis(500)),
+    )
+    .await
+    .expect("a stop's wait for reports is bounded");
     store.database().drop().await.expect("drop");
     drop(silent);
+}
+
+/// A clean stop delivers the report of a run this process has just ended: the outbox ends it,
+/// the webhook refuses the first post, and the retry lands before `close` returns.
+#[tokio::test]
+async fn a_clean_stop_waits_for_the_report_of_a_run_it_ended() {
+    let receiver = Receiver::default();
+    let url = start_receiver(&receiver).await;
+    let (runs, redis, store) = runs_reporting_to(url).await;
+    let date = format!("2033-{}", &common::unique("c")[..8]);
+    let run = runs.start("score", &date, "test").await.expect("start");
+    runs.planned(&run.id, 1, 0).await.expect("planned");
+    let queue = Queue::new(redis, "bull", &common::unique("notify"));
+    queue.add_bulk(&[job("a", &run.id)]).await.expect("add");
+    finish(&queue, &runs, &[None]).await;
+    runs.close(Duration::from_secs(10)).await;
+    let posts = receiver.posts.lock().expect("posts").len();
+    assert_eq!(
+        posts, 2,
+        "refused once, then delivered, before the stop returned"
+    );
+    store.database().drop().await.expect("drop");
 }

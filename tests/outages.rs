@@ -56,7 +56,7 @@ async fn world(redis_url: &str, mongodb_uri: &str, name: &str) -> (String, Queue
     let store = tidegate::store::Store::connect(mongodb_uri, &database, Default::default())
         .await
         .expect("mongo");
-    tidegate::score::sample_day(&store, day(), chrono_tz::UTC, USERS, 5, |_| {})
+    tidegate_score::sample_day(&store, day(), chrono_tz::UTC, USERS, 5, |_| {})
         .await
         .expect("sample day");
     let queue = common::unique(name);
@@ -112,7 +112,7 @@ async fn assert_ridden_through(mut child: Child, q: &Queue, mongodb_uri: &str, d
         .expect("mongo");
     let scores = store
         .database()
-        .collection::<mongodb::bson::Document>(tidegate::score::DAILY_SCORES)
+        .collection::<mongodb::bson::Document>(tidegate_score::DAILY_SCORES)
         .count_documents(mongodb::bson::doc! { "date": day().to_string() })
         .await
         .expect("count");
@@ -123,7 +123,7 @@ async fn assert_ridden_through(mut child: Child, q: &Queue, mongodb_uri: &str, d
 #[tokio::test]
 async fn a_database_frozen_past_every_time_limit_spends_no_attempt_and_the_rerun_exits_0() {
     let Some(db) = scenario::ferretdb().await else {
-        eprintln!("skipped: FERRETDB_BIN is not set (MONGODB_URI points at another server)");
+        common::skip("FERRETDB_BIN is not set (MONGODB_URI points at another server)");
         return;
     };
     let mongodb_uri = format!("mongodb://127.0.0.1:{}/", db.port);

@@ -9,12 +9,12 @@ use std::time::Duration;
 use chrono::{NaiveDate, TimeZone};
 use mongodb::bson::{Document, doc};
 use serde_json::json;
-use tidegate::app::App;
+use tidegate::engine::Engine as App;
 use tidegate::queue::{NewJob, Retention, Settlement, connect};
 use tidegate::schedule::{Fired, Planner};
-use tidegate::score::{self, DAILY_SCORES};
 use tidegate::store::Store;
 use tidegate::worker::{Worker, WorkerOptions};
+use tidegate_score::{self as score, DAILY_SCORES};
 use tokio_util::sync::CancellationToken;
 
 const TZ: chrono_tz::Tz = chrono_tz::Asia::Seoul;
@@ -47,7 +47,7 @@ fn planner(w: &App) -> &Planner {
 }
 
 fn start_worker(w: &App) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-    let pipelines = w.builtin();
+    let pipelines = w.router();
     let options = WorkerOptions {
         batch_docs: 50,
         idle_block: Duration::from_millis(200),

@@ -4,12 +4,15 @@
 //!
 //! The replies are not in this repository: several are GPL-3.0, so they are read where they
 //! are kept, `../shared/mongodb-serverstatus/` beside the checkout (or the directory named by
-//! `TIDEGATE_SERVERSTATUS_REPLIES`), and each test skips with a message when it is absent. Their
+//! `TIDEGATE_SERVERSTATUS_REPLIES`); without them each test fails, unless skips are allowed
+//! (`common::skip`). Their
 //! origins and licences are in that directory's `SOURCES.md`.
 //!
 //! What the parser should find is read from each file's JSON by a reader of its own (Extended
 //! JSON's number wrappers, or plain JSON numbers), not through `bson`, and which signals each
 //! file carries is written down per file in [`EXPECTED`] from SOURCES.md and the files.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,10 +31,10 @@ fn replies_dir() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        println!(
-            "skipped: no real serverStatus replies at {} (set TIDEGATE_SERVERSTATUS_REPLIES)",
+        common::skip(&format!(
+            "no real serverStatus replies at {} (set TIDEGATE_SERVERSTATUS_REPLIES)",
             dir.display()
-        );
+        ));
         None
     }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod scenario;
+pub mod source;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -30,10 +31,11 @@ pub fn database_cpu_query() -> Option<String> {
     std::env::var("DATABASE_CPU_QUERY").ok()
 }
 
-/// The connected parts as `tidegate run` builds them (`Settings` from the environment, then
-/// `App::connect`), on a queue and a database of the test's own; `overrides` are variables set
-/// for this test alone (`("TIDEGATE_ATTEMPTS", "3")`), and win over the test's own names.
-pub async fn app(name: &str, overrides: &[(&str, &str)]) -> tidegate::app::App {
+/// The engine as `tidegate run` builds it (`Settings` from the environment, connected, the
+/// applications `TIDEGATE_APPS` enables registered), on a queue and a database of the test's
+/// own; `overrides` are variables set for this test alone (`("TIDEGATE_ATTEMPTS", "3")`), and
+/// win over the test's own names.
+pub async fn app(name: &str, overrides: &[(&str, &str)]) -> tidegate::engine::Engine {
     // Tests print nothing of the engine's own logs unless asked (`RUST_LOG=tidegate=info`):
     // the decisions behind a failed control test are what it takes to read one.
     if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
@@ -45,7 +47,7 @@ pub async fn app(name: &str, overrides: &[(&str, &str)]) -> tidegate::app::App {
     let queue = unique(name);
     let database = unique(&format!("tidegate_{name}"));
     // Overrides come first, so a test can put two apps on one database or one queue.
-    let settings = tidegate::config::Settings::from_lookup(|var| {
+    let lookup = |var: &str| {
         let own = match var {
             "TIDEGATE_QUEUE" => Some(queue.clone()),
             "TIDEGATE_DATABASE" => Some(database.clone()),
@@ -57,11 +59,37 @@ pub async fn app(name: &str, overrides: &[(&str, &str)]) -> tidegate::app::App {
             .map(|(_, value)| (*value).to_owned())
             .or(own)
             .or_else(|| std::env::var(var).ok())
-    })
-    .expect("the test's settings are valid");
-    tidegate::app::App::connect(settings)
+    };
+    let settings =
+        tidegate::config::Settings::from_lookup(lookup).expect("the test's settings are valid");
+    let (apps, _, _) = tidegate_cli::read_apps(lookup).expect("the test's TIDEGATE_APPS is valid");
+    let engine = tidegate::engine::Engine::connect(settings)
         .await
-        .expect("the services answer")
+        .expect("the services answer");
+    tidegate_cli::register(engine, &apps)
+}
+
+/// A test that cannot run here (a fixture or a server it needs is absent) fails, saying why,
+/// unless `TIDEGATE_ALLOW_SKIP=1` allows such skips; then it says so, is counted as skipped
+/// (a line in the file `TIDEGATE_SKIP_LOG` names, which `scripts/test` counts), and returns
+/// early. A test never passes for having done nothing.
+pub fn skip(reason: &str) {
+    if std::env::var("TIDEGATE_ALLOW_SKIP").is_ok_and(|v| v == "1") {
+        eprintln!("skipped: {reason}");
+        if let Ok(path) = std::env::var("TIDEGATE_SKIP_LOG") {
+            use std::io::Write;
+            let logged = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .and_then(|mut log| writeln!(log, "{reason}"));
+            if let Err(e) = logged {
+                panic!("cannot count the skip in {path}: {e}");
+            }
+        }
+    } else {
+        panic!("cannot run here: {reason} (TIDEGATE_ALLOW_SKIP=1 allows skipping such a test)");
+    }
 }
 
 /// A store on a database of the test's own (`<prefix>_...`), with the default options.

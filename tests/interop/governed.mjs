@@ -24,7 +24,7 @@ if (work.startsWith('sleep:')) {
   client = new MongoClient(process.env.MONGODB_URI, { maxPoolSize: Number(concurrency) });
   await client.connect();
   const db = client.db(process.env.SCORE_DATABASE);
-  // The score's rule (src/score/mod.rs, `weight`), and its key: one document per (date, user).
+  // The score's rule (apps/score/src/lib.rs, `weight`), and its key: one document per (date, user).
   const weight = { view: 1, click: 3, purchase: 10 };
   processor = async (job) => {
     const { userId, date, from, to } = job.data;
