@@ -44,6 +44,12 @@ fn job(id: &str, run: &str) -> NewJob {
 /// Takes the next `n` jobs and settles each as `outcome` says (a failure reason, or none for
 /// completed), counted in its run as the worker counts it; then lets the runs end.
 async fn finish(queue: &Queue, runs: &Runs, outcomes: &[Option<&str>]) {
+    let jobs = settle(queue, runs, outcomes).await;
+    runs.check_ends(&jobs.iter().collect::<Vec<&Job>>()).await;
+}
+
+/// [`finish`] without letting the runs end: returns the settled jobs.
+async fn settle(queue: &Queue, runs: &Runs, outcomes: &[Option<&str>]) -> Vec<Job> {
     let taken = queue
         .take(outcomes.len(), "notify-test", Duration::from_secs(30))
         .await
@@ -77,8 +83,7 @@ async fn finish(queue: &Queue, runs: &Runs, outcomes: &[Option<&str>]) {
         .settle("notify-test", &settlements)
         .await
         .expect("settle");
-    let jobs: Vec<&Job> = taken.jobs.iter().collect();
-    runs.check_ends(&jobs).await;
+    taken.jobs
 }
 
 /// Runs reporting to the webhook at `url` (retrying 10 ms apart), on a database of their own;
@@ -248,6 +253,46 @@ async fn a_clean_stop_waits_for_the_report_of_a_run_it_ended() {
     assert_eq!(
         posts, 2,
         "refused once, then delivered, before the stop returned"
+    );
+    store.database().drop().await.expect("drop");
+}
+
+/// A run check posted while a clean stop closes the outbox is still done before the stop
+/// returns: the run whose last job settled as the process stopped ends then, with its report,
+/// not at the stall check minutes later.
+#[tokio::test]
+async fn a_check_posted_as_the_stop_closes_is_still_done() {
+    let receiver = Receiver::default();
+    let url = start_receiver(&receiver).await;
+    let (runs, redis, store) = runs_reporting_to(url).await;
+    let queue = Queue::new(redis, "bull", &common::unique("notify"));
+    let mut ids = Vec::new();
+    for year in [2034, 2035] {
+        let date = format!("{year}-{}", &common::unique("x")[..8]);
+        let run = runs.start("score", &date, "test").await.expect("start");
+        runs.planned(&run.id, 1, 0).await.expect("planned");
+        queue
+            .add_bulk(&[job(&format!("y{year}"), &run.id)])
+            .await
+            .expect("add");
+        ids.push(run.id);
+    }
+    // The first run's end shows the outbox's task is up and has nothing queued.
+    finish(&queue, &runs, &[None]).await;
+    runs.wait_for_end(&ids[0], Duration::from_secs(10))
+        .await
+        .expect("the outbox ends the first run");
+
+    let last = settle(&queue, &runs, &[None]).await;
+    let last: Vec<&Job> = last.iter().collect();
+    // The close is queued first, the check behind it.
+    tokio::join!(runs.close(Duration::from_secs(10)), runs.check_ends(&last));
+    let ended = runs.get(&ids[1]).await.expect("get").expect("the run");
+    assert_eq!(ended.outcome.as_deref(), Some("succeeded"));
+    let posts = receiver.posts.lock().expect("posts").len();
+    assert_eq!(
+        posts, 3,
+        "the first report twice (refused once), the second once"
     );
     store.database().drop().await.expect("drop");
 }

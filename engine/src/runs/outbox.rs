@@ -68,15 +68,17 @@ async fn deliver(runs: Runs, mut receiver: mpsc::UnboundedReceiver<Message>) {
         }
     };
     while let Some(first) = receiver.recv().await {
-        let (mut checks, mut close) = (BTreeSet::new(), None);
+        let (mut checks, mut closes) = (BTreeSet::new(), Vec::new());
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
                 Message::Check(ids) => checks.extend(ids),
                 Message::Report(run) => report(*run, &mut reports),
+                // What is queued behind the close is still done here; a post from now on is
+                // refused, so its caller does it itself.
                 Message::Close(ack) => {
-                    close = Some(ack);
-                    break;
+                    receiver.close();
+                    closes.push(ack);
                 }
             }
             next = receiver.try_recv().ok();
@@ -91,9 +93,11 @@ async fn deliver(runs: Runs, mut receiver: mpsc::UnboundedReceiver<Message>) {
             }
         }
         while reports.try_join_next().is_some() {}
-        if let Some(ack) = close {
+        if !closes.is_empty() {
             while reports.join_next().await.is_some() {}
-            let _ = ack.send(());
+            for ack in closes {
+                let _ = ack.send(());
+            }
             return;
         }
     }
