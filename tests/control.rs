@@ -352,13 +352,16 @@ async fn a_queues_batches_take_turns_across_processes_at_its_current_pace() {
 /// Whether batch `id` (one document at 100/s) starts once its turn comes (10 ms at most): a
 /// wait longer than a turn is a wait for a slot.
 async fn starts(turns: &Turns, id: &str) -> bool {
-    loop {
+    // Turns of 10 ms: a batch still turned away after five seconds never gets one.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
         match turns.take(1, 100.0, id).await.expect("turn") {
             None => return true,
             Some(wait) if wait <= Duration::from_millis(10) => tokio::time::sleep(wait).await,
             Some(_) => return false,
         }
     }
+    panic!("batch {id} waited five seconds for its turn");
 }
 
 #[tokio::test]
