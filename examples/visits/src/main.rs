@@ -1,13 +1,17 @@
 //! A team's own pipeline on the tidegate engine: jobs named `visit` (`{"page": "/", "day":
 //! "2026-11-24", "hour": 13, "visits": 42}`) store a page's visits per hour in `page_days`, a
-//! batch as one bulk write paced by the database's load; the engine adds /metrics, health,
-//! the back-office, runs and graceful shutdown. `TIDEGATE_QUEUE=visits cargo run -p visits`.
+//! batch as one bulk write paced by the database's load, and a nightly run totals each page's
+//! day (`totals`); the engine adds /metrics, health, the back-office, the schedule, runs and
+//! graceful shutdown. `TIDEGATE_QUEUE=visits TIDEGATE_SCHEDULE=@daily cargo run -p visits`.
+
+mod totals;
 
 use mongodb::bson::doc;
 use serde::Deserialize;
 use tidegate::pipeline::{Outcome, Outcomes, Pipeline};
 use tidegate::queue::Job;
 use tidegate::store::{Store, Upsert};
+use totals::Totals;
 
 #[derive(Deserialize)]
 struct Visit {
@@ -55,8 +59,11 @@ impl Pipeline for Visits {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tidegate::engine::main(|engine| {
-        let visits = Visits(engine.store.clone());
-        engine.pipeline(&["visit"], visits)
+        let store = engine.store.clone();
+        engine
+            .pipeline(&["visit"], Visits(store.clone()))
+            .pipeline(totals::JOB_NAMES, Totals(store.clone()))
+            .daily(Totals(store))
     })
     .await
 }
