@@ -8,8 +8,6 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use std::sync::Arc;
-
 use chrono::NaiveDate;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -161,19 +159,8 @@ impl Engine {
     /// Plans the days of `daily` (the schedule, re-runs, the back-office's runs). Its jobs are
     /// worked by the pipeline registered under their names.
     pub fn daily(mut self, daily: impl Daily) -> Self {
-        let daily: Arc<dyn Daily> = Arc::new(daily);
-        let s = &self.settings;
-        self.planner = Some(Planner {
-            daily,
-            queue: self.queue.clone(),
-            store: self.store.clone(),
-            runs: self.runs.clone(),
-            redis: self.redis.clone(),
-            tz: s.timezone,
-            attempts: s.job_attempts,
-            backoff: s.job_backoff,
-            lease: s.plan_lease,
-        });
+        let (queue, store, runs) = (self.queue.clone(), self.store.clone(), self.runs.clone());
+        self.planner = Some(Planner::new(daily, queue, store, runs, &self.settings));
         self
     }
 

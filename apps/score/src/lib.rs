@@ -14,9 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
-use futures::future::BoxFuture;
-use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use mongodb::bson::{self, Bson, Document, doc};
 use serde::{Deserialize, Serialize};
 
@@ -230,14 +228,14 @@ impl Daily for Score {
         indexes()
     }
 
-    fn targets<'a>(
-        &'a self,
-        store: &'a Store,
+    async fn targets(
+        &self,
+        store: &Store,
         date: NaiveDate,
         tz: Tz,
         limit: Duration,
-    ) -> BoxFuture<'a, mongodb::error::Result<BoxStream<'a, mongodb::error::Result<String>>>> {
-        Box::pin(async move { Ok(targets(store, date, tz, limit).await?.boxed()) })
+    ) -> mongodb::error::Result<impl Stream<Item = mongodb::error::Result<String>> + Send> {
+        targets(store, date, tz, limit).await
     }
 
     fn job(&self, run: &str, date: NaiveDate, target: &str) -> NewJob {
@@ -252,35 +250,25 @@ impl Daily for Score {
         )
     }
 
-    fn purge<'a>(
-        &'a self,
-        store: &'a Store,
+    async fn purge(
+        &self,
+        store: &Store,
         date: NaiveDate,
-        keep: &'a HashSet<String>,
-    ) -> BoxFuture<'a, mongodb::error::Result<u64>> {
-        Box::pin(purge(store, date, keep))
+        keep: &HashSet<String>,
+    ) -> mongodb::error::Result<u64> {
+        purge(store, date, keep).await
     }
 
     fn results_in(&self) -> &'static str {
         DAILY_SCORES
     }
 
-    fn results<'a>(
-        &'a self,
-        store: &'a Store,
-        date: NaiveDate,
-    ) -> BoxFuture<'a, mongodb::error::Result<u64>> {
-        Box::pin(async move {
-            store
-                .bounded(
-                    store
-                        .database()
-                        .collection::<Document>(DAILY_SCORES)
-                        .count_documents(doc! { "date": date.to_string() })
-                        .max_time(store.op_timeout()),
-                )
-                .await
-        })
+    async fn results(&self, store: &Store, date: NaiveDate) -> mongodb::error::Result<u64> {
+        let scores = store.database().collection::<Document>(DAILY_SCORES);
+        let count = scores
+            .count_documents(doc! { "date": date.to_string() })
+            .max_time(store.op_timeout());
+        store.bounded(count).await
     }
 }
 

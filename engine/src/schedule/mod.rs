@@ -15,10 +15,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
-use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
+use futures::{Stream, StreamExt, TryStreamExt};
 
+use crate::config::Settings;
 use crate::queue::keys;
 use crate::queue::{Backoff, JobOptions, NewJob, Queue, QueueError};
 use crate::retry::ride_through;
@@ -80,6 +81,44 @@ pub trait Daily: Send + Sync + 'static {
 
     /// Streams the day's targets (never the whole list at once). `limit` bounds the query that
     /// finds them; the planner bounds each further read.
+    fn targets(
+        &self,
+        store: &Store,
+        date: NaiveDate,
+        tz: Tz,
+        limit: Duration,
+    ) -> impl Future<
+        Output = mongodb::error::Result<impl Stream<Item = mongodb::error::Result<String>> + Send>,
+    > + Send;
+
+    /// The job (name and data) that works `target`'s part of `date` in `run`; the data carries
+    /// `runId` so that the run counts it. The planner sets its id and retry options.
+    fn job(&self, run: &str, date: NaiveDate, target: &str) -> NewJob;
+
+    /// Deletes the day's results of targets outside `keep` (a re-run rewrites the others).
+    fn purge(
+        &self,
+        store: &Store,
+        date: NaiveDate,
+        keep: &HashSet<String>,
+    ) -> impl Future<Output = mongodb::error::Result<u64>> + Send;
+
+    /// Where its results go (a collection), for the run's summary.
+    fn results_in(&self) -> &'static str;
+
+    /// How many results the day has, for the run's summary.
+    fn results(
+        &self,
+        store: &Store,
+        date: NaiveDate,
+    ) -> impl Future<Output = mongodb::error::Result<u64>> + Send;
+}
+
+/// The object-safe face of a [`Daily`], so that a [`Planner`] can hold an application of any
+/// type.
+pub(crate) trait Plans: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn indexes(&self) -> Vec<Index>;
     fn targets<'a>(
         &'a self,
         store: &'a Store,
@@ -87,23 +126,14 @@ pub trait Daily: Send + Sync + 'static {
         tz: Tz,
         limit: Duration,
     ) -> BoxFuture<'a, mongodb::error::Result<BoxStream<'a, mongodb::error::Result<String>>>>;
-
-    /// The job (name and data) that works `target`'s part of `date` in `run`; the data carries
-    /// `runId` so that the run counts it. The planner sets its id and retry options.
     fn job(&self, run: &str, date: NaiveDate, target: &str) -> NewJob;
-
-    /// Deletes the day's results of targets outside `keep` (a re-run rewrites the others).
     fn purge<'a>(
         &'a self,
         store: &'a Store,
         date: NaiveDate,
         keep: &'a HashSet<String>,
     ) -> BoxFuture<'a, mongodb::error::Result<u64>>;
-
-    /// Where its results go (a collection), for the run's summary.
     fn results_in(&self) -> &'static str;
-
-    /// How many results the day has, for the run's summary.
     fn results<'a>(
         &'a self,
         store: &'a Store,
@@ -111,10 +141,55 @@ pub trait Daily: Send + Sync + 'static {
     ) -> BoxFuture<'a, mongodb::error::Result<u64>>;
 }
 
+impl<D: Daily> Plans for D {
+    fn name(&self) -> &'static str {
+        Daily::name(self)
+    }
+
+    fn indexes(&self) -> Vec<Index> {
+        Daily::indexes(self)
+    }
+
+    fn targets<'a>(
+        &'a self,
+        store: &'a Store,
+        date: NaiveDate,
+        tz: Tz,
+        limit: Duration,
+    ) -> BoxFuture<'a, mongodb::error::Result<BoxStream<'a, mongodb::error::Result<String>>>> {
+        Box::pin(async move { Ok(Daily::targets(self, store, date, tz, limit).await?.boxed()) })
+    }
+
+    fn job(&self, run: &str, date: NaiveDate, target: &str) -> NewJob {
+        Daily::job(self, run, date, target)
+    }
+
+    fn purge<'a>(
+        &'a self,
+        store: &'a Store,
+        date: NaiveDate,
+        keep: &'a HashSet<String>,
+    ) -> BoxFuture<'a, mongodb::error::Result<u64>> {
+        Box::pin(Daily::purge(self, store, date, keep))
+    }
+
+    fn results_in(&self) -> &'static str {
+        Daily::results_in(self)
+    }
+
+    fn results<'a>(
+        &'a self,
+        store: &'a Store,
+        date: NaiveDate,
+    ) -> BoxFuture<'a, mongodb::error::Result<u64>> {
+        Box::pin(Daily::results(self, store, date))
+    }
+}
+
 /// Turns a day into a run of an application's jobs.
 #[derive(Clone)]
 pub struct Planner {
-    pub daily: Arc<dyn Daily>,
+    pub(crate) daily: Arc<dyn Plans>,
     pub queue: Queue,
     pub store: Store,
     pub runs: Runs,
@@ -176,6 +251,28 @@ pub fn check_run_date(date: NaiveDate, tz: Tz, now: DateTime<Utc>) -> Result<(),
 }
 
 impl Planner {
+    /// A planner of `daily`'s days onto `queue`, its runs in `runs`, as `settings` say
+    /// (timezone, job attempts and backoff, planning lease).
+    pub fn new(
+        daily: impl Daily,
+        queue: Queue,
+        store: Store,
+        runs: Runs,
+        settings: &Settings,
+    ) -> Self {
+        Self {
+            daily: Arc::new(daily),
+            redis: queue.connection(),
+            queue,
+            store,
+            runs,
+            tz: settings.timezone,
+            attempts: settings.job_attempts,
+            backoff: settings.job_backoff,
+            lease: settings.plan_lease,
+        }
+    }
+
     /// Plans `date` as a new run. `purge` also deletes, once the run is planned, the day's
     /// results of users it does not target (the others it rewrites): a re-run that fails to
     /// start deletes nothing, and the purge never races the new run's own writes. A day

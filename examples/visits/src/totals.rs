@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use chrono_tz::Tz;
-use futures::future::BoxFuture;
-use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use futures::{Stream, TryStreamExt};
 use mongodb::bson::{Document, doc};
 use serde::Deserialize;
 use tidegate::pipeline::{Outcome, Outcomes, Pipeline};
@@ -40,24 +39,20 @@ impl Daily for Totals {
         }]
     }
 
-    fn targets<'a>(
-        &'a self,
-        store: &'a Store,
+    async fn targets(
+        &self,
+        store: &Store,
         date: NaiveDate,
         _: Tz,
         limit: Duration,
-    ) -> BoxFuture<'a, mongodb::error::Result<BoxStream<'a, mongodb::error::Result<String>>>> {
-        Box::pin(async move {
-            let page_days = store.database().collection::<Document>("page_days");
-            let find = page_days
-                .find(doc! { "day": date.to_string() })
-                .projection(doc! { "page": 1 })
-                .max_time(limit);
-            let pages = store.bounded_for(limit, find).await?;
-            Ok(pages
-                .map_ok(|d| d.get_str("page").unwrap_or_default().to_owned())
-                .boxed())
-        })
+    ) -> mongodb::error::Result<impl Stream<Item = mongodb::error::Result<String>> + Send> {
+        let page_days = store.database().collection::<Document>("page_days");
+        let find = page_days
+            .find(doc! { "day": date.to_string() })
+            .projection(doc! { "page": 1 })
+            .max_time(limit);
+        let pages = store.bounded_for(limit, find).await?;
+        Ok(pages.map_ok(|d| d.get_str("page").unwrap_or_default().to_owned()))
     }
 
     fn job(&self, run: &str, date: NaiveDate, page: &str) -> NewJob {
@@ -66,38 +61,30 @@ impl Daily for Totals {
     }
 
     /// A re-run rewrites the totals of the pages it plans; a page no longer seen loses its.
-    fn purge<'a>(
-        &'a self,
-        store: &'a Store,
+    async fn purge(
+        &self,
+        store: &Store,
         date: NaiveDate,
-        keep: &'a HashSet<String>,
-    ) -> BoxFuture<'a, mongodb::error::Result<u64>> {
-        Box::pin(async move {
-            let keep: Vec<&String> = keep.iter().collect();
-            let filter = doc! { "day": date.to_string(), "page": { "$nin": keep } };
-            let totals = store.database().collection::<Document>("page_totals");
-            Ok(store
-                .bounded(totals.delete_many(filter))
-                .await?
-                .deleted_count)
-        })
+        keep: &HashSet<String>,
+    ) -> mongodb::error::Result<u64> {
+        let filter =
+            doc! { "day": date.to_string(), "page": { "$nin": keep.iter().collect::<Vec<_>>() } };
+        let totals = store.database().collection::<Document>("page_totals");
+        Ok(store
+            .bounded(totals.delete_many(filter))
+            .await?
+            .deleted_count)
     }
 
     fn results_in(&self) -> &'static str {
         "page_totals"
     }
 
-    fn results<'a>(
-        &'a self,
-        store: &'a Store,
-        date: NaiveDate,
-    ) -> BoxFuture<'a, mongodb::error::Result<u64>> {
-        Box::pin(async move {
-            let totals = store.database().collection::<Document>("page_totals");
-            store
-                .bounded(totals.count_documents(doc! { "day": date.to_string() }))
-                .await
-        })
+    async fn results(&self, store: &Store, date: NaiveDate) -> mongodb::error::Result<u64> {
+        let totals = store.database().collection::<Document>("page_totals");
+        store
+            .bounded(totals.count_documents(doc! { "day": date.to_string() }))
+            .await
     }
 }
 
