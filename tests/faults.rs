@@ -517,23 +517,21 @@ async fn chaos() {
     let queue_name = common::unique("chaos");
     let q = Queue::new(conn.clone(), "bull", &queue_name);
     let runs = tidegate::runs::Runs::new(conn.clone(), store.clone(), "bull");
-    let settings = tidegate::config::Settings::from_lookup(|var| std::env::var(var).ok())
-        .expect("the environment's settings");
-    let mut planner = tidegate::schedule::Planner::new(
-        tidegate_score::Score,
-        q.clone(),
-        store.clone(),
-        runs.clone(),
-        &settings,
-    );
-    planner.tz = tz;
-    planner.attempts = 100;
-    planner.backoff = Backoff::Spec {
-        kind: BackoffKind::Fixed,
-        delay: 500,
-        jitter: None,
+    let planner = tidegate::schedule::Planner {
+        daily: std::sync::Arc::new(tidegate_score::Score),
+        queue: q.clone(),
+        store: store.clone(),
+        runs: runs.clone(),
+        redis: conn,
+        tz,
+        attempts: 100,
+        backoff: Backoff::Spec {
+            kind: BackoffKind::Fixed,
+            delay: 500,
+            jitter: None,
+        },
+        lease: Duration::from_secs(600),
     };
-    planner.lease = Duration::from_secs(600);
     // The day is re-run each time it ends, so that faults land on work for the whole soak; a
     // re-run rewrites the same scores (upserts keyed by user and day).
     let mut run = planner.plan(day, "chaos", false).await.expect("plan");

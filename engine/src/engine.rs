@@ -5,6 +5,7 @@
 //! ([`Engine::process_day`]). It knows no application: what is not registered does not exist
 //! here (no pipeline, planner, schedule or index). [`main`] is a program's whole `main`.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -159,8 +160,18 @@ impl Engine {
     /// Plans the days of `daily` (the schedule, re-runs, the back-office's runs). Its jobs are
     /// worked by the pipeline registered under their names.
     pub fn daily(mut self, daily: impl Daily) -> Self {
-        let (queue, store, runs) = (self.queue.clone(), self.store.clone(), self.runs.clone());
-        self.planner = Some(Planner::new(daily, queue, store, runs, &self.settings));
+        let s = &self.settings;
+        self.planner = Some(Planner {
+            daily: Arc::new(daily),
+            queue: self.queue.clone(),
+            store: self.store.clone(),
+            runs: self.runs.clone(),
+            redis: self.redis.clone(),
+            tz: s.timezone,
+            attempts: s.job_attempts,
+            backoff: s.job_backoff,
+            lease: s.plan_lease,
+        });
         self
     }
 

@@ -19,7 +19,6 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 
-use crate::config::Settings;
 use crate::queue::keys;
 use crate::queue::{Backoff, JobOptions, NewJob, Queue, QueueError};
 use crate::retry::ride_through;
@@ -115,8 +114,8 @@ pub trait Daily: Send + Sync + 'static {
 }
 
 /// The object-safe face of a [`Daily`], so that a [`Planner`] can hold an application of any
-/// type.
-pub(crate) trait Plans: Send + Sync {
+/// type: every `Daily` is one (`Arc::new(daily)` where an `Arc<dyn Plans>` is wanted).
+pub trait Plans: Send + Sync {
     fn name(&self) -> &'static str;
     fn indexes(&self) -> Vec<Index>;
     fn targets<'a>(
@@ -189,7 +188,7 @@ impl<D: Daily> Plans for D {
 /// Turns a day into a run of an application's jobs.
 #[derive(Clone)]
 pub struct Planner {
-    pub(crate) daily: Arc<dyn Plans>,
+    pub daily: Arc<dyn Plans>,
     pub queue: Queue,
     pub store: Store,
     pub runs: Runs,
@@ -251,28 +250,6 @@ pub fn check_run_date(date: NaiveDate, tz: Tz, now: DateTime<Utc>) -> Result<(),
 }
 
 impl Planner {
-    /// A planner of `daily`'s days onto `queue`, its runs in `runs`, as `settings` say
-    /// (timezone, job attempts and backoff, planning lease).
-    pub fn new(
-        daily: impl Daily,
-        queue: Queue,
-        store: Store,
-        runs: Runs,
-        settings: &Settings,
-    ) -> Self {
-        Self {
-            daily: Arc::new(daily),
-            redis: queue.connection(),
-            queue,
-            store,
-            runs,
-            tz: settings.timezone,
-            attempts: settings.job_attempts,
-            backoff: settings.job_backoff,
-            lease: settings.plan_lease,
-        }
-    }
-
     /// Plans `date` as a new run. `purge` also deletes, once the run is planned, the day's
     /// results of users it does not target (the others it rewrites): a re-run that fails to
     /// start deletes nothing, and the purge never races the new run's own writes. A day
