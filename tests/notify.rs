@@ -86,6 +86,15 @@ async fn settle(queue: &Queue, runs: &Runs, outcomes: &[Option<&str>]) -> Vec<Jo
     taken.jobs
 }
 
+/// A run on a date of `year`'s of its own, planned as one job, `id`, added to `queue`; its id.
+async fn run_of_one(runs: &Runs, queue: &Queue, year: u32, id: &str) -> String {
+    let date = format!("{year}-{}", &common::unique("d")[..8]);
+    let run = runs.start("score", &date, "test").await.expect("start");
+    runs.planned(&run.id, 1, 0).await.expect("planned");
+    queue.add_bulk(&[job(id, &run.id)]).await.expect("add");
+    run.id
+}
+
 /// Runs reporting to the webhook at `url` (retrying 10 ms apart), on a database of their own;
 /// with the Redis connection and the store.
 async fn runs_reporting_to(url: String) -> (Runs, Redis, Store) {
@@ -210,17 +219,14 @@ async fn a_silent_webhook_never_holds_the_batch_that_ends_a_run() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}/hook", silent.local_addr().expect("addr"));
     let (runs, redis, store) = runs_reporting_to(url).await;
-    let date = format!("2031-{}", &common::unique("w")[..8]);
-    let run = runs.start("score", &date, "test").await.expect("start");
-    runs.planned(&run.id, 1, 0).await.expect("planned");
     let queue = Queue::new(redis, "bull", &common::unique("notify"));
-    queue.add_bulk(&[job("a", &run.id)]).await.expect("add");
+    let run = run_of_one(&runs, &queue, 2031, "a").await;
 
     tokio::time::timeout(Duration::from_secs(5), finish(&queue, &runs, &[None]))
         .await
         .expect("the batch's settle path does not wait for the webhook");
     let ended = runs
-        .wait_for_end(&run.id, Duration::from_secs(10))
+        .wait_for_end(&run, Duration::from_secs(10))
         .await
         .expect("the outbox ends the run");
     assert_eq!(ended.outcome.as_deref(), Some("succeeded"));
@@ -242,11 +248,8 @@ async fn a_clean_stop_waits_for_the_report_of_a_run_it_ended() {
     let receiver = Receiver::default();
     let url = start_receiver(&receiver).await;
     let (runs, redis, store) = runs_reporting_to(url).await;
-    let date = format!("2033-{}", &common::unique("c")[..8]);
-    let run = runs.start("score", &date, "test").await.expect("start");
-    runs.planned(&run.id, 1, 0).await.expect("planned");
     let queue = Queue::new(redis, "bull", &common::unique("notify"));
-    queue.add_bulk(&[job("a", &run.id)]).await.expect("add");
+    run_of_one(&runs, &queue, 2033, "a").await;
     finish(&queue, &runs, &[None]).await;
     runs.close(Duration::from_secs(10)).await;
     let posts = receiver.posts.lock().expect("posts").len();
@@ -266,17 +269,10 @@ async fn a_check_posted_as_the_stop_closes_is_still_done() {
     let url = start_receiver(&receiver).await;
     let (runs, redis, store) = runs_reporting_to(url).await;
     let queue = Queue::new(redis, "bull", &common::unique("notify"));
-    let mut ids = Vec::new();
-    for year in [2034, 2035] {
-        let date = format!("{year}-{}", &common::unique("x")[..8]);
-        let run = runs.start("score", &date, "test").await.expect("start");
-        runs.planned(&run.id, 1, 0).await.expect("planned");
-        queue
-            .add_bulk(&[job(&format!("y{year}"), &run.id)])
-            .await
-            .expect("add");
-        ids.push(run.id);
-    }
+    let ids = [
+        run_of_one(&runs, &queue, 2034, "first").await,
+        run_of_one(&runs, &queue, 2035, "second").await,
+    ];
     // The first run's end shows the outbox's task is up and has nothing queued.
     finish(&queue, &runs, &[None]).await;
     runs.wait_for_end(&ids[0], Duration::from_secs(10))
